@@ -1,0 +1,154 @@
+"""Raw decode throughput of :mod:`mmemb.data.decode`, single process.
+
+Per clip it times what a DataLoader worker does: ``decode_frames`` (T frames at S x S) and
+``decode_audio`` + ``log_mel``, and prints clips/s for each part and for both together.
+
+    python benchmarks/bench_decode.py                       # the real clips in assets/clips
+    python benchmarks/bench_decode.py --clips /data/demo    # a folder of clips (recursive)
+    python benchmarks/bench_decode.py --clips demo/manifest.jsonl --repeat 3 --threads 1 0
+
+``--clips`` may be given several times. ``--threads 1`` (default) is one decoder thread, as in
+DataLoader workers; ``0`` lets FFmpeg thread on all cores. Torch runs one intra-op thread (as in
+workers) unless ``--torch-threads`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mmemb.data.decode import DecodeConfig, DecodeError, decode_audio, decode_frames, log_mel
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+
+
+@dataclass
+class Result:
+    """Timings of one clip set under one thread setting."""
+
+    name: str
+    threads: int
+    clips: int
+    seconds_of_video: float
+    failures: int
+    video_s: float  # best-of-repeat wall time for all clips' frames
+    audio_s: float  # the same for audio + log-mel
+
+    def row(self) -> list[str]:
+        total = self.video_s + self.audio_s
+        rate = lambda s: f"{self.clips / s:.2f}" if s > 0 else "-"  # noqa: E731
+        return [self.name, str(self.threads), str(self.clips), f"{self.seconds_of_video:.0f}", str(self.failures),
+                rate(self.video_s), rate(self.audio_s), rate(total), f"{1000 * total / max(self.clips, 1):.0f}"]
+
+
+def find_clips(spec: str) -> list[Path]:
+    """Clips of a folder (recursive, by extension) or of a manifest (its ``video`` fields)."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+        return [path]
+    if path.is_file():
+        from mmemb.data.manifest import read_manifest
+
+        return [Path(r.video) for r in read_manifest(path, strict=False) if r.video]
+    raise SystemExit(f"benchmarks/bench_decode.py: --clips {spec}: no such folder, clip or manifest")
+
+
+def clip_seconds(path: Path) -> float:
+    """Duration from the header (0 when it cannot be read)."""
+    from mmemb.data.decode import probe
+
+    try:
+        return probe(path).duration
+    except DecodeError:
+        return 0.0
+
+
+def time_set(name: str, clips: list[Path], cfg: DecodeConfig, repeat: int) -> Result:
+    """Best-of-``repeat`` wall time to decode every clip's frames, and its audio + log-mel."""
+    video_runs, audio_runs, failures = [], [], 0
+    for _ in range(repeat):
+        failures = 0
+        video_s = audio_s = 0.0
+        for clip in clips:
+            t0 = time.perf_counter()
+            try:
+                decode_frames(clip, cfg)
+            except DecodeError:
+                failures += 1
+            t1 = time.perf_counter()
+            try:
+                wave = decode_audio(clip, cfg)
+                if wave is not None:
+                    log_mel(wave, cfg)
+            except DecodeError:
+                pass
+            t2 = time.perf_counter()
+            video_s += t1 - t0
+            audio_s += t2 - t1
+        video_runs.append(video_s)
+        audio_runs.append(audio_s)
+    return Result(name, cfg.decode_threads, len(clips), sum(clip_seconds(c) for c in clips), failures,
+                  min(video_runs), min(audio_runs))
+
+
+def table(rows: list[list[str]]) -> str:
+    """Left-aligned first column, right-aligned numbers."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", action="append", metavar="DIR_OR_MANIFEST",
+                        help="folder of clips, a manifest, or one clip (repeatable); default assets/clips")
+    parser.add_argument("--repeat", type=int, default=3, help="passes over each set; the best is reported")
+    parser.add_argument("--limit", type=int, default=0, help="use at most this many clips per set (0 = all)")
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--frame-size", type=int, default=112)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="decoder threads to compare (1 = as in DataLoader workers, 0 = FFmpeg auto)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (log-mel)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
+
+    specs = args.clips or [str(REPO / "assets" / "clips")]
+    sets = []
+    for spec in specs:
+        clips = find_clips(spec)
+        if args.limit:
+            clips = clips[: args.limit]
+        if not clips:
+            raise SystemExit(f"benchmarks/bench_decode.py: no clips in {spec}")
+        name = Path(spec).name or spec
+        sets.append((name, clips))
+        if spec == specs[0] and not args.clips:
+            sets.extend((c.name, [c]) for c in clips)  # also each real clip on its own
+
+    print(f"# bench_decode  {_dt.datetime.now().isoformat(timespec='seconds')}  {platform.node()}  "
+          f"python {platform.python_version()}  torch {torch.__version__}  torch threads {torch.get_num_threads()}")
+    print(f"# T={args.num_frames} S={args.frame_size} repeat={args.repeat} (best of), single process")
+    print(f"# command: {' '.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}")
+    rows = [["set", "threads", "clips", "video_s", "failed", "frames/s", "audio/s", "clips/s", "ms/clip"]]
+    for threads in args.threads:
+        cfg = DecodeConfig(num_frames=args.num_frames, frame_size=args.frame_size, decode_threads=threads)
+        for name, clips in sets:
+            time_set(name, clips[:1], cfg, 1)  # warm up imports and caches
+            rows.append(time_set(name, clips, cfg, args.repeat).row())
+    print(table(rows))
+    print("# frames/s: decode_frames only; audio/s: decode_audio + log_mel only; clips/s: both (clips per second)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

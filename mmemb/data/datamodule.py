@@ -1,0 +1,243 @@
+"""The LightningDataModule: manifest (or demo corpus, or streaming shards) -> split -> batches.
+
+This is the one module of :mod:`mmemb.data` that imports Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from .dataset import VideoDataset, collate
+from .decode import DecodeConfig
+from .manifest import VideoRecord, read_manifest
+from .shards import ShardedVideoDataset, read_shard_index
+from .vocab import LabelConfig, TextConfig, Vocabularies, summarize
+
+__all__ = ["SplitConfig", "VideoDataModule", "split_records"]
+
+log = logging.getLogger(__name__)
+
+Split = Literal["train", "val", "test"]
+
+
+@dataclass
+class SplitConfig:
+    """A deterministic split by a hash of the video id (stable when the manifest grows)."""
+
+    val_fraction: float = 0.1  # share of videos in validation
+    test_fraction: float = 0.1  # share of videos in test
+    seed: int = 0  # changes which videos land where
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(f"bad split fractions: val={self.val_fraction}, test={self.test_fraction}")
+
+
+def split_of(video_id: str, cfg: SplitConfig) -> Split:
+    """Which split ``video_id`` belongs to."""
+    u = zlib.crc32(f"{cfg.seed}:{video_id}".encode()) / 2**32  # uniform in [0, 1)
+    if u < cfg.test_fraction:
+        return "test"
+    if u < cfg.test_fraction + cfg.val_fraction:
+        return "val"
+    return "train"
+
+
+def split_records(records: list[VideoRecord], cfg: SplitConfig) -> dict[Split, list[VideoRecord]]:
+    out: dict[Split, list[VideoRecord]] = {"train": [], "val": [], "test": []}
+    for r in records:
+        out[split_of(r.id, cfg)].append(r)
+    return out
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader that tells its sharded dataset the epoch before each pass, so that the shard
+    shuffle changes every epoch (workers are not persistent: each pass pickles the dataset anew)."""
+
+    def __init__(self, dataset: ShardedVideoDataset, epoch_fn, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self._epoch_fn = epoch_fn
+        self._passes = 0
+
+    def __iter__(self):
+        epoch = self._epoch_fn()
+        self.dataset.set_epoch(self._passes if epoch is None else epoch)
+        self._passes += 1
+        return super().__iter__()
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Videos of a manifest, split into train/val/test, decoded in DataLoader workers.
+
+    Args:
+        manifest: JSONL/Parquet manifest; ``None`` uses the demo corpus (built on first use).
+        shards: optional folder of WebDataset shards (``mmemb data write-shards``) streamed for
+            training instead of the manifest's train split (val/test still come from the manifest).
+        batch_size: videos per batch (per device).
+        num_workers: DataLoader worker processes; 0 decodes in the main process.
+        decode: frames, resolution and audio features (see :class:`mmemb.data.decode.DecodeConfig`).
+        text: tokenization of the text fields.
+        labels: hashtag/query vocabularies, cleaning, TF-IDF, freshness and the tag graph.
+        split: the deterministic train/val/test split.
+        vocab_dir: where to save (or, when it holds a vocabulary, load) the vocabularies; default
+            ``<trainer.default_root_dir>/vocab`` at setup.
+        max_videos: keep only the first N records (quick experiments); ``None`` keeps all.
+        demo_dir: where the demo corpus lives when ``manifest`` is None (default ``data/demo``).
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        shards: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        decode: DecodeConfig | None = None,
+        text: TextConfig | None = None,
+        labels: LabelConfig | None = None,
+        split: SplitConfig | None = None,
+        vocab_dir: str | None = None,
+        max_videos: int | None = None,
+        demo_dir: str | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.decode = decode or DecodeConfig()
+        self.text = text or TextConfig()
+        self.labels = labels or LabelConfig()
+        self.split = split or SplitConfig()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.manifest = manifest
+        self.shards = shards
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.vocab_dir = vocab_dir
+        self.max_videos = max_videos
+        self.demo_dir = demo_dir
+        self.pin_memory = pin_memory
+        self._splits: dict[Split, list[VideoRecord]] | None = None
+        self._vocabs: Vocabularies | None = None
+        self.now = time.time()  # reference time for freshness weights, fixed for the run
+
+    # ------------------------------------------------------------------ records and vocabularies
+
+    def manifest_path(self) -> Path:
+        """The manifest in use; builds the demo corpus when none was given."""
+        if self.manifest is not None:
+            return Path(self.manifest)
+        from .demo import ensure_demo
+
+        return Path(ensure_demo(self.demo_dir))
+
+    @property
+    def splits(self) -> dict[Split, list[VideoRecord]]:
+        if self._splits is None:
+            records = read_manifest(self.manifest_path())
+            if self.max_videos is not None:
+                records = records[: self.max_videos]
+            if not records:
+                raise ValueError(f"manifest {self.manifest_path()} holds no valid records")
+            self._splits = split_records(records, self.split)
+            sizes = {k: len(v) for k, v in self._splits.items()}
+            log.info("split of %s: %s", self.manifest_path(), sizes)
+        return self._splits
+
+    @property
+    def vocabs(self) -> Vocabularies:
+        """Vocabularies, loaded from ``vocab_dir`` when it holds one, else learned from the train split."""
+        if self._vocabs is None:
+            if self.vocab_dir is not None and (Path(self.vocab_dir) / "vocab.json").exists():
+                self._vocabs = Vocabularies.load(self.vocab_dir)
+            else:
+                all_records = [r for part in self.splits.values() for r in part]
+                self._vocabs, report = Vocabularies.build(self.splits["train"], self.text, self.labels, all_records)
+                if report is not None and report.removed:
+                    log.info("label cleaning removed %d boilerplate hashtags", len(report.removed))
+            log.info("vocabularies: %s", summarize(self._vocabs))
+        return self._vocabs
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocabs.tokenizer.vocab_size
+
+    @property
+    def num_hashtags(self) -> int:
+        return len(self.vocabs.hashtags)
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.vocabs.queries)
+
+    @property
+    def category_names(self) -> list[str]:
+        return list(self.vocabs.categories)
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def prepare_data(self) -> None:
+        self.manifest_path()  # builds the demo corpus once, on rank 0
+
+    def setup(self, stage: str | None = None) -> None:
+        vocabs = self.vocabs
+        target = self.vocab_dir
+        if target is None and self.trainer is not None:
+            target = str(Path(self.trainer.default_root_dir) / "vocab")
+        if target is not None and not (Path(target) / "vocab.json").exists():
+            if self.trainer is None or self.trainer.is_global_zero:
+                vocabs.save(target)
+
+    def _dataset(self, name: Split) -> VideoDataset:
+        return VideoDataset(self.splits[name], self.vocabs, self.decode, self.text, train=(name == "train"),
+                            half_life_days=self.labels.half_life_days, now=self.now)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataset(self):
+        if self.shards is None:
+            return self._dataset("train")
+        rank, world = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        return ShardedVideoDataset(read_shard_index(self.shards), self.vocabs, self.decode, self.text, train=True,
+                                   rank=rank, world_size=world, seed=self.split.seed,
+                                   half_life_days=self.labels.half_life_days, now=self.now)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.train_dataset()
+        if isinstance(dataset, ShardedVideoDataset):
+            return _EpochLoader(dataset, self._epoch, batch_size=self.batch_size, num_workers=self.num_workers,
+                                collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=False)
+        if len(dataset) == 0:
+            raise ValueError("the train split is empty: lower split fractions or add videos")
+        return self._loader(dataset, shuffle=True)
+
+    def _epoch(self) -> int | None:
+        return None if self.trainer is None else self.trainer.current_epoch
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"), shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"), shuffle=False)

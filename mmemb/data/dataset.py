@@ -1,0 +1,189 @@
+"""Turn manifest records into model-ready samples, and samples into batches.
+
+A sample is a dict of tensors for one video; :func:`collate` stacks samples into the batch
+contract below. A modality that is missing or fails to decode is masked (its mask is ``False``
+and its tensor is zeros), never invented, and the reason travels with the batch so that the
+main process can count it (:class:`mmemb.data.failures.FailureLog`).
+
+Batch contract::
+
+    ids              list[str]
+    frames           float32 (B, T, 3, S, S)  normalised with ImageNet mean/std, zeros where missing
+    video_mask       bool    (B,)
+    mel              float32 (B, n_mels, F)   log-mel, zeros where missing
+    audio_mask       bool    (B,)
+    text_ids         int64   (B, L)           [CLS] caption [SEP] cover [SEP] asr [SEP] comments [SEP], 0-padded
+    text_attention   int64   (B, L)           1 = real token
+    text_field_ids   int64   (B, L)           0 [CLS]/pad, 1 caption, 2 cover, 3 asr, 4 comments
+    text_mask        bool    (B,)             any text present
+    hashtag_targets  float32 (B, H)           multi-hot over the cleaned hashtag vocabulary
+    hashtag_weights  float32 (B, H)           TF-IDF weight of each positive, 0 elsewhere
+    query_targets    float32 (B, Q)
+    query_weights    float32 (B, Q)           TF-IDF x clicks (x freshness) weights
+    category         int64   (B,)             index into Vocabularies.categories, -1 unknown
+    video_error      list[str | None]         decode failure reason, None when fine
+    audio_error      list[str | None]         likewise; "no_audio" for clips without an audio track
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .decode import ClipSample, DecodeConfig, load_clip
+from .labels import label_weights, normalize_label
+from .manifest import VideoRecord
+from .vocab import TextConfig, Vocabularies, record_texts
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "encode_record", "collate", "VideoDataset", "sample_generator"]
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def sample_generator(index: int, key: str) -> torch.Generator:
+    """A generator for one sample's random choices, reproducible under a fixed seed.
+
+    It mixes the process's torch seed (which Lightning's ``seed_everything(workers=True)`` makes
+    depend on the global seed, the epoch and the worker) with the sample's index and id.
+    """
+    seed = (torch.initial_seed() * 1_000_003 + index * 7919 + zlib.crc32(key.encode())) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def _multi_hot(num: int, ids: list[int], weights: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    target = torch.zeros(num, dtype=torch.float32)
+    weight = torch.zeros(num, dtype=torch.float32)
+    if ids:
+        index = torch.tensor(ids, dtype=torch.long)
+        target[index] = 1.0
+        weight[index] = torch.as_tensor(weights, dtype=torch.float32)
+    return target, weight
+
+
+def encode_labels(record: VideoRecord, vocabs: Vocabularies, half_life_days: float | None, now: float | None) -> dict:
+    """Multi-hot targets and TF-IDF weights for the record's hashtags and queries."""
+    removed = vocabs.removed_hashtags
+    tags = [t for t in dict.fromkeys(normalize_label(h) for h in record.hashtags) if t and t not in removed]
+    tag_ids = vocabs.hashtags.encode(tags)
+    tag_w = label_weights(tag_ids, vocabs.hashtag_idf, publish_time=record.publish_time, now=now,
+                          half_life_days=half_life_days) if tag_ids else np.zeros(0)
+    clicks: dict[int, float] = {}
+    for q in record.queries:
+        qid = vocabs.queries.index(normalize_label(q.text))
+        if qid is not None:
+            clicks[qid] = clicks.get(qid, 0.0) + q.clicks
+    q_ids = list(clicks)
+    q_w = label_weights(q_ids, vocabs.query_idf, clicks=[clicks[i] for i in q_ids], publish_time=record.publish_time,
+                        now=now, half_life_days=half_life_days) if q_ids else np.zeros(0)
+    hashtag_targets, hashtag_weights = _multi_hot(len(vocabs.hashtags), tag_ids, tag_w)
+    query_targets, query_weights = _multi_hot(len(vocabs.queries), q_ids, q_w)
+    return {
+        "hashtag_targets": hashtag_targets,
+        "hashtag_weights": hashtag_weights,
+        "query_targets": query_targets,
+        "query_weights": query_weights,
+    }
+
+
+def encode_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig) -> dict:
+    """Token ids and field ids of the record's text fields (padded to ``cfg.max_length``)."""
+    fields = record_texts(record)
+    has_text = any(f for f in fields)
+    ids, field_ids = vocabs.tokenizer.encode_fields(fields, cfg.max_length) if has_text else ([], [])
+    text_ids = torch.zeros(cfg.max_length, dtype=torch.long)
+    text_field_ids = torch.zeros(cfg.max_length, dtype=torch.long)
+    attention = torch.zeros(cfg.max_length, dtype=torch.long)
+    n = len(ids)
+    text_ids[:n] = torch.tensor(ids, dtype=torch.long)
+    text_field_ids[:n] = torch.tensor(field_ids, dtype=torch.long)
+    attention[:n] = 1
+    return {"text_ids": text_ids, "text_attention": attention, "text_field_ids": text_field_ids,
+            "text_mask": torch.tensor(has_text)}
+
+
+def encode_record(
+    record: VideoRecord,
+    vocabs: Vocabularies,
+    decode: DecodeConfig,
+    text: TextConfig,
+    train: bool,
+    generator: torch.Generator | None = None,
+    half_life_days: float | None = None,
+    now: float | None = None,
+    video_source: Any = None,
+) -> dict:
+    """One model-ready sample. ``video_source`` overrides ``record.video`` (e.g. bytes from a shard)."""
+    source = video_source if video_source is not None else record.video
+    if source is None:  # the record has no clip: both modalities absent, which is not a failure
+        clip = ClipSample(None, None, None, None)
+    else:
+        clip = load_clip(source, decode, train=train, generator=generator)
+    t, s = decode.num_frames, decode.frame_size
+    if clip.frames is not None:
+        frames = (clip.frames.float() / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (T, 3, S, S)
+    else:
+        frames = torch.zeros(t, 3, s, s)
+    mel = clip.mel if clip.mel is not None else torch.zeros(decode.n_mels, decode.mel_frames)
+    sample = {
+        "ids": record.id,
+        "frames": frames,
+        "video_mask": torch.tensor(clip.frames is not None),
+        "mel": mel,
+        "audio_mask": torch.tensor(clip.mel is not None),
+        "category": torch.tensor(vocabs.category_index(record.category), dtype=torch.long),
+        "video_error": clip.video_error,
+        "audio_error": clip.audio_error,
+    }
+    sample.update(encode_text(record, vocabs, text))
+    sample.update(encode_labels(record, vocabs, half_life_days, now))
+    return sample
+
+
+_LIST_KEYS = ("ids", "video_error", "audio_error")
+
+
+def collate(samples: Sequence[dict]) -> dict:
+    """Stack samples into the batch contract of this module (lists stay lists)."""
+    if not samples:
+        raise ValueError("collate got an empty list of samples")
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        batch[key] = list(values) if key in _LIST_KEYS else torch.stack(values)
+    return batch
+
+
+class VideoDataset(Dataset):
+    """Map-style dataset over in-memory manifest records (decoding happens in ``__getitem__``)."""
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        vocabs: Vocabularies,
+        decode: DecodeConfig,
+        text: TextConfig,
+        train: bool,
+        half_life_days: float | None = None,
+        now: float | None = None,
+    ):
+        self.records = list(records)
+        self.vocabs = vocabs
+        self.decode = decode
+        self.text = text
+        self.train = train
+        self.half_life_days = half_life_days
+        self.now = now
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        generator = sample_generator(index, record.id) if self.train else None
+        return encode_record(record, self.vocabs, self.decode, self.text, self.train, generator,
+                             self.half_life_days, self.now)

@@ -1,0 +1,193 @@
+"""Everything the data pipeline learns from the training split: tokenizer, label vocabularies with
+cleaning and TF-IDF weights, the tag co-occurrence graph and the category list.
+
+Built once from the training records (:meth:`Vocabularies.build`), saved next to the model
+(:meth:`Vocabularies.save`) and reloaded without the corpus (:meth:`Vocabularies.load`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .labels import (
+    CleaningConfig,
+    CleaningReport,
+    LabelVocab,
+    TagGraph,
+    build_label_vocab,
+    build_tag_graph,
+    clean_hashtags,
+    label_idf,
+    normalize_label,
+)
+from .manifest import VideoRecord
+from .text import TextTokenizer
+
+__all__ = ["TextConfig", "LabelConfig", "Vocabularies", "record_texts"]
+
+TEXT_FIELDS = ("caption", "cover_text", "asr", "comments")
+
+
+@dataclass
+class TextConfig:
+    """How the text of a video becomes token ids."""
+
+    max_length: int = 64  # tokens per video, [CLS] and [SEP]s included
+    vocab_size: int = 8000  # upper bound of the WordPiece vocabulary trained on the training split
+    min_frequency: int = 2  # a piece must occur this often in the training text to enter the vocabulary
+
+    def __post_init__(self) -> None:
+        if self.max_length < 4:
+            raise ValueError(f"TextConfig.max_length must be >= 4, got {self.max_length}")
+        if self.vocab_size < 64:
+            raise ValueError(f"TextConfig.vocab_size must be >= 64, got {self.vocab_size}")
+
+
+@dataclass
+class LabelConfig:
+    """Hashtag and query label vocabularies and their weights."""
+
+    hashtag_min_freq: int = 5  # a hashtag enters the vocabulary when this many training videos use it
+    query_min_freq: int = 5  # same for queries
+    clean: bool = True  # remove boilerplate hashtags (rules + spread over categories), see labels.CleaningConfig
+    half_life_days: float | None = None  # freshness: label weights halve every this many days of age (None = off)
+    graph_measure: Literal["cond_prob", "pmi", "npmi"] = "npmi"  # edge weight of the tag co-occurrence graph
+    graph_threshold: float = 0.1  # keep edges whose weight is at least this
+    graph_min_cooccurrence: int = 2  # and whose tags co-occur on at least this many videos
+
+    def __post_init__(self) -> None:
+        if self.hashtag_min_freq < 1 or self.query_min_freq < 1:
+            raise ValueError("LabelConfig min frequencies must be >= 1")
+        if self.half_life_days is not None and self.half_life_days <= 0:
+            raise ValueError(f"LabelConfig.half_life_days must be > 0, got {self.half_life_days}")
+
+
+def record_texts(record: VideoRecord) -> list[str | None]:
+    """The text fields of a record in :data:`TEXT_FIELDS` order (comments joined)."""
+    comments = " ".join(record.comments) if record.comments else None
+    return [record.caption, record.cover_text, record.asr, comments]
+
+
+def _clean_tag_lists(records: Sequence[VideoRecord]) -> list[list[str]]:
+    out = []
+    for r in records:
+        tags = [normalize_label(t) for t in r.hashtags]
+        out.append(list(dict.fromkeys(t for t in tags if t)))  # dedupe, keep order
+    return out
+
+
+@dataclass
+class Vocabularies:
+    """Tokenizer, label vocabularies, IDF weights, tag graph and categories of one training split."""
+
+    tokenizer: TextTokenizer
+    hashtags: LabelVocab
+    queries: LabelVocab
+    hashtag_idf: np.ndarray  # (H,) float32
+    query_idf: np.ndarray  # (Q,) float32
+    categories: list[str]
+    removed_hashtags: dict[str, str]  # boilerplate tag -> why it was removed
+    tag_graph: TagGraph | None = None
+
+    @classmethod
+    def build(
+        cls,
+        train: Sequence[VideoRecord],
+        text: TextConfig | None = None,
+        labels: LabelConfig | None = None,
+        all_records: Sequence[VideoRecord] | None = None,
+    ) -> tuple["Vocabularies", CleaningReport | None]:
+        """Learn every vocabulary from ``train`` (``all_records`` only lists the categories)."""
+        text = text or TextConfig()
+        labels = labels or LabelConfig()
+        corpus = [t for r in train for t in record_texts(r) if t]
+        tokenizer = TextTokenizer.train(corpus or [""], vocab_size=text.vocab_size, min_frequency=text.min_frequency)
+
+        tag_lists = _clean_tag_lists(train)
+        report = None
+        removed: dict[str, str] = {}
+        if labels.clean:
+            tag_lists, report = clean_hashtags(tag_lists, [r.category for r in train])
+            removed = dict(report.removed)
+        hashtags = build_label_vocab(tag_lists, min_freq=labels.hashtag_min_freq)
+        query_lists = [[normalize_label(q.text) for q in r.queries] for r in train]
+        queries = build_label_vocab(query_lists, min_freq=labels.query_min_freq)
+
+        tag_ids = [hashtags.encode(t) for t in tag_lists]
+        hashtag_idf = label_idf(tag_ids, len(hashtags)).astype(np.float32)
+        query_idf = label_idf([queries.encode(q) for q in query_lists], len(queries)).astype(np.float32)
+        graph = None
+        if len(hashtags) > 1:
+            graph = build_tag_graph(
+                tag_ids, len(hashtags), measure=labels.graph_measure, threshold=labels.graph_threshold,
+                min_cooccurrence=labels.graph_min_cooccurrence, labels=list(hashtags.labels),
+            )
+        source = all_records if all_records is not None else train
+        categories = sorted({r.category for r in source if r.category})
+        vocabs = cls(tokenizer, hashtags, queries, hashtag_idf, query_idf, categories, removed, graph)
+        return vocabs, report
+
+    def category_index(self, category: str | None) -> int:
+        """Index of ``category`` in :attr:`categories`, -1 when unknown or missing."""
+        if category is None:
+            return -1
+        try:
+            return self.categories.index(category)
+        except ValueError:
+            return -1
+
+    def save(self, directory: str | Path) -> Path:
+        """Write everything to ``directory`` (tokenizer files, label JSONs, IDF arrays, tag graph)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(directory / "tokenizer")
+        self.hashtags.save(directory / "hashtags.json")
+        self.queries.save(directory / "queries.json")
+        np.save(directory / "hashtag_idf.npy", self.hashtag_idf)
+        np.save(directory / "query_idf.npy", self.query_idf)
+        if self.tag_graph is not None:
+            self.tag_graph.save(directory / "tag_graph.npz")
+        meta = {"categories": self.categories, "removed_hashtags": self.removed_hashtags}
+        (directory / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Vocabularies":
+        """Read what :meth:`save` wrote; a missing file raises ``FileNotFoundError`` naming it."""
+        directory = Path(directory)
+        meta_path = directory / "vocab.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no vocabulary at {directory} (missing {meta_path.name})")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        graph_path = directory / "tag_graph.npz"
+        return cls(
+            tokenizer=TextTokenizer.load(directory / "tokenizer"),
+            hashtags=LabelVocab.load(directory / "hashtags.json"),
+            queries=LabelVocab.load(directory / "queries.json"),
+            hashtag_idf=np.load(directory / "hashtag_idf.npy"),
+            query_idf=np.load(directory / "query_idf.npy"),
+            categories=list(meta["categories"]),
+            removed_hashtags=dict(meta["removed_hashtags"]),
+            tag_graph=TagGraph.load(graph_path) if graph_path.exists() else None,
+        )
+
+
+def summarize(vocabs: Vocabularies) -> dict[str, int]:
+    """Sizes worth logging."""
+    return {
+        "vocab_size": vocabs.tokenizer.vocab_size,
+        "hashtags": len(vocabs.hashtags),
+        "queries": len(vocabs.queries),
+        "categories": len(vocabs.categories),
+        "removed_hashtags": len(vocabs.removed_hashtags),
+        "tag_graph_edges": 0 if vocabs.tag_graph is None else int(vocabs.tag_graph.edge_index.shape[1]),
+    }
+
+
+def config_dict(text: TextConfig, labels: LabelConfig) -> dict:
+    return {"text": asdict(text), "labels": asdict(labels)}

@@ -1,0 +1,170 @@
+"""Contrastive video-text pretraining as a LightningModule (the model itself is plain PyTorch)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from ..eval.metrics import retrieval_metrics
+from ..losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
+from ..models.config import ModelOverrides, overrides_dict
+from ..models.registry import create_model, get_model_config
+
+__all__ = ["PretrainModule", "warmup_cosine"]
+
+# Metrics also shown in the progress bar (all of retrieval_metrics go to the logger).
+PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")
+_EVAL_KEYS = ("video", "text", "video_mask", "text_mask", "category")
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class PretrainModule(pl.LightningModule):
+    """CLIP-style pretraining of :class:`mmemb.models.VideoTextModel` on video-text pairs.
+
+    Args:
+        preset: model preset (``mmemb.models.list_models()``: tiny, small, base).
+        vocab_size: text vocabulary size; linked from ``data.vocab_size`` by ``train.py``.
+        overrides: preset fields to change (e.g. ``{vision_depth: 6}``); None keeps the preset.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to biases, norms, the logit scale,
+            position embeddings and the class token).
+        betas: AdamW betas.
+        warmup_fraction: share of the optimizer steps spent in linear warmup.
+        min_lr_ratio: final learning rate of the cosine as a share of ``lr``.
+        loss_weights: weight of each loss term (default: 0.5 for ``clip_v2t`` and ``clip_t2v``).
+    """
+
+    def __init__(
+        self,
+        preset: str = "small",
+        vocab_size: int = 8000,
+        overrides: ModelOverrides | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_fraction: float = 0.05,
+        min_lr_ratio: float = 0.0,
+        loss_weights: dict[str, float] | None = None,
+    ):
+        super().__init__()
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+        self.save_hyperparameters(ignore=["overrides"])
+        self.hparams["overrides"] = overrides_dict(overrides)  # plain dict: checkpoints load with weights_only
+        self.config = get_model_config(preset, vocab_size=vocab_size, **self.hparams["overrides"])
+        self.model = create_model(self.config)
+        self.loss_weights = dict(loss_weights or DEFAULT_WEIGHTS)
+        self._eval_outputs: list[dict[str, torch.Tensor]] = []
+
+    @classmethod
+    def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu") -> "PretrainModule":
+        """Rebuild from a Lightning checkpoint with ``torch.load(weights_only=True)``: no pickled code runs."""
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        module = cls(**hparams)
+        module.load_state_dict(ckpt["state_dict"])
+        return module
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model(batch)
+
+    # ------------------------------------------------------------------ training
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        out = self.model(batch)
+        terms = clip_infonce(out["video"], out["text"], out["logit_scale"], batch["video_mask"], batch["text_mask"])
+        return out, terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out, terms = self._losses(batch)
+        loss = total_loss(terms, self.loss_weights)
+        bs = len(batch["ids"])
+        pairs = (batch["video_mask"] & batch["text_mask"]).sum().float()
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", out["logit_scale"], prog_bar=True, batch_size=bs)
+        self.log("train/pairs", pairs, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):
+        no_decay_names = self.model.no_weight_decay()
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or name in no_decay_names else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("cannot schedule the learning rate over an unknown number of steps: set trainer.max_steps")
+        total = max(1, int(total))
+        warmup = int(self.hparams.warmup_fraction * total)
+        min_ratio = self.hparams.min_lr_ratio
+
+        def lr_lambda(step: int) -> float:  # a plain function: LambdaLR does not pickle it into checkpoints
+            return warmup_cosine(step, warmup, total, min_ratio)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:
+        out, terms = self._losses(batch)
+        self.log(f"{prefix}/loss", total_loss(terms, self.loss_weights), batch_size=len(batch["ids"]))
+        self._eval_outputs.append({
+            "video": out["video"].detach().float().cpu(),
+            "text": out["text"].detach().float().cpu(),
+            "video_mask": batch["video_mask"].cpu(),
+            "text_mask": batch["text_mask"].cpu(),
+            "category": batch["category"].cpu(),
+        })
+
+    def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
+        if not self._eval_outputs:
+            return {}
+        merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in _EVAL_KEYS}
+        self._eval_outputs.clear()
+        metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
+                                    merged["video_mask"], merged["text_mask"])
+        logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
+        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
+        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_outputs.clear()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_outputs.clear()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``ids`` and the embeddings of a batch (zero rows where a modality is missing)."""
+        out = self.model(batch)
+        return {"ids": list(batch["ids"]), "video": out["video"], "text": out["text"],
+                "video_mask": batch["video_mask"], "text_mask": batch["text_mask"], "category": batch["category"]}

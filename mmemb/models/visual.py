@@ -1,0 +1,83 @@
+"""Visual tower: a timm ViT applied to every frame, frame features pooled over time."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import nn
+
+from .config import ModelConfig
+
+__all__ = ["FrameEncoder", "load_vit_weights"]
+
+log = logging.getLogger(__name__)
+
+
+def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a local ``.safetensors`` file or a ``torch.save`` file (loaded with ``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
+    """Load local timm/OpenCLIP ViT weights into ``vit`` (position embeddings resampled to its grid).
+
+    The classifier head is dropped; any other missing or unexpected key is an error.
+    """
+    state = checkpoint_filter_fn(_read_state_dict(path), vit)
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing, unexpected = vit.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ValueError(f"weights {path} do not fit the ViT: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    log.info("loaded ViT weights from %s", path)
+
+
+class FrameEncoder(nn.Module):
+    """Frames ``(B, T, 3, S, S)`` -> per-video features ``(B, vision_width)``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.vit = VisionTransformer(
+            img_size=cfg.frame_size,
+            patch_size=cfg.patch_size,
+            num_classes=0,  # no classifier: forward_head(pre_logits) gives pooled features
+            global_pool=cfg.vision_pool,
+            embed_dim=cfg.vision_width,
+            depth=cfg.vision_depth,
+            num_heads=cfg.vision_heads,
+            mlp_ratio=cfg.vision_mlp_ratio,
+            drop_path_rate=cfg.drop_path,
+        )
+        if cfg.vision_pretrained_path:
+            load_vit_weights(self.vit, cfg.vision_pretrained_path)
+        self.width = cfg.vision_width
+
+    def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Per-frame features: ``(B, T, 3, S, S)`` -> ``(B, T, W)``."""
+        b, t = frames.shape[:2]
+        x = frames.reshape(b * t, *frames.shape[2:])  # (B*T, 3, S, S)
+        x = self.vit.forward_features(x)  # (B*T, N, W)
+        x = self.vit.forward_head(x, pre_logits=True)  # (B*T, W)
+        return x.reshape(b, t, self.width)  # (B, T, W)
+
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the frame features over valid frames (all frames when ``frame_mask`` is None)."""
+        x = self.forward_frames(frames)  # (B, T, W)
+        if frame_mask is None:
+            return x.mean(dim=1)  # (B, W)
+        weights = frame_mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, W)

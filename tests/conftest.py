@@ -1,0 +1,30 @@
+"""Shared test setup: offline hub, few threads, tiny fixtures."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """A small demo corpus shared by the data, CLI and training tests: 6 categories x 30 videos,
+    32x32 clips of 1 s. Returns the manifest path."""
+    from mmemb.data.demo import DemoConfig, build_demo
+
+    out = tmp_path_factory.mktemp("small_demo")
+    cfg = DemoConfig(num_categories=6, videos_per_category=30, frame_size=32, seconds=1.0, workers=2)
+    return Path(build_demo(out, cfg, progress=False).manifest)

@@ -1,0 +1,139 @@
+import shutil
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mmemb.data.datamodule import SplitConfig, VideoDataModule, split_records
+from mmemb.data.dataset import collate
+from mmemb.data.decode import DecodeConfig
+from mmemb.data.manifest import read_manifest, write_manifest
+from mmemb.data.shards import ShardedVideoDataset, read_shard_index, write_shards
+from mmemb.data.vocab import LabelConfig, TextConfig, Vocabularies
+from mmemb.lit.callbacks import DecodeFailureSummary
+
+DECODE = DecodeConfig(num_frames=2, frame_size=32, audio_seconds=1.0)
+TEXT = TextConfig(max_length=24, vocab_size=500)
+
+
+def _dm(manifest, **kw):
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("batch_size", 8)
+    return VideoDataModule(manifest=str(manifest), decode=DECODE, text=TEXT,
+                           labels=LabelConfig(hashtag_min_freq=2), **kw)
+
+
+def test_split_is_deterministic_and_disjoint(small_demo):
+    records = read_manifest(small_demo)
+    a = split_records(records, SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    b = split_records(list(reversed(records)), SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    ids = {k: {r.id for r in v} for k, v in a.items()}
+    assert ids == {k: {r.id for r in v} for k, v in b.items()}
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert sum(map(len, ids.values())) == len(records)
+    assert 0.1 < len(ids["val"]) / len(records) < 0.3
+
+
+def test_batch_follows_the_contract(small_demo, tmp_path):
+    dm = _dm(small_demo, num_workers=2, vocab_dir=str(tmp_path / "vocab"))
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    b, t, s, L = 8, DECODE.num_frames, DECODE.frame_size, TEXT.max_length
+    assert batch["frames"].shape == (b, t, 3, s, s) and batch["frames"].dtype == torch.float32
+    assert batch["video_mask"].dtype == torch.bool and batch["video_mask"].all()
+    assert batch["audio_mask"].all()
+    assert batch["mel"].shape[:2] == (b, DECODE.n_mels)
+    assert batch["text_ids"].shape == (b, L) and batch["text_ids"].dtype == torch.long
+    assert (batch["text_ids"][:, 0] == dm.vocabs.tokenizer.cls_id).all()
+    assert ((batch["text_attention"] == 1) == (batch["text_ids"] != 0)).all()
+    assert set(batch["text_field_ids"].unique().tolist()) <= {0, 1, 2, 3, 4}
+    assert batch["hashtag_targets"].shape == (b, dm.num_hashtags)
+    assert ((batch["hashtag_weights"] > 0) == (batch["hashtag_targets"] > 0)).all()
+    assert (batch["category"] >= 0).all() and (batch["category"] < len(dm.category_names)).all()
+    assert len(batch["ids"]) == b and batch["video_error"] == [None] * b
+    # frames are normalised, not raw bytes
+    assert batch["frames"].min() < 0 < batch["frames"].max() < 3
+    # the saved vocabulary reloads with identical ids
+    again = Vocabularies.load(tmp_path / "vocab")
+    text = "今天 cooking 美食"
+    assert again.tokenizer.encode(text, 16) == dm.vocabs.tokenizer.encode(text, 16)
+    assert again.hashtags.labels == dm.vocabs.hashtags.labels
+
+
+def test_bad_clips_are_masked_and_counted(small_demo, tmp_path):
+    records = read_manifest(small_demo)[:6]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video")
+    records[0].video = str(tmp_path / "empty.mp4")
+    records[1].video = str(tmp_path / "text.mp4")
+    records[2].video = str(tmp_path / "missing.mp4")
+    records[3].video = None  # no clip at all: masked, not a failure
+    manifest = write_manifest(records, tmp_path / "m.jsonl")
+    dm = _dm(manifest, split=SplitConfig(val_fraction=0.0, test_fraction=0.0))
+    batch = next(iter(dm.train_dataloader()))
+    by_id = dict(zip(batch["ids"], zip(batch["video_mask"].tolist(), batch["video_error"])))
+    assert by_id[records[0].id] == (False, "empty")
+    assert by_id[records[1].id] == (False, "not_media")
+    assert by_id[records[2].id] == (False, "missing")
+    assert by_id[records[3].id][0] is False
+    assert by_id[records[4].id] == (True, None)
+    # masked frames are zeros, and the callback counts the reasons
+    masked = ~batch["video_mask"]
+    assert batch["frames"][masked].abs().sum() == 0
+    callback = DecodeFailureSummary()
+    callback._record("train", batch)
+    counts = callback.logs["train"].as_dict()
+    assert counts["video/empty"] == 1 and counts["video/not_media"] == 1 and counts["video/missing"] == 1
+
+
+def _rank_ids(shards, vocabs, rank, world, workers, epoch=0):
+    ds = ShardedVideoDataset(shards, vocabs, DECODE, TEXT, train=True, rank=rank, world_size=world, seed=3)
+    ds.set_epoch(epoch)
+    loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate)
+    return [i for batch in loader for i in batch["ids"]], len(ds)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shards_disjoint_across_ranks_and_workers(small_demo, tmp_path, workers):
+    records = read_manifest(small_demo)[:46]
+    infos = write_shards(records, tmp_path / "shards", samples_per_shard=6, progress=False)  # 8 shards, last has 4
+    assert len(infos) == 8
+    shards = read_shard_index(tmp_path / "shards")
+    vocabs, _ = Vocabularies.build(records, TEXT, LabelConfig(hashtag_min_freq=2))
+    ids0, n0 = _rank_ids(shards, vocabs, 0, 2, workers)
+    ids1, n1 = _rank_ids(shards, vocabs, 1, 2, workers)
+    assert len(ids0) == len(ids1) == n0 == n1  # every rank yields the same number (DDP never waits)
+    assert len(set(ids0)) == len(ids0) and len(set(ids1)) == len(ids1)  # no repeats within a rank
+    assert not set(ids0) & set(ids1)  # two ranks see disjoint samples
+    assert len(ids0) + len(ids1) >= 46 - 4  # at most the uneven remainder is held back
+    assert set(ids0) | set(ids1) <= {r.id for r in records}
+    # the next epoch deals the shards differently but stays disjoint
+    ids0_e1, _ = _rank_ids(shards, vocabs, 0, 2, workers, epoch=1)
+    ids1_e1, _ = _rank_ids(shards, vocabs, 1, 2, workers, epoch=1)
+    assert not set(ids0_e1) & set(ids1_e1)
+    assert set(ids0_e1) != set(ids0)
+
+
+def test_shards_keep_missing_clips_masked(small_demo, tmp_path):
+    records = read_manifest(small_demo)[:4]
+    shutil.copy(records[0].video, tmp_path / "a.mp4")
+    records[0].video = str(tmp_path / "a.mp4")
+    records[1].video = str(tmp_path / "gone.mp4")
+    write_shards(records, tmp_path / "shards", samples_per_shard=2, progress=False)
+    vocabs, _ = Vocabularies.build(records, TEXT, LabelConfig(hashtag_min_freq=1))
+    ds = ShardedVideoDataset(read_shard_index(tmp_path / "shards"), vocabs, DECODE, TEXT, train=False,
+                             rank=0, world_size=1)
+    samples = {s["ids"]: s for s in ds}
+    assert samples[records[0].id]["video_mask"] and samples[records[0].id]["video_error"] is None
+    assert not samples[records[1].id]["video_mask"] and samples[records[1].id]["video_error"] == "missing"
+    assert samples[records[2].id]["video_mask"]
+
+
+def test_datamodule_streams_shards_for_training(small_demo, tmp_path):
+    records = read_manifest(small_demo)
+    write_shards(records, tmp_path / "shards", samples_per_shard=40, progress=False)
+    dm = _dm(small_demo, shards=str(tmp_path / "shards"))
+    loader = dm.train_dataloader()
+    ids = [i for batch in loader for i in batch["ids"]]
+    assert sorted(ids) == sorted(r.id for r in records)  # one rank streams the whole corpus once

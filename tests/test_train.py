@@ -1,0 +1,116 @@
+"""Training: the LightningModule on synthetic batches, the CLI on the demo corpus, and the learning test."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import REPO
+from test_models import synthetic_batch
+from torch.utils.data import DataLoader
+
+from mmemb.lit.pretrain import PretrainModule, warmup_cosine
+
+
+def _script(name: str):
+    """Import a top-level script (train.py, evaluate.py) as a module."""
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- the module alone
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 4, 20) == pytest.approx(0.25)
+    assert warmup_cosine(3, 4, 20) == pytest.approx(1.0)
+    assert warmup_cosine(4, 4, 20) == pytest.approx(1.0)
+    assert warmup_cosine(12, 4, 20) == pytest.approx(0.5)  # half-way through the cosine
+    assert warmup_cosine(20, 4, 20, min_ratio=0.1) == pytest.approx(0.1)
+    after = [warmup_cosine(s, 4, 20) for s in range(4, 21)]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+    assert warmup_cosine(0, 0, 10) == pytest.approx(1.0)
+
+
+def _loader(n_batches: int, seed: int = 0) -> DataLoader:
+    batches = []
+    for i in range(n_batches):
+        batch = synthetic_batch(b=6, seed=seed + i)
+        batch["video_mask"][1] = False  # one clip per batch failed to decode
+        batch["frames"][1] = 0.0
+        batch["video_error"][1] = "truncated"
+        batches.append(batch)
+    return DataLoader(batches, batch_size=None, shuffle=False)
+
+
+def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
+    from mmemb.lit.callbacks import DecodeFailureSummary
+
+    ckpt = pl.callbacks.ModelCheckpoint(monitor="val/t2v_r1_category", mode="max", save_last=True,
+                                        filename="best-{epoch}", save_top_k=1)
+    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, log_every_n_steps=1,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                    logger=pl.loggers.CSVLogger(tmp_path, name=""), callbacks=[ckpt, DecodeFailureSummary()])
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+def test_module_fits_logs_checkpoints_and_predicts(tmp_path):
+    pl.seed_everything(0)
+    module = PretrainModule(preset="tiny", vocab_size=300, overrides={"embed_dim": 32}, lr=1e-3,
+                            warmup_fraction=0.25)
+    assert module.config.embed_dim == 32 and module.config.vocab_size == 300
+    trainer = _trainer(tmp_path)
+    trainer.fit(module, train_dataloaders=_loader(3), val_dataloaders=_loader(2, seed=10))
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/clip_v2t", "train/clip_t2v", "train/logit_scale", "val/loss",
+                "val/t2v_r1_category", "val/v2t_r1_category", "val/t2v_r1_instance", "val/t2v_r5_instance",
+                "val/chance_r1_category"):
+        assert key in metrics, key
+    # 12 val samples, 2 without video; categories 0,1,2,0,1,2 per batch -> the gallery holds 10 videos
+    assert metrics["val/n_video"].item() == 10 and metrics["val/n_text"].item() == 12
+    assert 0.0 <= metrics["val/t2v_r1_category"].item() <= 1.0
+    # the learning rate followed warmup + cosine down to ~0 over the 6 steps
+    lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
+    assert lrs[0] == pytest.approx(1e-3 * warmup_cosine(6, 1, 6), abs=1e-9)
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    assert any(r.get("val/t2v_r1_category") for r in rows) and any(r.get("train/loss") for r in rows)
+
+    # checkpoints load without unpickling code, and rebuild the same model
+    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    raw = torch.load(last, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["overrides"] == {"embed_dim": 32}
+    rebuilt = PretrainModule.from_checkpoint_weights(str(last)).eval()
+    batch = synthetic_batch(b=6, seed=99)
+    module.eval()
+    with torch.no_grad():
+        for key in ("video", "text"):
+            torch.testing.assert_close(rebuilt(batch)[key], module(batch)[key])
+
+    preds = trainer.predict(module, dataloaders=_loader(2, seed=20))
+    assert preds[0]["ids"] == [f"v{i}" for i in range(6)]
+    assert preds[0]["video"].shape == (6, 32) and torch.all(preds[0]["video"][1] == 0)
+    assert preds[0]["video"][0].norm().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_module_arguments_are_checked():
+    with pytest.raises(KeyError, match="tiny"):
+        PretrainModule(preset="nope")
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        PretrainModule(preset="tiny", vocab_size=100, warmup_fraction=1.5)
+
+
+def test_module_test_step_uses_test_prefix(tmp_path):
+    module = PretrainModule(preset="tiny", vocab_size=300)
+    trainer = _trainer(tmp_path, logger=False, enable_checkpointing=False, callbacks=[])
+    (result,) = trainer.test(module, dataloaders=_loader(2), verbose=False)
+    assert {"test/t2v_r1_category", "test/t2v_r1_instance", "test/chance_r1_category", "test/loss"} <= set(result)
+    # 12 text queries, 4 per category; the 10 videos (sample 1, category 1, has none) hold 4, 2, 4
+    assert result["test/chance_r1_category"] == pytest.approx((4 * 0.4 + 4 * 0.2 + 4 * 0.4) / 12)
