@@ -54,13 +54,16 @@ def checkpoint_dir(run: Path) -> Path:
 
 
 def best_checkpoint(folder: Path) -> Path:
-    """The best checkpoint recorded by ModelCheckpoint in ``last.ckpt``; else the only other one; else last."""
+    """The best checkpoint recorded in ``last.ckpt`` by a ModelCheckpoint with a monitor; else the only
+    other checkpoint; else ``last.ckpt``."""
     last = folder / "last.ckpt"
-    others = sorted((p for p in folder.glob("*.ckpt") if not p.name.startswith("last")), key=lambda p: p.stat().st_mtime)
+    others = sorted((p for p in folder.glob("*.ckpt") if not p.name.startswith("last")),
+                    key=lambda p: p.stat().st_mtime)
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
         for key, cb_state in state.get("callbacks", {}).items():
-            best = cb_state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+            monitored = key.startswith("ModelCheckpoint") and cb_state.get("monitor")
+            best = cb_state.get("best_model_path") if monitored else None
             if best and (folder / Path(best).name).exists():
                 return folder / Path(best).name
     if len(others) == 1 or (others and not last.exists()):
@@ -110,7 +113,8 @@ def build_datamodule(config: dict, **overrides: Any):
     parser.add_class_arguments(VideoDataModule, "data")
     data = {**_data_section(config), **{k: v for k, v in overrides.items() if v is not None}}
     cfg = parser.parse_object({"data": data})
-    return parser.instantiate_classes(cfg).data
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return instantiate(cfg).data
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

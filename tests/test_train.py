@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -54,11 +56,12 @@ def _loader(n_batches: int, seed: int = 0) -> DataLoader:
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
     from mmemb.lit.callbacks import DecodeFailureSummary
 
-    ckpt = pl.callbacks.ModelCheckpoint(monitor="val/t2v_r1_category", mode="max", save_last=True,
-                                        filename="best-{epoch}", save_top_k=1)
+    best = pl.callbacks.ModelCheckpoint(monitor="val/t2v_r1_category", mode="max", filename="best-{epoch}",
+                                        save_top_k=1)
+    last = pl.callbacks.ModelCheckpoint(save_top_k=1, filename="last")  # as in configs/*.yaml
     defaults = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=2, log_every_n_steps=1,
                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                    logger=pl.loggers.CSVLogger(tmp_path, name=""), callbacks=[ckpt, DecodeFailureSummary()])
+                    logger=pl.loggers.CSVLogger(tmp_path, name=""), callbacks=[best, last, DecodeFailureSummary()])
     return pl.Trainer(**{**defaults, **kwargs})
 
 
@@ -86,6 +89,7 @@ def test_module_fits_logs_checkpoints_and_predicts(tmp_path):
     # checkpoints load without unpickling code, and rebuild the same model
     last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     raw = torch.load(last, map_location="cpu", weights_only=True)
+    assert raw["global_step"] == trainer.global_step == 6  # written after the last epoch, best or not
     assert raw["hyper_parameters"]["overrides"] == {"embed_dim": 32}
     rebuilt = PretrainModule.from_checkpoint_weights(str(last)).eval()
     batch = synthetic_batch(b=6, seed=99)
@@ -114,3 +118,88 @@ def test_module_test_step_uses_test_prefix(tmp_path):
     assert {"test/t2v_r1_category", "test/t2v_r1_instance", "test/chance_r1_category", "test/loss"} <= set(result)
     # 12 text queries, 4 per category; the 10 videos (sample 1, category 1, has none) hold 4, 2, 4
     assert result["test/chance_r1_category"] == pytest.approx((4 * 0.4 + 4 * 0.2 + 4 * 0.4) / 12)
+
+
+# ----------------------------------------------------------------------------- the CLI on the demo corpus
+
+
+def _cli_args(config: str, manifest: Path, root: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", str(REPO / "configs" / config), "--data.manifest", str(manifest),
+            "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root), *extra]
+
+
+@pytest.fixture()
+def bare_argv(monkeypatch):
+    """LightningCLI warns when both ``args`` and ``sys.argv`` (pytest's) carry arguments."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+
+
+def test_quickstart_config_fast_dev_run(small_demo, tmp_path, bare_argv):
+    train = _script("train")
+    cli = train.main(_cli_args("quickstart.yaml", small_demo, tmp_path, "--trainer.fast_dev_run=true",
+                               "--data.batch_size=8", "--data.num_workers=0"))
+    assert cli.model.config.vocab_size == cli.datamodule.vocab_size  # linked from the data
+    assert cli.model.hparams.preset == "small"
+    assert cli.trainer.global_step == 1
+    assert {"train/loss", "val/t2v_r1_category", "val/chance_r1_category"} <= set(cli.trainer.callback_metrics)
+    assert (tmp_path / "vocab" / "vocab.json").exists()
+
+
+LEARNING_DEMO = dict(num_categories=6, videos_per_category=60, frame_size=32, seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def learning_demo(tmp_path_factory) -> Path:
+    """6 categories x 60 videos: on 6 x 30 the captions are too few for text to predict the category
+    well (a bag-of-tokens linear probe reaches ~1.5x chance), on 6 x 60 the probe reaches ~2.6x."""
+    from mmemb.data.demo import DemoConfig, build_demo
+
+    out = tmp_path_factory.mktemp("learning_demo")
+    return Path(build_demo(out, DemoConfig(workers=2, **LEARNING_DEMO), progress=False).manifest)
+
+
+@pytest.mark.slow
+def test_tiny_config_learns_and_evaluates(learning_demo, tmp_path, capsys, bare_argv):
+    start = time.perf_counter()
+    cli = _script("train").main(_cli_args("tiny.yaml", learning_demo, tmp_path, "--data.split.val_fraction=0.3",
+                                          "--data.split.test_fraction=0.0"))
+    fit_seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    chance = metrics["val/chance_r1_category"]
+    assert 0.1 < chance < 0.25  # ~1/6, computed from the validation categories
+    # the last epoch is clearly above chance in both directions ...
+    assert metrics["val/t2v_r1_category"] > 1.5 * chance
+    assert metrics["val/v2t_r1_category"] > 2 * chance
+    assert metrics["train/loss"] < math.log(16)  # below the loss of a random embedding at batch size 16
+
+    # ... and the best checkpoint, found and evaluated by evaluate.py from the run folder, beats 1.75x chance
+    # (it reaches ~2.3x here; the margin leaves room for float differences across CPUs)
+    result = _script("evaluate").main(["--run", str(tmp_path), "--split", "val", "--num-workers", "0"])
+    best = cli.trainer.checkpoint_callback
+    assert Path(result["checkpoint"]).resolve() == Path(best.best_model_path).resolve()
+    last = torch.load(Path(best.dirpath) / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == cli.trainer.max_epochs - 1
+    val = result["metrics"]
+    assert val["t2v_r1_category"] == pytest.approx(best.best_model_score.item(), abs=1e-6)
+    assert val["chance_r1_category"] == pytest.approx(chance)
+    assert val["t2v_r1_category"] > 1.75 * val["chance_r1_category"]
+    saved = json.loads((Path(result["checkpoint"]).parent / "metrics.json").read_text())
+    assert saved["split"] == "val" and saved["metrics"]["t2v_r1_category"] == val["t2v_r1_category"]
+    out = capsys.readouterr().out
+    assert "| metric | value | chance |" in out and "| t2v_r1_category |" in out
+    assert fit_seconds < 120, f"the learning run took {fit_seconds:.0f} s"
+
+
+def test_checkpoint_rebuild_does_not_need_the_pretrained_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from mmemb.models import create_model
+
+    vit = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in create_model("tiny", vocab_size=50).visual.vit.state_dict().items()},
+              str(vit))
+    module = PretrainModule(preset="tiny", vocab_size=50, overrides={"vision_pretrained_path": str(vit)})
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt")
+    vit.unlink()  # moved or deleted after training: the checkpoint holds the weights
+    rebuilt = PretrainModule.from_checkpoint_weights(str(tmp_path / "m.ckpt"))
+    torch.testing.assert_close(rebuilt.model.visual.vit.pos_embed, module.model.visual.vit.pos_embed)

@@ -73,7 +73,9 @@ class PretrainModule(pl.LightningModule):
         """Rebuild from a Lightning checkpoint with ``torch.load(weights_only=True)``: no pickled code runs."""
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-        module = cls(**hparams)
+        overrides = dict(hparams.get("overrides") or {})
+        overrides.pop("vision_pretrained_path", None)  # the checkpoint holds the weights
+        module = cls(**{**hparams, "overrides": overrides})
         module.load_state_dict(ckpt["state_dict"])
         return module
 
@@ -138,6 +140,8 @@ class PretrainModule(pl.LightningModule):
             return {}
         merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in _EVAL_KEYS}
         self._eval_outputs.clear()
+        if self.trainer.world_size > 1:  # every rank scores the whole split (DistributedSampler pads equal shards)
+            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}
         metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
                                     merged["video_mask"], merged["text_mask"])
         logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}

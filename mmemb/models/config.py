@@ -3,7 +3,8 @@
 A :class:`ModelConfig` fully describes a :class:`mmemb.models.embedder.VideoTextModel`; named presets
 live in :mod:`mmemb.models.registry` (``tiny`` for tests, ``small`` for the CPU quickstart, ``base``
 for GPUs). :data:`ModelOverrides` mirrors every field as ``Optional`` (``None`` = keep the preset's
-value) so that a preset can be tweaked field by field from a YAML config or the command line.
+value) so that a preset can be tweaked field by field from a YAML config or the command line
+(all but ``vocab_size``, which is set from the data).
 """
 
 import dataclasses
@@ -70,10 +71,11 @@ class ModelConfig:
             raise ValueError("drop_path and text_dropout must lie in [0, 1)")
 
 
-# Every field of ModelConfig, Optional with default None: a typed partial config for presets.
+# Every field of ModelConfig but vocab_size (which comes from the data), Optional with default None.
 ModelOverrides = dataclasses.make_dataclass(
     "ModelOverrides",
-    [(f.name, Optional[f.type], dataclasses.field(default=None)) for f in dataclasses.fields(ModelConfig)],
+    [(f.name, Optional[f.type], dataclasses.field(default=None))
+     for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size"],
 )
 ModelOverrides.__doc__ = "Fields of :class:`ModelConfig` to change in a preset (``None`` keeps the preset's value)."
 ModelOverrides.__module__ = __name__

@@ -56,7 +56,7 @@ def create_model(name_or_config: str | ModelConfig, **overrides) -> VideoTextMod
 
 @register_model
 def tiny() -> ModelConfig:
-    """For tests: 32 px frames, 2-block ViT and 2-layer BERT of width 64 (~0.2M parameters besides the word embeddings)."""
+    """For tests: 32 px frames, 2-block ViT and 2-layer BERT of width 64 (~0.2M parameters besides word embeddings)."""
     return ModelConfig(
         frame_size=32, patch_size=8, vision_width=64, vision_depth=2, vision_heads=2,
         text_width=64, text_depth=2, text_heads=2, text_max_length=128, embed_dim=64,

@@ -65,10 +65,14 @@ class FrameEncoder(nn.Module):
         if cfg.vision_pretrained_path:
             load_vit_weights(self.vit, cfg.vision_pretrained_path)
         self.width = cfg.vision_width
+        self.frame_size = cfg.frame_size
 
     def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-frame features: ``(B, T, 3, S, S)`` -> ``(B, T, W)``."""
         b, t = frames.shape[:2]
+        if tuple(frames.shape[-2:]) != (self.frame_size, self.frame_size):
+            raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the model's frame_size is {self.frame_size}: "
+                             "make the data's decode.frame_size and the model's frame_size equal")
         x = frames.reshape(b * t, *frames.shape[2:])  # (B*T, 3, S, S)
         x = self.vit.forward_features(x)  # (B*T, N, W)
         x = self.vit.forward_head(x, pre_logits=True)  # (B*T, W)
