@@ -198,3 +198,16 @@ def test_model_code_does_not_import_lightning():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_uint8_frames_are_normalised_by_the_model(model):
+    from mmemb.models.visual import normalize_frames
+
+    g = torch.Generator().manual_seed(1)
+    raw = torch.randint(0, 256, (2, 3, 3, model.cfg.frame_size, model.cfg.frame_size), dtype=torch.uint8, generator=g)
+    by_hand = (raw.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(3, 1, 1)
+    torch.testing.assert_close(normalize_frames(raw), by_hand)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.visual.forward_frames(raw), model.visual.forward_frames(by_hand))

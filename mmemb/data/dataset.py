@@ -8,7 +8,8 @@ main process can count it (:class:`mmemb.data.failures.FailureLog`).
 Batch contract::
 
     ids              list[str]
-    frames           float32 (B, T, 3, S, S)  normalised with ImageNet mean/std, zeros where missing
+    frames           uint8   (B, T, 3, S, S)  RGB, zeros where missing (the visual tower normalises it on
+                                              its device: 4x less to copy between processes and to the GPU)
     video_mask       bool    (B,)
     mel              float32 (B, n_mels, F)   log-mel, zeros where missing
     audio_mask       bool    (B,)
@@ -39,10 +40,8 @@ from .labels import label_weights, normalize_label
 from .manifest import VideoRecord
 from .vocab import TextConfig, Vocabularies, record_texts
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "encode_record", "collate", "VideoDataset", "sample_generator"]
+__all__ = ["encode_record", "collate", "VideoDataset", "sample_generator"]
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # (1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def sample_generator(index: int, key: str) -> torch.Generator:
@@ -124,10 +123,7 @@ def encode_record(
     else:
         clip = load_clip(source, decode, train=train, generator=generator)
     t, s = decode.num_frames, decode.frame_size
-    if clip.frames is not None:
-        frames = (clip.frames.float() / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (T, 3, S, S)
-    else:
-        frames = torch.zeros(t, 3, s, s)
+    frames = clip.frames if clip.frames is not None else torch.zeros(t, 3, s, s, dtype=torch.uint8)  # (T, 3, S, S)
     mel = clip.mel if clip.mel is not None else torch.zeros(decode.n_mels, decode.mel_frames)
     sample = {
         "ids": record.id,

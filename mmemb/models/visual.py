@@ -11,7 +11,20 @@ from torch import nn
 
 from .config import ModelConfig
 
-__all__ = ["FrameEncoder", "load_vit_weights"]
+__all__ = ["FrameEncoder", "load_vit_weights", "normalize_frames"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``(..., 3, S, S)`` -> float normalised with ImageNet mean/std; float input is returned
+    unchanged (taken as already normalised)."""
+    if frames.dtype != torch.uint8:
+        return frames
+    mean = frames.new_tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)  # (3, 1, 1)
+    std = frames.new_tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    return (frames.float() / 255.0 - mean) / std
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +81,12 @@ class FrameEncoder(nn.Module):
         self.frame_size = cfg.frame_size
 
     def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Per-frame features: ``(B, T, 3, S, S)`` -> ``(B, T, W)``."""
+        """Per-frame features: ``(B, T, 3, S, S)`` (uint8 RGB or normalised float) -> ``(B, T, W)``."""
         b, t = frames.shape[:2]
         if tuple(frames.shape[-2:]) != (self.frame_size, self.frame_size):
             raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the model's frame_size is {self.frame_size}: "
                              "make the data's decode.frame_size and the model's frame_size equal")
-        x = frames.reshape(b * t, *frames.shape[2:])  # (B*T, 3, S, S)
+        x = normalize_frames(frames).reshape(b * t, *frames.shape[2:])  # (B*T, 3, S, S)
         x = self.vit.forward_features(x)  # (B*T, N, W)
         x = self.vit.forward_head(x, pre_logits=True)  # (B*T, W)
         return x.reshape(b, t, self.width)  # (B, T, W)
