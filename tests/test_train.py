@@ -203,3 +203,21 @@ def test_checkpoint_rebuild_does_not_need_the_pretrained_file(tmp_path):
     vit.unlink()  # moved or deleted after training: the checkpoint holds the weights
     rebuilt = PretrainModule.from_checkpoint_weights(str(tmp_path / "m.ckpt"))
     torch.testing.assert_close(rebuilt.model.visual.vit.pos_embed, module.model.visual.vit.pos_embed)
+
+
+def test_data_wait_timer_counts_waits_between_steps_but_not_the_first():
+    import time
+
+    from mmemb.lit.callbacks import DataWaitTimer
+
+    timer = DataWaitTimer()
+    for epoch in range(2):
+        timer.on_train_epoch_start(None, None)
+        for i in range(3):
+            time.sleep(0.3 if (epoch, i) == (0, 0) else 0.02)  # worker start-up, then the loader's wait
+            timer.on_train_batch_start(None, None, None, i)
+            time.sleep(0.02)  # the step
+            timer.on_train_batch_end(None, None, None, None, i)
+    assert timer.steps == 5  # every batch but the very first, later epochs' first batches included
+    assert 0.1 <= timer.wait < 0.3  # five waits of 20 ms, not the 300 ms start-up
+    assert 0.3 < timer.wait_share < 0.7

@@ -73,18 +73,20 @@ class DataWaitTimer(pl.Callback):
         self.steps = 0
         self._last_end: float | None = None
         self._start: float | None = None
+        self._seen = 0  # batches started; only the very first (worker start-up) is excluded
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last_end = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = time.perf_counter()
-        if self._last_end is not None and batch_idx > 0:  # the first batch pays worker start-up
-            self.wait += self._start - self._last_end
+        if self._last_end is not None and self._seen > 0:  # the first batch pays worker start-up; later
+            self.wait += self._start - self._last_end  # epochs' first batches (pipeline refill) count
+        self._seen += 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         end = time.perf_counter()
-        if self._start is not None and batch_idx > 0:
+        if self._start is not None and self._seen > 1:
             self.busy += end - self._start
             self.steps += 1
         self._last_end = end
