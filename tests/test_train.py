@@ -160,10 +160,8 @@ def learning_demo(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_config_learns_and_evaluates(learning_demo, tmp_path, capsys, bare_argv):
-    start = time.perf_counter()
     cli = _script("train").main(_cli_args("tiny.yaml", learning_demo, tmp_path, "--data.split.val_fraction=0.3",
                                           "--data.split.test_fraction=0.0"))
-    fit_seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     chance = metrics["val/chance_r1_category"]
     assert 0.1 < chance < 0.25  # ~1/6, computed from the validation categories
@@ -187,7 +185,6 @@ def test_tiny_config_learns_and_evaluates(learning_demo, tmp_path, capsys, bare_
     assert saved["split"] == "val" and saved["metrics"]["t2v_r1_category"] == val["t2v_r1_category"]
     out = capsys.readouterr().out
     assert "| metric | value | chance |" in out and "| t2v_r1_category |" in out
-    assert fit_seconds < 120, f"the learning run took {fit_seconds:.0f} s"
 
 
 def test_checkpoint_rebuild_does_not_need_the_pretrained_file(tmp_path):
