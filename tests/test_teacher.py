@@ -1,0 +1,320 @@
+"""The teacher (issue #3): shapes with missing modalities, gradients, ablations, the CLI and resuming."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import REPO
+from test_models import synthetic_batch
+from torch.utils.data import DataLoader
+
+from mmemb.lit.teacher import TeacherModule
+from mmemb.models.teacher import LabelInputs, TeacherConfig
+from mmemb.models.teacher_registry import create_teacher, get_teacher_config, list_teachers
+
+VOCAB = 300
+H, Q = 10, 6
+
+
+def teacher_batch(b: int = 4, seed: int = 0) -> dict:
+    """The batch contract with 64-band log-mels and hashtag and query labels."""
+    batch = synthetic_batch(b=b, t=3, size=32, length=16, vocab=VOCAB, n_mels=64, mel_frames=40, num_hashtags=H,
+                            seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    q = (torch.rand(b, Q, generator=g) < 0.3).float()
+    batch["query_targets"], batch["query_weights"] = q, q * 2.0
+    batch["frames"] = (torch.rand(batch["frames"].shape, generator=g) * 255).to(torch.uint8)
+    return batch
+
+
+def label_inputs(n: int, edges: int = 6) -> LabelInputs:
+    g = torch.Generator().manual_seed(n)
+    ids = torch.randint(5, VOCAB, (n, 8), generator=g)
+    att = torch.zeros(n, 8, dtype=torch.long)
+    att[:, :3] = 1
+    ids = ids * att
+    edge_index = torch.randint(0, n, (2, edges), generator=g)
+    return LabelInputs(ids, att, edge_index, torch.rand(edges, generator=g))
+
+
+def tiny(**overrides):
+    torch.manual_seed(0)
+    return create_teacher("teacher_tiny", hashtags=label_inputs(H), queries=label_inputs(Q),
+                          **{"vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q, **overrides})
+
+
+def _keywords(batch, k: int = 2):
+    positions = torch.zeros_like(batch["text_ids"], dtype=torch.bool)
+    positions[:, 1:1 + k] = True
+    masked = batch["text_ids"].masked_fill(positions, 4)
+    return {"masked_text_ids": masked, "keyword_positions": positions, "num_keywords": k}
+
+
+# ----------------------------------------------------------------------------- config and presets
+
+
+def test_presets_and_config_checks():
+    assert list_teachers() == ["teacher_base", "teacher_small", "teacher_tiny"]
+    base = get_teacher_config("teacher_base", vocab_size=21128)
+    assert (base.vision_width, base.vision_depth, base.patch_size, base.frame_size) == (768, 12, 16, 224)
+    assert base.fusion.num_layers == 3 and base.fusion.visual_width == 768 and base.fusion.text_width == 768
+    cfg = get_teacher_config("teacher_tiny", audio={"depth": 2}, fusion={"heads": 4}, use_audio=False)
+    assert cfg.audio.depth == 2 and cfg.fusion.heads == 4 and cfg.fusion.modalities == ("text", "visual")
+    with pytest.raises(KeyError, match="teacher_tiny"):
+        get_teacher_config("nope")
+    with pytest.raises(TypeError, match="bogus"):
+        get_teacher_config("teacher_tiny", bogus=1)
+    with pytest.raises(TypeError, match="bogus"):
+        get_teacher_config("teacher_tiny", audio={"bogus": 1})
+    with pytest.raises(ValueError, match="fusion_depths"):
+        TeacherConfig(vision_depth=2, fusion_depths=[1, 0])
+    with pytest.raises(ValueError, match="fusion_depths"):
+        TeacherConfig(vision_depth=2, fusion_depths=[0, 5])
+    with pytest.raises(ValueError, match="use_fusion"):
+        TeacherConfig(use_fusion="late")
+    with pytest.raises(ValueError, match="patch_size"):
+        TeacherConfig(frame_size=30)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def test_shapes_unit_norm_and_missing_modalities():
+    model = tiny().eval()
+    batch = teacher_batch(b=5)
+    batch["video_mask"][1] = False  # no frames
+    batch["audio_mask"][2] = False  # no audio
+    batch["text_mask"][3] = False  # no text
+    batch["text_attention"][3] = 0
+    batch["text_ids"][3] = 0
+    batch["video_mask"][4] = False  # neither frames nor audio
+    batch["audio_mask"][4] = False
+    with torch.no_grad():
+        out = model(batch, **_keywords(batch))
+    d = model.cfg.embed_dim
+    for key in ("video", "text", "multimodal"):
+        assert out[key].shape == (5, d) and torch.isfinite(out[key]).all()
+    assert out["hashtag_logits"].shape == (5, H) and out["query_logits"].shape == (5, Q)
+    assert out["keyword_logits"].shape == (5, 2, VOCAB)
+    assert out["video_weights"].shape == (5, 2) and out["multimodal_weights"].shape == (5, 3)
+    norms = lambda x: x.norm(dim=-1)  # noqa: E731
+    assert torch.allclose(norms(out["video"])[:4], torch.ones(4), atol=1e-5)
+    assert norms(out["video"])[4] == 0  # neither visual nor audio
+    assert norms(out["text"])[3] == 0 and torch.allclose(norms(out["text"])[[0, 1, 2, 4]], torch.ones(4), atol=1e-5)
+    assert torch.allclose(norms(out["multimodal"]), torch.ones(5), atol=1e-5)
+    w = out["video_weights"]
+    assert w[1, 0] == 0 and w[1, 1] == pytest.approx(1.0)  # row 1: audio only
+    assert w[2, 1] == 0 and w[2, 0] == pytest.approx(1.0)  # row 2: visual only
+    assert torch.all(w[4] == 0)
+    assert out["multimodal_weights"][3, 0] == 0  # no text channel in row 3
+    for name in ("hashtag_logits", "query_logits", "keyword_logits"):
+        assert torch.isfinite(out[name]).all()
+
+    # the video embedding never reads the text, and encode_video/encode_text agree with forward
+    with torch.no_grad():
+        other = dict(batch, text_ids=torch.randint(5, VOCAB, batch["text_ids"].shape))
+        torch.testing.assert_close(model.encode_video(other), out["video"])
+        torch.testing.assert_close(model.encode_text(batch), out["text"])
+        no_text = {k: v for k, v in batch.items() if not k.startswith("text")}
+        torch.testing.assert_close(model.encode_video(no_text), out["video"])
+
+
+def test_every_parameter_gets_a_gradient():
+    model = tiny().train()
+    batch = teacher_batch(b=4)
+    out = model(batch, **_keywords(batch))
+    loss = (out["logit_scale"] * out["video"] @ out["text"].T).logsumexp(-1).sum() + out["multimodal"].sum()
+    loss = loss + sum(out[k].float().pow(2).mean() for k in ("hashtag_logits", "query_logits", "keyword_logits"))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("switches", [
+    {"use_audio": False},
+    {"use_fusion": "none"},
+    {"use_gcn": False},
+    {"hashtag_head": False, "query_head": False, "keyword_head": False},
+    {"use_audio": False, "use_fusion": "none", "use_gcn": False},
+    {"fusion_visual_tokens": "all"},
+])
+def test_ablation_switches_build_and_run(switches):
+    model = tiny(**switches).eval()
+    batch = teacher_batch(b=3)
+    with torch.no_grad():
+        out = model(batch, **_keywords(batch))
+    assert out["video"].shape == (3, 64) and torch.isfinite(out["multimodal"]).all()
+    assert out["video_weights"].shape[1] == (1 if switches.get("use_audio") is False else 2)
+    assert ("hashtag_logits" in out) == switches.get("hashtag_head", True)
+    assert ("keyword_logits" in out) == switches.get("keyword_head", True)
+    assert (model.audio is None) == (switches.get("use_audio") is False)
+    assert (model.fusion is None) == (switches.get("use_fusion") == "none")
+
+
+def test_label_buffers_travel_with_the_state_dict():
+    model = tiny()
+    fresh = create_teacher("teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q)  # placeholder labels
+    assert fresh.hashtag_branch.edge_index.shape[1] == 0
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh.hashtag_branch.edge_index, model.hashtag_branch.edge_index)
+    torch.testing.assert_close(fresh.hashtag_branch.name_ids, model.hashtag_branch.name_ids)
+
+
+# ----------------------------------------------------------------------------- the LightningModule
+
+
+def _loader(n: int, seed: int = 0) -> DataLoader:
+    batches = []
+    for i in range(n):
+        batch = teacher_batch(b=6, seed=seed + i)
+        batch["video_mask"][1] = False
+        batch["frames"][1] = 0
+        batches.append(batch)
+    return DataLoader(batches, batch_size=None, shuffle=False)
+
+
+def _same_batches(n: int) -> DataLoader:
+    return DataLoader([teacher_batch(b=4, seed=0) for _ in range(n)], batch_size=None, shuffle=False)
+
+
+def _module(**kwargs) -> TeacherModule:
+    pl.seed_everything(0)
+    return TeacherModule(**{"preset": "teacher_tiny", "vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q,
+                            "lr": 1e-3, "warmup_fraction": 0.25, **kwargs})
+
+
+class _Losses(pl.Callback):
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def _trainer(tmp_path, **kwargs) -> pl.Trainer:
+    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, log_every_n_steps=1,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, logger=False,
+                    enable_checkpointing=False)
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+def test_module_fits_validates_predicts_and_reloads(tmp_path):
+    module = _module()
+    trainer = _trainer(tmp_path, max_epochs=1, logger=pl.loggers.CSVLogger(tmp_path, name=""))
+    trainer.fit(module, train_dataloaders=_loader(2), val_dataloaders=_loader(1, seed=10))
+    m = trainer.callback_metrics
+    for key in ("train/loss", "train/clip_v2t", "train/clip_t2v", "train/simclr", "train/hashtag_bce",
+                "train/query_bce", "train/keyword", "val/t2v_r1_category", "val/hashtag_map", "val/hashtag_p1",
+                "val/hashtag_r5", "val/loss"):
+        assert key in m, key
+        assert torch.isfinite(m[key]), key
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["preset"] == "teacher_tiny"
+    rebuilt = TeacherModule.from_checkpoint_weights(str(path)).eval()
+    module.eval()
+    batch = teacher_batch(b=3, seed=99)
+    with torch.no_grad():
+        for key in ("video", "text", "multimodal", "hashtag_logits"):
+            torch.testing.assert_close(rebuilt(batch)[key], module(batch)[key])
+    preds = trainer.predict(module, dataloaders=_loader(1, seed=20))
+    assert preds[0]["ids"] == [f"v{i}" for i in range(6)] and preds[0]["video"].shape == (6, 64)
+    assert preds[0]["hashtag_scores"].shape == (6, H)
+
+
+def test_lamb_is_a_clear_error_when_torch_lacks_it(tmp_path):
+    if hasattr(torch.optim, "Lamb"):
+        pytest.skip("this torch has torch.optim.Lamb")
+    module = _module(optimizer="lamb")
+    with pytest.raises(ValueError, match="Lamb"):
+        _trainer(tmp_path, max_steps=1).fit(module, train_dataloaders=_loader(1))
+    with pytest.raises(KeyError, match="bogus"):
+        _module(loss_weights={"bogus": 1.0})
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    """2n steps straight (saving a checkpoint after every epoch of n steps) vs. resuming from the
+    checkpoint of the first epoch: the losses of the last n steps agree (same seed, CPU).
+
+    Every batch of the loader is the same: resuming from a checkpoint written at the end of an epoch,
+    Lightning 2.6 continues that epoch past its end and restarts a plain (non-stateful) DataLoader
+    from its first batch, so the data order after a resume is not the uninterrupted one (a Lightning
+    matter, the same for PretrainModule). With identical batches the comparison checks what the
+    module owns: weights, optimizer and scheduler state, and the step-seeded augmentations."""
+    n = 2
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="epoch{epoch}", save_top_k=-1,
+                                         every_n_epochs=1, auto_insert_metric_name=False)
+    straight = _Losses()
+    trainer = _trainer(tmp_path / "a", max_steps=2 * n, callbacks=[straight, saver], enable_checkpointing=True)
+    trainer.fit(_module(), train_dataloaders=_same_batches(n))
+    assert len(straight.losses) == 2 * n
+    first_epoch = tmp_path / "ckpt" / "epoch0.ckpt"
+    assert torch.load(first_epoch, map_location="cpu", weights_only=True)["global_step"] == n
+    resumed_losses = _Losses()
+    pl.seed_everything(123)  # the resumed run must not depend on the global RNG state
+    saver_b = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt_b", filename="epoch{epoch}", save_top_k=-1,
+                                           every_n_epochs=1, auto_insert_metric_name=False)  # as when writing
+    resumed = _trainer(tmp_path / "b", max_steps=2 * n, callbacks=[resumed_losses, saver_b], enable_checkpointing=True)
+    resumed.fit(_module(), train_dataloaders=_same_batches(n), ckpt_path=str(first_epoch))
+    assert resumed.global_step == 2 * n
+    assert resumed_losses.losses == pytest.approx(straight.losses[n:], rel=1e-5, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- the CLI on the demo corpus
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_teacher_tiny_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    train = _script("train")
+    args = ["fit", "--config", str(REPO / "configs" / "teacher_tiny.yaml"), "--data.manifest", str(small_demo),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.fast_dev_run=true", "--data.batch_size=8", "--data.num_workers=0"]
+    cli = train.main(args)
+    assert isinstance(cli.model, TeacherModule)
+    assert cli.model.config.vocab_size == cli.datamodule.vocab_size
+    assert cli.model.config.num_hashtags == cli.datamodule.num_hashtags
+    assert cli.model.config.num_queries == cli.datamodule.num_queries
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "train/clip_v2t", "train/keyword", "val/t2v_r1_category"} <= set(metrics)
+    if cli.datamodule.num_hashtags:
+        assert "train/hashtag_bce" in metrics
+        names = cli.model.model.hashtag_branch.name_ids
+        assert names.shape[0] == cli.datamodule.num_hashtags and names[:, 0].eq(2).all()  # [CLS] name ...
+    assert cli.model.keyword_idf.max() > 1.0  # learned from the train texts
+
+
+def test_train_picks_the_module_by_preset():
+    train = _script("train")
+    assert train._preset(["fit", "--config", str(REPO / "configs" / "teacher.yaml")]) == "teacher_small"
+    assert train._preset(["fit", "--config", str(REPO / "configs" / "quickstart.yaml")]) == "small"
+    assert train._preset(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--model.preset=teacher_tiny"]) \
+        == "teacher_tiny"
+
+
+@pytest.mark.slow
+def test_teacher_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
+    """configs/teacher.yaml (teacher_small, 64 px) for one step on the small demo corpus."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    args = ["fit", "--config", str(REPO / "configs" / "teacher.yaml"), "--data.manifest", str(small_demo),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.fast_dev_run=true", "--data.batch_size=8", "--data.num_workers=0",
+            "--trainer.enable_progress_bar=false"]
+    cli = _script("train").main(args)
+    assert isinstance(cli.model, TeacherModule) and cli.model.hparams.preset == "teacher_small"
+    assert cli.trainer.global_step == 1
+    assert {"train/loss", "val/t2v_r1_category"} <= set(cli.trainer.callback_metrics)
