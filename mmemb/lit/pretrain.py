@@ -12,12 +12,12 @@ from ..eval.metrics import retrieval_metrics
 from ..losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
 from ..models.config import ModelOverrides, overrides_dict
 from ..models.registry import create_model, get_model_config
+from .eval_loop import EvalLoopMixin
 
 __all__ = ["PretrainModule", "warmup_cosine"]
 
 # Metrics also shown in the progress bar (all of retrieval_metrics go to the logger).
 PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")
-_EVAL_KEYS = ("video", "text", "video_mask", "text_mask", "category")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -28,7 +28,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class PretrainModule(pl.LightningModule):
+class PretrainModule(EvalLoopMixin, pl.LightningModule):
     """CLIP-style pretraining of :class:`mmemb.models.VideoTextModel` on video-text pairs.
 
     Args:
@@ -136,36 +136,15 @@ class PretrainModule(pl.LightningModule):
         })
 
     def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
-        if not self._eval_outputs:
+        merged = self._merged_eval_outputs()
+        if merged is None:
             return {}
-        merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in _EVAL_KEYS}
-        self._eval_outputs.clear()
-        if self.trainer.world_size > 1:  # every rank scores the whole split (DistributedSampler pads equal shards)
-            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}
         metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
                                     merged["video_mask"], merged["text_mask"])
         logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
         self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
         self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
         return metrics
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_outputs.clear()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_outputs.clear()
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``ids`` and the embeddings of a batch (zero rows where a modality is missing)."""

@@ -33,6 +33,7 @@ from ..models.gcn import graph_tensors
 from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
 from ..models.teacher import LabelInputs
 from ..models.teacher_registry import create_teacher, get_teacher_config
+from .eval_loop import EvalLoopMixin
 from .pretrain import PROGRESS_METRICS, warmup_cosine
 
 __all__ = ["TeacherModule", "DEFAULT_TEACHER_WEIGHTS", "label_inputs"]
@@ -70,7 +71,7 @@ def _plain(x: Any) -> Any:
     return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
 
 
-class TeacherModule(pl.LightningModule):
+class TeacherModule(EvalLoopMixin, pl.LightningModule):
     """Multi-objective training of the teacher.
 
     Args:
@@ -284,13 +285,9 @@ class TeacherModule(pl.LightningModule):
         self._eval_outputs.append(row)
 
     def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
-        if not self._eval_outputs:
+        merged = self._merged_eval_outputs()
+        if merged is None:
             return {}
-        keys = self._eval_outputs[0].keys()
-        merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in keys}
-        self._eval_outputs.clear()
-        if self.trainer.world_size > 1:
-            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}
         metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
                                     merged["video_mask"], merged["text_mask"])
         logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
@@ -303,24 +300,6 @@ class TeacherModule(pl.LightningModule):
         self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
         self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
         return metrics
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_outputs.clear()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_outputs.clear()
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``ids`` and the embeddings of a batch (``video`` reads no text; zero rows where missing)."""

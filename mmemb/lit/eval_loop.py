@@ -1,0 +1,48 @@
+"""The validation/test loop shared by the LightningModules: collect per-batch outputs, merge them
+(across DDP ranks too) at the end of the epoch, score them, log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["EvalLoopMixin"]
+
+
+class EvalLoopMixin:
+    """Mix into a ``LightningModule`` that defines ``_eval_step(batch, prefix)`` (appending a dict of
+    CPU tensors to ``self._eval_outputs``) and ``_eval_epoch_end(prefix)`` (scoring
+    :meth:`_merged_eval_outputs`)."""
+
+    _eval_outputs: list[dict[str, torch.Tensor]]
+
+    def _merged_eval_outputs(self) -> dict[str, torch.Tensor] | None:
+        """The epoch's outputs concatenated per key (then cleared); on several ranks, every rank gets
+        the whole split (the DistributedSampler pads equal shards). None when nothing was collected."""
+        if not self._eval_outputs:
+            return None
+        keys = self._eval_outputs[0].keys()
+        merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in keys}
+        self._eval_outputs.clear()
+        if self.trainer.world_size > 1:
+            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}
+        return merged
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_outputs.clear()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_outputs.clear()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
