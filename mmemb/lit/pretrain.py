@@ -12,7 +12,7 @@ from ..eval.metrics import retrieval_metrics
 from ..losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
 from ..models.config import ModelOverrides, overrides_dict
 from ..models.registry import create_model, get_model_config
-from .eval_loop import EvalLoopMixin
+from .mixins import CheckpointWeightsMixin, EvalLoopMixin
 
 __all__ = ["PretrainModule", "warmup_cosine"]
 
@@ -28,7 +28,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class PretrainModule(EvalLoopMixin, pl.LightningModule):
+class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
     """CLIP-style pretraining of :class:`mmemb.models.VideoTextModel` on video-text pairs.
 
     Args:
@@ -67,17 +67,6 @@ class PretrainModule(EvalLoopMixin, pl.LightningModule):
         self.model = create_model(self.config)
         self.loss_weights = dict(loss_weights or DEFAULT_WEIGHTS)
         self._eval_outputs: list[dict[str, torch.Tensor]] = []
-
-    @classmethod
-    def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu") -> "PretrainModule":
-        """Rebuild from a Lightning checkpoint with ``torch.load(weights_only=True)``: no pickled code runs."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-        overrides = dict(hparams.get("overrides") or {})
-        overrides.pop("vision_pretrained_path", None)  # the checkpoint holds the weights
-        module = cls(**{**hparams, "overrides": overrides})
-        module.load_state_dict(ckpt["state_dict"])
-        return module
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)

@@ -33,7 +33,7 @@ from ..models.gcn import graph_tensors
 from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
 from ..models.teacher import LabelInputs
 from ..models.teacher_registry import create_teacher, get_teacher_config
-from .eval_loop import EvalLoopMixin
+from .mixins import CheckpointWeightsMixin, EvalLoopMixin
 from .pretrain import PROGRESS_METRICS, warmup_cosine
 
 __all__ = ["TeacherModule", "DEFAULT_TEACHER_WEIGHTS", "label_inputs"]
@@ -71,7 +71,7 @@ def _plain(x: Any) -> Any:
     return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
 
 
-class TeacherModule(EvalLoopMixin, pl.LightningModule):
+class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
     """Multi-objective training of the teacher.
 
     Args:
@@ -136,17 +136,6 @@ class TeacherModule(EvalLoopMixin, pl.LightningModule):
         self._tokenizer: Any = _IdTokenizer()
         self._mask_id = MASK_ID
         self._eval_outputs: list[dict[str, torch.Tensor]] = []
-
-    @classmethod
-    def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu") -> "TeacherModule":
-        """Rebuild from a Lightning checkpoint with ``torch.load(weights_only=True)``: no pickled code runs."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-        overrides = dict(hparams.get("overrides") or {})
-        overrides.pop("vision_pretrained_path", None)  # the checkpoint holds the weights
-        module = cls(**{**hparams, "overrides": overrides})
-        module.load_state_dict(ckpt["state_dict"])
-        return module
 
     # ------------------------------------------------------------------ data-dependent inputs
 

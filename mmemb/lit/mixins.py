@@ -1,5 +1,6 @@
-"""The validation/test loop shared by the LightningModules: collect per-batch outputs, merge them
-(across DDP ranks too) at the end of the epoch, score them, log."""
+"""What the LightningModules share: rebuilding from a checkpoint without unpickling code, and the
+validation/test loop (collect per-batch outputs, merge them across DDP ranks at the end of the
+epoch, score them, log)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["EvalLoopMixin"]
+__all__ = ["EvalLoopMixin", "CheckpointWeightsMixin"]
+
+
+class CheckpointWeightsMixin:
+    """``from_checkpoint_weights``: a module rebuilt from the hyper-parameters and weights of a
+    Lightning checkpoint, read with ``torch.load(weights_only=True)`` (no pickled code runs)."""
+
+    @classmethod
+    def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu"):
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        overrides = dict(hparams.get("overrides") or {})
+        overrides.pop("vision_pretrained_path", None)  # the checkpoint holds the weights
+        module = cls(**{**hparams, "overrides": overrides})
+        module.load_state_dict(ckpt["state_dict"])
+        return module
 
 
 class EvalLoopMixin:
