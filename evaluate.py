@@ -168,18 +168,29 @@ def _json_ready(metrics: dict[str, float]) -> dict[str, float | None]:
 # ----------------------------------------------------------------------------- entry point
 
 
+def module_class(ckpt: Path):
+    """The LightningModule that wrote ``ckpt``: :class:`~mmemb.lit.teacher.TeacherModule` for a teacher
+    preset (``teacher_*``), else :class:`~mmemb.lit.pretrain.PretrainModule` (read with ``weights_only``)."""
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    if str(hparams.get("preset", "")).startswith("teacher_"):
+        from mmemb.lit.teacher import TeacherModule
+
+        return TeacherModule
+    from mmemb.lit.pretrain import PretrainModule
+
+    return PretrainModule
+
+
 def evaluate(ckpt: Path, config_path: Path | None = None, split: str = "test", batch_size: int | None = None,
              num_workers: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Metrics of ``split`` for checkpoint ``ckpt``; writes ``metrics.json`` beside it and returns its content."""
-    from mmemb.lit.pretrain import PretrainModule
-
     config_path = config_path or find_config(ckpt)
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     vocab_dir = find_vocab_dir(ckpt, config)
     if vocab_dir is None:
         log.warning("no saved vocabulary found for %s: rebuilding it from the training split", ckpt)
     dm = build_datamodule(config, batch_size=batch_size, num_workers=num_workers, vocab_dir=vocab_dir)
-    module = PretrainModule.from_checkpoint_weights(str(ckpt))
+    module = module_class(ckpt).from_checkpoint_weights(str(ckpt))
     if dm.vocab_size != module.config.vocab_size:
         raise ValueError(f"the data's vocabulary ({dm.vocab_size} tokens, from {vocab_dir or 'a rebuild'}) is not "
                          f"the model's ({module.config.vocab_size}); pass the run's config and vocabulary")
