@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,19 +12,12 @@ from ..losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
 from ..models.config import ModelOverrides, overrides_dict
 from ..models.registry import create_model, get_model_config
 from .mixins import CheckpointWeightsMixin, EvalLoopMixin
+from .optim import configure_warmup_cosine, warmup_cosine
 
 __all__ = ["PretrainModule", "warmup_cosine"]
 
 # Metrics also shown in the progress bar (all of retrieval_metrics go to the logger).
 PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
@@ -90,26 +82,7 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        no_decay_names = self.model.no_weight_decay()
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or name in no_decay_names else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("cannot schedule the learning rate over an unknown number of steps: set trainer.max_steps")
-        total = max(1, int(total))
-        warmup = int(self.hparams.warmup_fraction * total)
-        min_ratio = self.hparams.min_lr_ratio
-
-        def lr_lambda(step: int) -> float:  # a plain function: LambdaLR does not pickle it into checkpoints
-            return warmup_cosine(step, warmup, total, min_ratio)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_warmup_cosine(self, self.model)
 
     # ------------------------------------------------------------------ evaluation
 

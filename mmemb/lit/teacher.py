@@ -34,7 +34,8 @@ from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_
 from ..models.teacher import LabelInputs
 from ..models.teacher_registry import create_teacher, get_teacher_config
 from .mixins import CheckpointWeightsMixin, EvalLoopMixin
-from .pretrain import PROGRESS_METRICS, warmup_cosine
+from .optim import configure_warmup_cosine
+from .pretrain import PROGRESS_METRICS
 
 __all__ = ["TeacherModule", "DEFAULT_TEACHER_WEIGHTS", "label_inputs"]
 
@@ -227,33 +228,7 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        no_decay_names = self.model.no_weight_decay()
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or name in no_decay_names else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        if self.hparams.optimizer == "lamb":
-            lamb = getattr(torch.optim, "Lamb", None)
-            if lamb is None:
-                raise ValueError(f"optimizer 'lamb' needs torch.optim.Lamb, which torch {torch.__version__} does "
-                                 "not provide; use optimizer: adamw")
-            optimizer = lamb(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("cannot schedule the learning rate over an unknown number of steps: set trainer.max_steps")
-        total = max(1, int(total))
-        warmup = int(self.hparams.warmup_fraction * total)
-        min_ratio = self.hparams.min_lr_ratio
-
-        def lr_lambda(step: int) -> float:
-            return warmup_cosine(step, warmup, total, min_ratio)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_warmup_cosine(self, self.model, self.hparams.optimizer)
 
     # ------------------------------------------------------------------ evaluation
 
