@@ -30,19 +30,20 @@ TEACHER_PREFIX = "teacher_"
 
 
 class MMEmbCLI(LightningCLI):
-    """LightningCLI whose model takes its vocabulary size from the data module."""
+    """LightningCLI whose model takes the sizes of its text and hashtag vocabularies from the data
+    module (the hashtag names are read from the data in ``setup``)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_hashtags", "model.num_hashtags", apply_on="instantiate")
 
 
 class TeacherCLI(MMEmbCLI):
-    """The teacher also takes the sizes of the hashtag and query vocabularies from the data module
-    (the label names, the tag graph and the keyword IDF are read from the data in ``setup``)."""
+    """The teacher also takes the size of the query vocabulary from the data module (the tag graph
+    and the keyword IDF are read from the data in ``setup``)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
-        parser.link_arguments("data.num_hashtags", "model.num_hashtags", apply_on="instantiate")
         parser.link_arguments("data.num_queries", "model.num_queries", apply_on="instantiate")
 
 

@@ -4,17 +4,20 @@ Every benchmark has a classical baseline computed by the same code on the same s
 
     python benchmarks/bench_real_data.py                      # baselines only
     python benchmarks/bench_real_data.py --out runs/real_data --max-rows 2000
-    python benchmarks/bench_real_data.py --ckpt path/to/ckpt  # TODO: mmemb rows (not wired yet)
+    python benchmarks/bench_real_data.py --ckpt runs/quickstart          # + the model's rows (run folder or .ckpt)
 
-Prints Markdown tables and writes ``results.json``, ``results.csv`` and ``results.md`` to ``--out``.
+With ``--ckpt`` (a checkpoint file or a run folder: its best checkpoint) the model's rows are added:
+``mmemb_text`` (the text tower) and, for the teacher, ``mmemb_fused`` (the fused path on text-only
+input) on KuaiRec, and ``mmemb_av`` (the video embedding from frames alone vs from audio alone) on
+the clips; see :mod:`mmemb.eval.real_data` (also ``python evaluate.py real-data``).
+
+Prints Markdown tables and writes ``results.json``, ``results.csv``, ``results.md`` and
+``results.png`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import os
 import platform
 import sys
@@ -24,30 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmemb.eval import av_bench, kuairec_bench  # noqa: E402
-
-
-def load_embedders(ckpt: str):
-    """TODO(lead): wire the trained model here.
-
-    Must return ``(text_embed_fn, av_embed_fn)``:
-
-    * ``text_embed_fn(texts: list[str]) -> np.ndarray (N, D)``: the text-path (or fused-path, for
-      text-only inputs) embedding of each KuaiRec text, passed to
-      :func:`mmemb.eval.kuairec_bench.run_kuairec_benchmark` as ``embed_fn``;
-    * ``av_embed_fn(frames (N, F, 3, S, S) uint8, mel (N, n_mels, Fm) float32) -> (video_emb, audio_emb)``
-      passed to :func:`mmemb.eval.av_bench.run_av_benchmark` as ``embed_fn``.
-
-    Either may be ``None`` to skip those rows. Nothing is invented here: no model rows are produced
-    until this is implemented.
-    """
-    raise NotImplementedError(
-        f"--ckpt {ckpt}: loading the trained model's text/fused and AV embedders is not wired yet "
-        "(see load_embedders in benchmarks/bench_real_data.py)")
-
-
-def _clean(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
+from mmemb.eval.real_data import load_embedders, run_real_data, write_outputs  # noqa: E402,F401
 
 
 def main(argv=None) -> int:
@@ -55,46 +35,29 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default=str(REPO / "assets/kuairec/kuairec_caption_category.csv"))
     ap.add_argument("--clips", default=str(REPO / "assets/clips"))
     ap.add_argument("--out", default="runs/real_data")
-    ap.add_argument("--ckpt", default=None, help="trained mmemb checkpoint (TODO: not wired yet)")
+    ap.add_argument("--ckpt", default=None, help="trained mmemb checkpoint, or a run folder (its best checkpoint)")
+    ap.add_argument("--config", default=None, help="the run's config.yaml (default: found beside the checkpoint)")
+    ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     ap.add_argument("--max-rows", type=int, default=None, help="only the first rows of the KuaiRec CSV")
     ap.add_argument("--skip-kuairec", action="store_true")
     ap.add_argument("--skip-av", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    text_fn = av_fn = None
-    if args.ckpt:
-        text_fn, av_fn = load_embedders(args.ckpt)
-
     t0 = time.perf_counter()
-    rows: list[dict] = []
-    tables = []
-    if not args.skip_kuairec:
-        k_rows = kuairec_bench.run_kuairec_benchmark(args.csv, embed_fn=text_fn, max_rows=args.max_rows)
-        rows += k_rows
-        tables.append(kuairec_bench.markdown_table(k_rows))
-    if not args.skip_av:
-        a_rows = av_bench.run_av_benchmark(args.clips, embed_fn=av_fn)
-        rows += a_rows
-        tables.append(av_bench.markdown_table(a_rows))
+    rows, tables = run_real_data(None if args.skip_kuairec else args.csv, None if args.skip_av else args.clips,
+                                 args.ckpt, args.config, max_rows=args.max_rows, device=args.device,
+                                 show_progress=not args.no_progress)
     total = time.perf_counter() - t0
 
     header = (f"## Real-data benchmarks\n\n{platform.platform()}, python {platform.python_version()}, "
               f"{os.cpu_count()} CPU(s); total {total:.1f}s"
+              + (f"; checkpoint {args.ckpt}" if args.ckpt else "")
               + (f"; KuaiRec first {args.max_rows} rows" if args.max_rows else "") + "\n")
-    md = header + "\n" + "\n".join(tables)
+    md = header + "\n" + tables
     print(md)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps([{k: _clean(v) for k, v in r.items()} for r in rows], indent=2, ensure_ascii=False), encoding="utf-8")
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    (out / "results.md").write_text(md, encoding="utf-8")
-    print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'results.md'}")
+    files = write_outputs(rows, md, args.out)
+    print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
 
 

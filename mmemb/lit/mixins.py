@@ -1,6 +1,6 @@
-"""What the LightningModules share: rebuilding from a checkpoint without unpickling code, and the
-validation/test loop (collect per-batch outputs, merge them across DDP ranks at the end of the
-epoch, score them, log)."""
+"""What the LightningModules share: rebuilding from a checkpoint without unpickling code, resuming
+from an end-of-epoch checkpoint at the right batch, and the validation/test loop (collect per-batch
+outputs, merge them across DDP ranks at the end of the epoch, score them, log)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ from typing import Any
 
 import torch
 
+from .resume import fix_loop_progress
+
 __all__ = ["EvalLoopMixin", "CheckpointWeightsMixin"]
 
 
 class CheckpointWeightsMixin:
     """``from_checkpoint_weights``: a module rebuilt from the hyper-parameters and weights of a
-    Lightning checkpoint, read with ``torch.load(weights_only=True)`` (no pickled code runs)."""
+    Lightning checkpoint, read with ``torch.load(weights_only=True)`` (no pickled code runs); and
+    ``on_load_checkpoint``, which repairs the loop progress of end-of-epoch checkpoints before the
+    Trainer restores its loops (see :mod:`mmemb.lit.resume`)."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this (``restore_model``) before it restores the loops from
+        ``checkpoint["loops"]`` (``restore_training_state``), so patching the dict here takes effect."""
+        super().on_load_checkpoint(checkpoint)
+        fix_loop_progress(checkpoint)
 
     @classmethod
     def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu"):

@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ..lamb import Lamb
+
 __all__ = ["warmup_cosine", "configure_warmup_cosine"]
 
 
@@ -20,14 +22,12 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The optimizer class of ``name``: ``adamw`` -> ``torch.optim.AdamW``; ``lamb`` -> ``torch.optim.Lamb``
+    where this torch has it, else :class:`mmemb.lamb.Lamb`."""
     if name == "adamw":
         return torch.optim.AdamW
     if name == "lamb":
-        lamb = getattr(torch.optim, "Lamb", None)
-        if lamb is None:
-            raise ValueError(f"optimizer 'lamb' needs torch.optim.Lamb, which torch {torch.__version__} does "
-                             "not provide; use optimizer: adamw")
-        return lamb
+        return getattr(torch.optim, "Lamb", None) or Lamb
     raise ValueError(f"unknown optimizer {name!r}; valid names: adamw, lamb")
 
 

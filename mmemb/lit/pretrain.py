@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,6 +12,7 @@ from ..eval.metrics import retrieval_metrics
 from ..losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
 from ..models.config import ModelOverrides, overrides_dict
 from ..models.registry import create_model, get_model_config
+from .labels import HashtagScoringMixin
 from .mixins import CheckpointWeightsMixin, EvalLoopMixin
 from .optim import configure_warmup_cosine, warmup_cosine
 
@@ -18,14 +20,17 @@ __all__ = ["PretrainModule", "warmup_cosine"]
 
 # Metrics also shown in the progress bar (all of retrieval_metrics go to the logger).
 PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")
+HASHTAG_NAME_LENGTH = 8  # tokens per hashtag name ([CLS] name [SEP]) for zero-shot scoring
 
 
-class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
+class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, pl.LightningModule):
     """CLIP-style pretraining of :class:`mmemb.models.VideoTextModel` on video-text pairs.
 
     Args:
         preset: model preset (``mmemb.models.list_models()``: tiny, small, base).
         vocab_size: text vocabulary size; linked from ``data.vocab_size`` by ``train.py``.
+        num_hashtags: hashtag vocabulary size (linked from the data); the model has no hashtag head,
+            the hashtags are scored zero-shot for evaluation (:mod:`mmemb.lit.labels`).
         overrides: preset fields to change (e.g. ``{vision_depth: 6}``); None keeps the preset.
         lr: peak AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to biases, norms, the logit scale,
@@ -47,6 +52,7 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         warmup_fraction: float = 0.05,
         min_lr_ratio: float = 0.0,
         loss_weights: dict[str, float] | None = None,
+        num_hashtags: int = 0,
     ):
         super().__init__()
         if not 0 <= warmup_fraction < 1:
@@ -58,7 +64,18 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         self.config = get_model_config(preset, vocab_size=vocab_size, **self.hparams["overrides"])
         self.model = create_model(self.config)
         self.loss_weights = dict(loss_weights or DEFAULT_WEIGHTS)
+        self._init_hashtag_names(num_hashtags, HASHTAG_NAME_LENGTH)
         self._eval_outputs: list[dict[str, torch.Tensor]] = []
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "vocabs"):
+            self.set_vocabularies(dm.vocabs)
+
+    def set_vocabularies(self, vocabs) -> None:
+        """The hashtag names and train counts of the data's :class:`Vocabularies` (zero-shot scoring)."""
+        if self._num_hashtag_names:
+            self.set_hashtag_names(vocabs.tokenizer, list(vocabs.hashtags.labels), list(vocabs.hashtags.counts))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
@@ -95,6 +112,7 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
             "video_mask": batch["video_mask"].cpu(),
             "text_mask": batch["text_mask"].cpu(),
             "category": batch["category"].cpu(),
+            **self._hashtag_row(out, batch),
         })
 
     def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
@@ -104,6 +122,10 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
                                     merged["video_mask"], merged["text_mask"])
         logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
+        for k, v in self._hashtag_metrics(merged).items():
+            metrics[k] = v
+            if not math.isnan(v):
+                logged[k] = v
         self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
         self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
         return metrics
@@ -111,5 +133,9 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``ids`` and the embeddings of a batch (zero rows where a modality is missing)."""
         out = self.model(batch)
-        return {"ids": list(batch["ids"]), "video": out["video"], "text": out["text"],
+        pred = {"ids": list(batch["ids"]), "video": out["video"], "text": out["text"],
                 "video_mask": batch["video_mask"], "text_mask": batch["text_mask"], "category": batch["category"]}
+        scores = self.hashtag_scores(out)
+        if scores is not None:
+            pred["hashtag_scores"] = scores  # zero-shot cosines (no head)
+        return pred

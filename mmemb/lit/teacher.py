@@ -19,6 +19,7 @@ run resumed from a checkpoint draws the same views as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Literal
 
@@ -27,17 +28,18 @@ import torch
 
 from ..data.augment import AugmentConfig, two_views
 from ..eval.metrics import retrieval_metrics
-from ..eval.tagging import tagging_metrics
 from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
-from ..models.gcn import graph_tensors
 from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
 from ..models.teacher import LabelInputs
 from ..models.teacher_registry import create_teacher, get_teacher_config
+from .labels import HashtagScoringMixin, label_inputs
 from .mixins import CheckpointWeightsMixin, EvalLoopMixin
 from .optim import configure_warmup_cosine
 from .pretrain import PROGRESS_METRICS
 
 __all__ = ["TeacherModule", "DEFAULT_TEACHER_WEIGHTS", "label_inputs"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEACHER_WEIGHTS = {"clip_v2t": 0.5, "clip_t2v": 0.5, "simclr": 0.5, "hashtag_bce": 1.0, "query_bce": 1.0,
                            "keyword": 0.5}
@@ -53,26 +55,12 @@ class _IdTokenizer:
         return SPECIAL_TOKENS[idx] if 0 <= idx < len(SPECIAL_TOKENS) else f"w{idx}"
 
 
-def label_inputs(tokenizer, labels: list[str], max_length: int, tag_graph=None) -> LabelInputs:
-    """Token ids (``[CLS] name [SEP]``, 0-padded) of label names and the graph tensors of ``tag_graph``."""
-    ids = torch.zeros(len(labels), max_length, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for i, name in enumerate(labels):
-        row, _ = tokenizer.encode_fields([name], max_length)
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        att[i, : len(row)] = 1
-    edge_index = edge_weight = None
-    if tag_graph is not None and tag_graph.num_nodes == len(labels):
-        edge_index, edge_weight = graph_tensors(tag_graph)
-    return LabelInputs(ids, att, edge_index, edge_weight)
-
-
 def _plain(x: Any) -> Any:
     """Dataclasses -> dicts (checkpoints then load with ``weights_only=True``)."""
     return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
 
 
-class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
+class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, pl.LightningModule):
     """Multi-objective training of the teacher.
 
     Args:
@@ -80,7 +68,7 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         vocab_size, num_hashtags, num_queries: linked from the data module by ``train.py``.
         overrides: preset fields to change (``audio``/``fusion`` as dicts of nested fields).
         lr, weight_decay, betas: optimizer settings (no decay on 1-D parameters and embeddings).
-        optimizer: ``"adamw"``, or ``"lamb"`` when this torch provides ``torch.optim.Lamb``.
+        optimizer: ``"adamw"`` or ``"lamb"`` (:class:`mmemb.lamb.Lamb`, for very large batches).
         warmup_fraction, min_lr_ratio: warmup + cosine schedule (:func:`warmup_cosine`).
         loss_weights: weight per term (default :data:`DEFAULT_TEACHER_WEIGHTS`); 0 disables a term.
         simclr_temperature: NT-Xent temperature.
@@ -133,6 +121,7 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
                                          num_queries=num_queries, **self.hparams["overrides"])
         self.model = create_teacher(self.config)
         self.loss_weights = weights
+        self._init_hashtag_names(num_hashtags, self.config.label_max_length)  # zero-shot scores, baseline
         self.register_buffer("keyword_idf", torch.ones(vocab_size))  # set from the train texts in setup
         self._tokenizer: Any = _IdTokenizer()
         self._mask_id = MASK_ID
@@ -140,10 +129,14 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ data-dependent inputs
 
-    def set_vocabularies(self, vocabs, train_records=None, text_max_length: int | None = None) -> None:
-        """Label names, tag graph, tokenizer and keyword IDF from the data's :class:`Vocabularies`."""
+    def set_vocabularies(self, vocabs, train_records=None, text_max_length: int | None = None,
+                         init_text: bool = False) -> None:
+        """Label names, tag graph, tokenizer and keyword IDF from the data's :class:`Vocabularies`; with
+        ``init_text`` and ``text_init="minilm"``, the text tower starts from MiniLM's weights."""
         cfg = self.config
         tok = vocabs.tokenizer
+        if init_text and cfg.text_init == "minilm":
+            self._init_text_from_minilm(tok)
         self._tokenizer = tok
         self._mask_id = getattr(tok, "mask_id", MASK_ID)
         hashtags = queries = None
@@ -152,6 +145,8 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         if cfg.has_query_head and len(vocabs.queries) == cfg.num_queries:
             queries = label_inputs(tok, list(vocabs.queries.labels), cfg.label_max_length)
         self.model.set_label_inputs(hashtags, queries)
+        if self._num_hashtag_names and len(vocabs.hashtags) == self._num_hashtag_names:
+            self.set_hashtag_names(tok, list(vocabs.hashtags.labels), list(vocabs.hashtags.counts))
         if train_records is not None and cfg.keyword_head:
             from ..data.vocab import record_texts
 
@@ -160,13 +155,23 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
             lists = [[i for i in ids if i >= 5] for ids in lists]  # no special tokens
             self.keyword_idf = token_idf(lists, cfg.vocab_size).to(self.keyword_idf.device)
 
+    def _init_text_from_minilm(self, tokenizer) -> None:
+        from ..models.text_init import init_text_from_minilm
+
+        if self.config.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"text_init='minilm' maps the tokenizer's {tokenizer.vocab_size} tokens onto MiniLM's, "
+                             f"but the model has vocab_size={self.config.vocab_size}")
+        report = init_text_from_minilm(self.model.text, tokenizer.id_to_token)
+        log.info("text tower initialised from MiniLM: %s", report.summary())
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "vocabs"):
             return
         records = dm.splits["train"] if hasattr(dm, "splits") else None
         text_len = getattr(getattr(dm, "text", None), "max_length", None)
-        self.set_vocabularies(dm.vocabs, records, text_len)
+        # MiniLM weights only when training starts (a resumed run's checkpoint then overwrites them)
+        self.set_vocabularies(dm.vocabs, records, text_len, init_text=(stage == "fit"))
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
@@ -236,6 +241,8 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         out, terms = self._losses(batch, train=False)
         if terms:
             self.log(f"{prefix}/loss", self._total(terms), batch_size=len(batch["ids"]))
+        if "keyword_logits" in out:  # the losses' fusion read keyword-masked text: score the clean text
+            out = self.model(batch)
         row = {
             "video": out["video"].detach().float().cpu(),
             "text": out["text"].detach().float().cpu(),
@@ -243,9 +250,7 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
             "text_mask": batch["text_mask"].cpu(),
             "category": batch["category"].cpu(),
         }
-        if "hashtag_logits" in out and "hashtag_targets" in batch:
-            row["hashtag_logits"] = out["hashtag_logits"].detach().float().cpu()
-            row["hashtag_targets"] = batch["hashtag_targets"].cpu()
+        row.update(self._hashtag_row(out, batch))  # head logits, else zero-shot cosines
         self._eval_outputs.append(row)
 
     def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
@@ -255,12 +260,10 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
         metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
                                     merged["video_mask"], merged["text_mask"])
         logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
-        if "hashtag_logits" in merged:
-            tags = tagging_metrics(merged["hashtag_logits"], merged["hashtag_targets"])
-            for k, v in tags.items():
-                metrics[f"hashtag_{k}"] = v
-                if not math.isnan(v):
-                    logged[f"hashtag_{k}"] = v
+        for k, v in self._hashtag_metrics(merged).items():
+            metrics[k] = v
+            if not math.isnan(v):
+                logged[k] = v
         self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
         self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
         return metrics
@@ -273,4 +276,6 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, pl.LightningModule):
                 "text_mask": batch["text_mask"], "category": batch["category"]}
         if "hashtag_logits" in out:
             pred["hashtag_scores"] = out["hashtag_logits"].sigmoid()
+        elif (scores := self.hashtag_scores(out)) is not None:
+            pred["hashtag_scores"] = scores  # zero-shot cosines (hashtag head off)
         return pred

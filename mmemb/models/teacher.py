@@ -87,6 +87,9 @@ class TeacherConfig:
     text_max_length: int = 128  # position embeddings; >= the data's text max_length
     num_text_fields: int = 5  # token_type vocabulary (0 [CLS]/pad, 1 caption, 2 cover, 3 asr, 4 comments)
     text_dropout: float = 0.0  # hidden and attention dropout of BERT
+    # "minilm": start the text tower from all-MiniLM-L6-v2 (mmemb.models.text_init) once the data's
+    # tokenizer is known; needs text_width 384, text_depth 6, text_heads 12 and data.text.base_vocab: minilm
+    text_init: Literal["random", "minilm"] = "random"
 
     # --- audio tower and fusion
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(width=64, heads=2))

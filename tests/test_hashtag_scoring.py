@@ -1,0 +1,101 @@
+"""Hashtag scores for models with and without a hashtag head (mmemb.lit.labels)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmemb.data.text import TextTokenizer
+from mmemb.lit.labels import name_token_ids
+from mmemb.lit.pretrain import PretrainModule
+from mmemb.lit.teacher import TeacherModule
+
+NAMES = ["美食", "舞蹈", "搞笑"]
+COUNTS = [5, 9, 2]
+
+
+def _tokenizer() -> TextTokenizer:
+    return TextTokenizer.train(["美食 舞蹈 搞笑 今天 吃饭", "舞蹈 跳舞 美食 好吃"] * 3, vocab_size=200, min_frequency=1)
+
+
+def _batch(module, b: int = 4) -> dict:
+    g = torch.Generator().manual_seed(0)
+    size = module.config.frame_size
+    return {
+        "frames": torch.randint(0, 255, (b, 2, 3, size, size), generator=g, dtype=torch.uint8),
+        "video_mask": torch.ones(b, dtype=torch.bool),
+        "text_ids": torch.randint(5, 50, (b, 6), generator=g),
+        "text_attention": torch.ones(b, 6, dtype=torch.long),
+        "text_mask": torch.ones(b, dtype=torch.bool),
+        "mel": torch.randn(b, module.config.audio.n_mels, 40, generator=g) if hasattr(module.config, "audio")
+        else None,
+    }
+
+
+def test_name_token_ids_are_cls_name_sep_and_padded():
+    tok = _tokenizer()
+    ids, att = name_token_ids(tok, NAMES, 8)
+    assert ids.shape == att.shape == (3, 8)
+    row, _ = tok.encode_fields([NAMES[1]], 8)
+    assert ids[1, : len(row)].tolist() == row and ids[1, len(row):].eq(0).all()
+    assert att.sum(1).tolist() == [len(tok.encode_fields([n], 8)[0]) for n in NAMES]
+
+
+def test_first_model_scores_hashtags_zero_shot():
+    module = PretrainModule(preset="tiny", vocab_size=200, num_hashtags=3).eval()
+    batch = _batch(module)
+    batch.pop("mel")
+    with torch.no_grad():
+        out = module(batch)
+        assert module.hashtag_scores(out) is None  # names not known yet
+        module.set_hashtag_names(_tokenizer(), NAMES, COUNTS)
+        scores = module.hashtag_scores(out)
+        ids, att = name_token_ids(_tokenizer(), NAMES, module.hashtag_name_ids.shape[1])
+        names = module.model.encode_text({"text_ids": ids, "text_attention": att})  # (3, D)
+    assert scores.shape == (4, 3)
+    torch.testing.assert_close(scores, out["video"] @ names.T)  # cosines of unit vectors
+    assert scores.abs().max() <= 1 + 1e-5
+    with pytest.raises(ValueError, match="num_hashtags"):
+        module.set_hashtag_names(_tokenizer(), NAMES[:2], COUNTS[:2])
+    assert PretrainModule(preset="tiny", vocab_size=200).hashtag_scores(out) is None  # no hashtags at all
+
+
+def test_teacher_uses_its_head_and_zero_shot_without_it():
+    tok = _tokenizer()
+    with_head = TeacherModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3).eval()
+    without = TeacherModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3,
+                            overrides={"hashtag_head": False}).eval()
+    for m in (with_head, without):
+        m.set_hashtag_names(tok, NAMES, COUNTS)
+    batch = _batch(with_head)
+    with torch.no_grad():
+        out = with_head(batch)
+        assert with_head.hashtag_scores(out) is out["hashtag_logits"]
+        out2 = without(batch)
+        assert "hashtag_logits" not in out2
+        names = without.model.encode_text({"text_ids": without.hashtag_name_ids,
+                                           "text_attention": without.hashtag_name_attention})
+        torch.testing.assert_close(without.hashtag_scores(out2), out2["video"] @ names.T)
+
+
+def test_hashtag_metrics_and_popularity_baseline_by_hand():
+    module = PretrainModule(preset="tiny", vocab_size=200, num_hashtags=3)
+    module.set_hashtag_names(_tokenizer(), NAMES, COUNTS)  # popularity order: 舞蹈 (9), 美食 (5), 搞笑 (2)
+    targets = torch.tensor([[0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=torch.float32)  # row 3 has no label
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8], [1.0, 0.0, 0.0]])
+    m = module._hashtag_metrics({"hashtag_scores": scores, "hashtag_targets": targets})
+    # model: row 1 ranks its label 2nd (AP 1/2), row 2 ranks it 1st (AP 1) -> mAP 0.75, P@1 0.5
+    assert m["hashtag_map"] == pytest.approx(0.75) and m["hashtag_p1"] == pytest.approx(0.5)
+    assert m["hashtag_n_samples"] == 2 and m["hashtag_n_excluded"] == 1
+    # popularity: row 1's label is 1st (AP 1), row 2's is 3rd (AP 1/3) -> mAP 2/3
+    assert m["hashtag_map_popularity"] == pytest.approx(2 / 3)
+
+
+def test_hashtag_names_travel_with_the_checkpoint(tmp_path):
+    module = PretrainModule(preset="tiny", vocab_size=200, num_hashtags=3)
+    module.set_hashtag_names(_tokenizer(), NAMES, COUNTS)
+    path = tmp_path / "m.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    back = PretrainModule.from_checkpoint_weights(str(path))
+    assert torch.equal(back.hashtag_name_ids, module.hashtag_name_ids)
+    assert back.hashtag_train_counts.tolist() == COUNTS
