@@ -4,13 +4,18 @@ outputs, merge them across DDP ranks at the end of the epoch, score them, log)."
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
+from ..eval.metrics import retrieval_metrics
 from .resume import fix_loop_progress
 
-__all__ = ["EvalLoopMixin", "CheckpointWeightsMixin"]
+__all__ = ["EvalLoopMixin", "CheckpointWeightsMixin", "PROGRESS_METRICS"]
+
+# Metrics also shown in the progress bar (all of retrieval_metrics go to the logger).
+PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")
 
 
 class CheckpointWeightsMixin:
@@ -38,10 +43,26 @@ class CheckpointWeightsMixin:
 
 class EvalLoopMixin:
     """Mix into a ``LightningModule`` that defines ``_eval_step(batch, prefix)`` (appending a dict of
-    CPU tensors to ``self._eval_outputs``) and ``_eval_epoch_end(prefix)`` (scoring
-    :meth:`_merged_eval_outputs`)."""
+    CPU tensors to ``self._eval_outputs``: ``video``, ``text``, their masks, ``category`` and the
+    hashtag rows of :class:`~mmemb.lit.labels.HashtagScoringMixin`, also mixed in). At the end of the
+    epoch :meth:`_eval_epoch_end` scores retrieval and hashtags and logs them."""
 
     _eval_outputs: list[dict[str, torch.Tensor]]
+
+    def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
+        merged = self._merged_eval_outputs()
+        if merged is None:
+            return {}
+        metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
+                                    merged["video_mask"], merged["text_mask"])
+        logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
+        for k, v in self._hashtag_metrics(merged).items():
+            metrics[k] = v
+            if not math.isnan(v):
+                logged[k] = v
+        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
+        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
+        return metrics
 
     def _merged_eval_outputs(self) -> dict[str, torch.Tensor] | None:
         """The epoch's outputs concatenated per key (then cleared); on several ranks, every rank gets

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from ..eval.metrics import retrieval_metrics
 from ..losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
 from ..models.config import ModelOverrides, overrides_dict
 from ..models.registry import create_model, get_model_config
@@ -18,8 +16,6 @@ from .optim import configure_warmup_cosine, warmup_cosine
 
 __all__ = ["PretrainModule", "warmup_cosine"]
 
-# Metrics also shown in the progress bar (all of retrieval_metrics go to the logger).
-PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")
 HASHTAG_NAME_LENGTH = 8  # tokens per hashtag name ([CLS] name [SEP]) for zero-shot scoring
 
 
@@ -114,21 +110,6 @@ class PretrainModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin,
             "category": batch["category"].cpu(),
             **self._hashtag_row(out, batch),
         })
-
-    def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
-        merged = self._merged_eval_outputs()
-        if merged is None:
-            return {}
-        metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
-                                    merged["video_mask"], merged["text_mask"])
-        logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
-        for k, v in self._hashtag_metrics(merged).items():
-            metrics[k] = v
-            if not math.isnan(v):
-                logged[k] = v
-        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
-        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
-        return metrics
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``ids`` and the embeddings of a batch (zero rows where a modality is missing)."""

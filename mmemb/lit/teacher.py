@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 
 from ..data.augment import AugmentConfig, two_views
-from ..eval.metrics import retrieval_metrics
 from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
 from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
 from ..models.teacher import LabelInputs
@@ -35,7 +33,6 @@ from ..models.teacher_registry import create_teacher, get_teacher_config
 from .labels import HashtagScoringMixin, label_inputs
 from .mixins import CheckpointWeightsMixin, EvalLoopMixin
 from .optim import configure_warmup_cosine
-from .pretrain import PROGRESS_METRICS
 
 __all__ = ["TeacherModule", "DEFAULT_TEACHER_WEIGHTS", "label_inputs"]
 
@@ -252,21 +249,6 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, 
         }
         row.update(self._hashtag_row(out, batch))  # head logits, else zero-shot cosines
         self._eval_outputs.append(row)
-
-    def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
-        merged = self._merged_eval_outputs()
-        if merged is None:
-            return {}
-        metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
-                                    merged["video_mask"], merged["text_mask"])
-        logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
-        for k, v in self._hashtag_metrics(merged).items():
-            metrics[k] = v
-            if not math.isnan(v):
-                logged[k] = v
-        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
-        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
-        return metrics
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``ids`` and the embeddings of a batch (``video`` reads no text; zero rows where missing)."""
