@@ -45,6 +45,7 @@ class TeacherCLI(MMEmbCLI):
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.num_queries", "model.num_queries", apply_on="instantiate")
+        parser.link_arguments("data.ngram_buckets", "model.ngram_buckets", apply_on="instantiate")
 
 
 def _preset(args: list[str]) -> str | None:

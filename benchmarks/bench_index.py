@@ -10,8 +10,9 @@ it sweeps Flat, IVF-Flat, IVF-PQ with / without OPQ and with / without an exact 
   cluster's own random ``--intrinsic-dim``-dimensional subspace (plus an isotropic share
   ``--noise-floor`` of it in all dimensions; ``--intrinsic-dim 0``: isotropic), then normalised.
   Real embeddings have low intrinsic dimension; an isotropic cloud is the hard case for PQ.
-* ``demo-tiled``: the rows of ``--embeddings`` (an ``.npy``, e.g. exported demo-corpus
-  embeddings), tiled to N with gaussian noise of relative norm ``--tile-noise``, normalised.
+* ``demo-tiled``: the rows of ``--embeddings`` (an ``.npy``, or the ``--embedding-name``
+  embeddings of an ``evaluate.py extract`` store of the demo corpus), tiled to N with gaussian
+  noise of relative norm ``--tile-noise``, normalised.
   Skipped with a message when ``--embeddings`` is not given.
 
 It prints the Markdown table, checks the targets (fastest setting with recall@10 >= 0.99 and its
@@ -21,7 +22,7 @@ p99 speed-up over Flat, target >= 100x; best recall@10 within 1/8 of Flat's memo
 
     python benchmarks/bench_index.py                          # 1M x 128, clustered (minutes, many cores)
     python benchmarks/bench_index.py --n 20000 --threads 1    # quick check
-    python benchmarks/bench_index.py --embeddings runs/demo_video.npy --datasets demo-tiled
+    python benchmarks/bench_index.py --datasets demo-tiled --embeddings runs/quickstart/emb
 """
 
 from __future__ import annotations
@@ -82,11 +83,22 @@ def tiled(embeddings: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray
     return _normalise(out)
 
 
-def load_embeddings(path: Path) -> np.ndarray:
-    x = np.load(path)
+def load_embeddings(path: Path, name: str = "multimodal") -> np.ndarray:
+    """Rows of an ``.npy`` ``(rows, dim)`` array, or the ``name`` embeddings of an EmbeddingStore folder
+    (``evaluate.py extract``); all-zero rows (a missing modality) are dropped."""
+    if path.is_dir():
+        from mmemb.eval.store import EmbeddingStore
+
+        store = EmbeddingStore(path)
+        if name not in store.dims:
+            raise SystemExit(f"benchmarks/bench_index.py: --embeddings {path}: the store has {sorted(store.dims)}, "
+                             f"not {name!r} (--embedding-name)")
+        x = store.load(name)[1]
+    else:
+        x = np.load(path)
     if x.ndim != 2 or x.shape[0] < 1:
         raise SystemExit(f"benchmarks/bench_index.py: --embeddings {path}: need a 2-D (rows, dim) array, got {x.shape}")
-    return x
+    return x[np.asarray(x).any(axis=1)]
 
 
 def auto_nlist(n: int) -> int:
@@ -103,7 +115,10 @@ def dataset(name: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray
         if args.embeddings is None:
             print("# demo-tiled: skipped (no --embeddings .npy given)")
             return None
-        x = tiled(load_embeddings(args.embeddings), total, args.tile_noise, args.seed)
+        base = load_embeddings(args.embeddings, args.embedding_name)
+        print(f"# demo-tiled: {base.shape[0]} distinct {args.embedding_name} embeddings of dim {base.shape[1]}, "
+              f"each repeated ~{total / base.shape[0]:.0f} times with noise {args.tile_noise}")
+        x = tiled(base, total, args.tile_noise, args.seed)
     held_out = np.random.default_rng(args.seed + 1).permutation(total)[: args.queries]
     mask = np.zeros(total, bool)
     mask[held_out] = True
@@ -125,7 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--d", type=int, default=128, help="dimension of the clustered dataset")
     p.add_argument("--queries", type=int, default=1000, help="held-out queries")
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    p.add_argument("--embeddings", type=Path, help="(rows, dim) .npy for demo-tiled")
+    p.add_argument("--embeddings", type=Path, help="demo-tiled: a (rows, dim) .npy or an evaluate.py extract store")
+    p.add_argument("--embedding-name", default="multimodal",
+                   help="demo-tiled: which embedding of a store (multimodal: the one embedding per video)")
     p.add_argument("--clusters", type=int, default=1000)
     p.add_argument("--spread", type=float, default=0.5, help="expected norm of a point's offset from its centre")
     p.add_argument("--intrinsic-dim", type=int, default=16, help="dimensions of each cluster's spread (0 = all)")

@@ -61,7 +61,7 @@ def test_the_config_lists_are_what_the_docs_name():
     assert {"quickstart.yaml", "first_model.yaml", "teacher_base.yaml", "teacher_tiny.yaml", "tiny.yaml"} \
         <= set(STANDALONE)
     assert {"no_audio.yaml", "no_fusion.yaml", "no_gcn.yaml", "no_hashtag_head.yaml", "no_keyword.yaml",
-            "no_simclr.yaml"} <= set(ABLATIONS)
+            "no_ngram_bag.yaml", "no_simclr.yaml"} <= set(ABLATIONS)
     assert {"ddp.yaml", "fsdp.yaml"} <= set(STRATEGIES)
     assert {"minilm_text.yaml"} <= set(VARIANTS)
     quick = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text(encoding="utf-8"))
@@ -85,6 +85,8 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
     cli = _run([CONFIGS / "quickstart.yaml", CONFIGS / "ablations" / name], small_demo, tmp_path)
     _check_one_step(cli, tmp_path)
     assert isinstance(cli.model, TeacherModule) and cli.model.hparams.preset == "teacher_small"
+    if name != "no_ngram_bag.yaml":  # the quickstart's bag, its buckets linked from the data
+        assert cli.model.model.ngram_bag.num_buckets == cli.datamodule.ngram_buckets == 32768
     cfg, model = cli.model.config, cli.model.model
     metrics = cli.trainer.callback_metrics
     switched_off = {
@@ -94,6 +96,8 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_hashtag_head.yaml": lambda: model.hashtag_branch is None and "train/hashtag_bce" not in metrics,
         "no_keyword.yaml": lambda: not cfg.keyword_head and "train/keyword" not in metrics,
         "no_simclr.yaml": lambda: cli.model.loss_weights["simclr"] == 0 and "train/simclr" not in metrics,
+        "no_ngram_bag.yaml": lambda: cfg.ngram_buckets == 32768 and model.ngram_bag is None
+        and "train/text_weight_ngram" not in metrics,
     }
     assert switched_off[name](), f"{name} did not switch its component off"
 

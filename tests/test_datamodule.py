@@ -9,11 +9,12 @@ from mmemb.data.dataset import collate
 from mmemb.data.decode import DecodeConfig
 from mmemb.data.manifest import read_manifest, write_manifest
 from mmemb.data.shards import ShardedVideoDataset, read_shard_index, write_shards
-from mmemb.data.vocab import LabelConfig, TextConfig, Vocabularies
+from mmemb.data.text import hash_field_ngrams
+from mmemb.data.vocab import LabelConfig, TextConfig, Vocabularies, record_texts
 from mmemb.lit.callbacks import DecodeFailureSummary
 
 DECODE = DecodeConfig(num_frames=2, frame_size=32, audio_seconds=1.0)
-TEXT = TextConfig(max_length=24, vocab_size=500)
+TEXT = TextConfig(max_length=24, vocab_size=500, ngram_buckets=1024, ngram_max_length=32)
 
 
 def _dm(manifest, **kw):
@@ -48,6 +49,13 @@ def test_batch_follows_the_contract(small_demo, tmp_path):
     assert (batch["text_ids"][:, 0] == dm.vocabs.tokenizer.cls_id).all()
     assert ((batch["text_attention"] == 1) == (batch["text_ids"] != 0)).all()
     assert set(batch["text_field_ids"].unique().tolist()) <= {0, 1, 2, 3, 4}
+    # hashed char-3-grams of the same record's text fields: bucket + 1, 0-padded
+    grams = batch["text_ngrams"]
+    assert grams.shape == (b, TEXT.ngram_max_length) and grams.dtype == torch.long
+    assert grams.min() >= 0 and grams.max() <= TEXT.ngram_buckets and (grams[:, 0] > 0).all()
+    record = next(r for r in dm.splits["train"] if r.id == batch["ids"][0])
+    expected = hash_field_ngrams(record_texts(record), TEXT.ngram_max_length, 3, TEXT.ngram_buckets)
+    assert grams[0, : len(expected)].tolist() == [i + 1 for i in expected] and not grams[0, len(expected):].any()
     assert batch["hashtag_targets"].shape == (b, dm.num_hashtags)
     assert ((batch["hashtag_weights"] > 0) == (batch["hashtag_targets"] > 0)).all()
     assert (batch["category"] >= 0).all() and (batch["category"] < len(dm.category_names)).all()

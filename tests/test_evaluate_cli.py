@@ -254,7 +254,7 @@ def test_real_data_text_rows_with_a_checkpoint(evaluate, runs, tmp_path):
 
     run = load_run(resolve_checkpoint(runs["teacher"]), num_workers=0)
     dm = run.datamodule
-    batch = {**_text_batch(dm.vocabs.tokenizer, ["周末去爬山", "山顶日出"], dm.text.max_length),
+    batch = {**_text_batch(dm.vocabs.tokenizer, ["周末去爬山", "山顶日出"], dm.text),
              "frames": torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8), "video_mask": torch.zeros(2, dtype=bool),
              "mel": torch.randn(2, dm.decode.n_mels, dm.decode.mel_frames), "audio_mask": torch.zeros(2, dtype=bool)}
     with torch.inference_mode():

@@ -182,6 +182,11 @@ def test_channel_attention_weights():
     torch.testing.assert_close(cf(named, avail)[1], weights.detach())
     with pytest.raises(ValueError, match="channels"):
         cf(torch.randn(2, 2, W))
+    # a checkpoint from when the score's last layer had a bias (a shift of every score) still loads
+    old = {**cf.state_dict(), "score.2.bias": torch.tensor([3.0])}
+    fresh = ChannelAttentionFusion(W, MODS)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh(x.detach(), mask)[1], weights.detach())
 
 
 def test_temporal_attention_pool():

@@ -17,6 +17,7 @@ from mmemb.models.teacher_registry import create_teacher, get_teacher_config, li
 
 VOCAB = 300
 H, Q = 10, 6
+NB = 97  # n-gram hash buckets
 
 
 def teacher_batch(b: int = 4, seed: int = 0) -> dict:
@@ -27,6 +28,9 @@ def teacher_batch(b: int = 4, seed: int = 0) -> dict:
     q = (torch.rand(b, Q, generator=g) < 0.3).float()
     batch["query_targets"], batch["query_weights"] = q, q * 2.0
     batch["frames"] = (torch.rand(batch["frames"].shape, generator=g) * 255).to(torch.uint8)
+    lengths = torch.randint(1, 12, (b,), generator=g)  # hashed char-n-grams per sample
+    grams = torch.randint(1, NB + 1, (b, 12), generator=g)  # bucket + 1
+    batch["text_ngrams"] = grams * (torch.arange(12)[None, :] < lengths[:, None])  # (B, 12), 0-padded
     return batch
 
 
@@ -43,7 +47,8 @@ def label_inputs(n: int, edges: int = 6) -> LabelInputs:
 def tiny(**overrides):
     torch.manual_seed(0)
     return create_teacher("teacher_tiny", hashtags=label_inputs(H), queries=label_inputs(Q),
-                          **{"vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q, **overrides})
+                          **{"vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q, "ngram_buckets": NB,
+                             **overrides})
 
 
 def _keywords(batch, k: int = 2):
@@ -100,6 +105,7 @@ def test_shapes_unit_norm_and_missing_modalities():
     assert out["hashtag_logits"].shape == (5, H) and out["query_logits"].shape == (5, Q)
     assert out["keyword_logits"].shape == (5, 2, VOCAB)
     assert out["video_weights"].shape == (5, 2) and out["multimodal_weights"].shape == (5, 3)
+    assert out["text_weights"].shape == (5, 2) and torch.all(out["text_weights"][3] == 0)  # (text, ngram)
     norms = lambda x: x.norm(dim=-1)  # noqa: E731
     assert torch.allclose(norms(out["video"])[:4], torch.ones(4), atol=1e-5)
     assert norms(out["video"])[4] == 0  # neither visual nor audio
@@ -141,6 +147,7 @@ def test_every_parameter_gets_a_gradient():
     {"hashtag_head": False, "query_head": False, "keyword_head": False},
     {"use_audio": False, "use_fusion": "none", "use_gcn": False},
     {"fusion_visual_tokens": "all"},
+    {"use_ngram_bag": False},
 ])
 def test_ablation_switches_build_and_run(switches):
     model = tiny(**switches).eval()
@@ -153,11 +160,69 @@ def test_ablation_switches_build_and_run(switches):
     assert ("keyword_logits" in out) == switches.get("keyword_head", True)
     assert (model.audio is None) == (switches.get("use_audio") is False)
     assert (model.fusion is None) == (switches.get("use_fusion") == "none")
+    assert (model.ngram_bag is None) == (switches.get("use_ngram_bag") is False)
+    assert out["text_weights"].shape == (3, 1 if switches.get("use_ngram_bag") is False else 2)
+
+
+def test_ngram_bag_is_the_mean_of_its_buckets():
+    from mmemb.models.ngram import NgramBag
+
+    bag = NgramBag(num_buckets=5, width=3)
+    w = bag.bag.weight
+    assert torch.all(w[0] == 0)  # padding row
+    ids = torch.tensor([[1, 2, 0, 0], [0, 0, 0, 0], [3, 3, 5, 0]])  # bucket + 1, 0 = padding
+    vec, ok = bag(ids)
+    torch.testing.assert_close(vec[0], (w[1] + w[2]) / 2)  # padding left out of the mean
+    torch.testing.assert_close(vec[2], (2 * w[3] + w[5]) / 3)  # repeated grams count
+    assert torch.all(vec[1] == 0) and ok.tolist() == [True, False, True]
+    vec.sum().backward()
+    assert torch.all(bag.bag.weight.grad[0] == 0) and torch.all(bag.bag.weight.grad[4] == 0)  # unused rows
+    assert bag.bag.weight.grad[1].abs().sum() > 0
+    with pytest.raises(ValueError, match="ngram_buckets"):
+        bag(torch.tensor([[6]]))
+    with pytest.raises(ValueError, match=r"\(B, G\)"):
+        bag(torch.tensor([1, 2]))
+
+
+def test_ngram_bag_joins_the_text_embedding_only():
+    model = tiny().eval()
+    batch = teacher_batch(b=4)
+    batch["text_ngrams"][2] = 0  # text but no n-grams: the bag channel is masked in that row
+    other = dict(batch, text_ngrams=torch.randint(1, NB + 1, batch["text_ngrams"].shape))
+    with torch.no_grad():
+        out, out2 = model(batch, **_keywords(batch)), model(other, **_keywords(batch))
+        no_bag = model({k: v for k, v in batch.items() if k != "text_ngrams"})
+    w = out["text_weights"]
+    assert w[2, 1] == 0 and w[2, 0] == pytest.approx(1.0) and torch.all(w[[0, 1, 3], 1] > 0)
+    assert torch.allclose(w.sum(dim=1), torch.ones(4))
+    assert not torch.allclose(out["text"][[0, 1, 3]], out2["text"][[0, 1, 3]])  # the bag moves the text embedding
+    for key in ("video", "multimodal", "hashtag_logits", "keyword_logits"):  # ... and nothing else
+        torch.testing.assert_close(out[key], out2[key])
+    assert torch.all(no_bag["text_weights"][:, 1] == 0)  # a batch without text_ngrams: text channel only
+    torch.testing.assert_close(no_bag["text"][2], out["text"][2])
+
+
+@pytest.mark.parametrize("fusion", ["multiscale", "none"])
+def test_keyword_head_never_sees_the_masked_words(fusion):
+    """The keyword logits read the masked text: changing the clean text at the masked positions changes
+    nothing (without fusion too, where the multimodal text channel once read the clean text)."""
+    model = tiny(use_fusion=fusion).eval()
+    batch = teacher_batch(b=3)
+    kw = _keywords(batch)
+    other = dict(batch, text_ids=torch.where(kw["keyword_positions"], torch.randint(5, VOCAB, batch["text_ids"].shape),
+                                             batch["text_ids"]))
+    assert not torch.equal(other["text_ids"], batch["text_ids"])
+    with torch.no_grad():
+        a, b = model(batch, **kw), model(other, **kw)
+    for key in ("keyword_logits", "multimodal", "hashtag_logits"):
+        torch.testing.assert_close(a[key], b[key])
+    assert not torch.allclose(a["text"], b["text"])  # the text embedding reads the clean text
 
 
 def test_label_buffers_travel_with_the_state_dict():
     model = tiny()
-    fresh = create_teacher("teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q)  # placeholder labels
+    fresh = create_teacher("teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q,
+                           ngram_buckets=NB)  # placeholder labels
     assert fresh.hashtag_branch.edge_index.shape[1] == 0
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh.hashtag_branch.edge_index, model.hashtag_branch.edge_index)
@@ -180,7 +245,7 @@ def _loader(n: int, seed: int = 0) -> DataLoader:
 def _module(**kwargs) -> TeacherModule:
     pl.seed_everything(0)
     return TeacherModule(**{"preset": "teacher_tiny", "vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q,
-                            "lr": 1e-3, "warmup_fraction": 0.25, **kwargs})
+                            "ngram_buckets": NB, "lr": 1e-3, "warmup_fraction": 0.25, **kwargs})
 
 
 def _trainer(tmp_path, **kwargs) -> pl.Trainer:
@@ -196,7 +261,7 @@ def test_module_fits_validates_predicts_and_reloads(tmp_path):
     trainer.fit(module, train_dataloaders=_loader(2), val_dataloaders=_loader(1, seed=10))
     m = trainer.callback_metrics
     for key in ("train/loss", "train/clip_v2t", "train/clip_t2v", "train/simclr", "train/hashtag_bce",
-                "train/query_bce", "train/keyword", "val/t2v_r1_category", "val/hashtag_map", "val/hashtag_p1",
+                "train/query_bce", "train/keyword", "train/text_weight_ngram", "val/t2v_r1_category", "val/hashtag_map", "val/hashtag_p1",
                 "val/hashtag_r5", "val/loss"):
         assert key in m, key
         assert torch.isfinite(m[key]), key
@@ -238,6 +303,8 @@ def test_teacher_tiny_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
     assert cli.model.config.vocab_size == cli.datamodule.vocab_size
     assert cli.model.config.num_hashtags == cli.datamodule.num_hashtags
     assert cli.model.config.num_queries == cli.datamodule.num_queries
+    assert cli.model.config.ngram_buckets == cli.datamodule.ngram_buckets == 4096  # teacher_tiny.yaml
+    assert cli.model.model.ngram_bag.num_buckets == 4096
     assert cli.trainer.global_step == 1
     metrics = cli.trainer.callback_metrics
     assert {"train/loss", "train/clip_v2t", "train/keyword", "val/t2v_r1_category"} <= set(metrics)

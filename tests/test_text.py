@@ -16,6 +16,7 @@ from mmemb.data.text import (
     TextTokenizer,
     TokenizerError,
     char_ngrams,
+    hash_field_ngrams,
     hash_ngrams,
     stable_hash,
 )
@@ -210,3 +211,14 @@ def test_hash_ngrams_same_in_another_process():
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(hash_ngrams("Cat 搞笑视频!"))
+
+
+def test_hash_field_ngrams_share_the_budget_like_tokens():
+    fields = ["abcdefgh", None, "xy", "", "搞笑视频搞笑视频"]  # 8, 0, 2 (#xy, xy#), 0 and 6 grams
+    a, c, e = (hash_ngrams(f, num_buckets=50) for f in (fields[0], fields[2], fields[4]))
+    assert len(a) == 8 and len(c) == 2 and len(e) == 6
+    assert hash_field_ngrams(fields, 100, num_buckets=50) == a + c + e  # everything fits, in field order
+    assert hash_field_ngrams(fields, 9, num_buckets=50) == a[:4] + c + e[:3]  # short field whole, then even shares
+    assert hash_field_ngrams(fields, 0, num_buckets=50) == [] and hash_field_ngrams([None, ""], 8) == []
+    with pytest.raises(ValueError, match="max_length"):
+        hash_field_ngrams(fields, -1)

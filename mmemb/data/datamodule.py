@@ -173,6 +173,11 @@ class VideoDataModule(pl.LightningDataModule):
         return self.vocabs.tokenizer.vocab_size
 
     @property
+    def ngram_buckets(self) -> int:
+        """Hash buckets of the ``text_ngrams`` batch key (0: the batches have none)."""
+        return self.text.ngram_buckets
+
+    @property
     def num_hashtags(self) -> int:
         return len(self.vocabs.hashtags)
 

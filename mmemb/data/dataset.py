@@ -17,6 +17,8 @@ Batch contract::
     text_attention   int64   (B, L)           1 = real token
     text_field_ids   int64   (B, L)           0 [CLS]/pad, 1 caption, 2 cover, 3 asr, 4 comments
     text_mask        bool    (B,)             any text present
+    text_ngrams      int64   (B, G)           hashed char-n-gram bucket + 1 of the text fields, 0-padded
+                                              (only when text.ngram_buckets > 0; G = text.ngram_max_length)
     hashtag_targets  float32 (B, H)           multi-hot over the cleaned hashtag vocabulary
     hashtag_weights  float32 (B, H)           TF-IDF weight of each positive, 0 elsewhere
     query_targets    float32 (B, Q)
@@ -38,9 +40,10 @@ from torch.utils.data import Dataset
 from .decode import ClipSample, DecodeConfig, load_clip
 from .labels import label_weights, normalize_label
 from .manifest import VideoRecord
+from .text import hash_field_ngrams
 from .vocab import TextConfig, Vocabularies, record_texts
 
-__all__ = ["encode_record", "collate", "VideoDataset", "sample_generator"]
+__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator"]
 
 
 
@@ -101,8 +104,19 @@ def encode_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig) -> d
     text_ids[:n] = torch.tensor(ids, dtype=torch.long)
     text_field_ids[:n] = torch.tensor(field_ids, dtype=torch.long)
     attention[:n] = 1
-    return {"text_ids": text_ids, "text_attention": attention, "text_field_ids": text_field_ids,
-            "text_mask": torch.tensor(has_text)}
+    out = {"text_ids": text_ids, "text_attention": attention, "text_field_ids": text_field_ids,
+           "text_mask": torch.tensor(has_text)}
+    if cfg.ngram_buckets:
+        out["text_ngrams"] = encode_ngrams(fields, cfg)
+    return out
+
+
+def encode_ngrams(fields: Sequence[str | None], cfg: TextConfig) -> torch.Tensor:
+    """``(cfg.ngram_max_length,)`` int64: the fields' hashed char-n-gram buckets + 1, 0-padded (0 = no gram)."""
+    ids = hash_field_ngrams(fields, cfg.ngram_max_length, cfg.ngram_n, cfg.ngram_buckets)
+    out = torch.zeros(cfg.ngram_max_length, dtype=torch.long)
+    out[: len(ids)] = torch.tensor(ids, dtype=torch.long) + 1
+    return out
 
 
 def encode_record(

@@ -36,6 +36,7 @@ __all__ = [
     "TokenizerError",
     "char_ngrams",
     "hash_ngrams",
+    "hash_field_ngrams",
     "stable_hash",
 ]
 
@@ -388,3 +389,18 @@ def hash_ngrams(text: str | None, n: int = 3, num_buckets: int = 2 ** 18, seed: 
     if num_buckets < 1:
         raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
     return [stable_hash(g, seed) % num_buckets for g in char_ngrams(text, n)]
+
+
+def hash_field_ngrams(fields: Sequence[str | None], max_length: int, n: int = 3, num_buckets: int = 2 ** 18,
+                      seed: int = 0) -> list[int]:
+    """:func:`hash_ngrams` of several text fields, at most ``max_length`` bucket ids in all.
+
+    The budget is shared as :meth:`TextTokenizer.encode_fields` shares tokens: short fields keep all
+    their n-grams and the longer ones an even share of the rest, each cut at its end; the fields'
+    ids follow each other in field order (``None``/empty fields add nothing).
+    """
+    if max_length < 0:
+        raise ValueError(f"max_length must be >= 0, got {max_length}")
+    parts = [hash_ngrams(f, n, num_buckets, seed) for f in fields if f]
+    share = _fair_share([len(ids) for ids in parts], max_length)
+    return [i for ids, k in zip(parts, share) for i in ids[:k]]

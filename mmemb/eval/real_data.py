@@ -39,8 +39,12 @@ __all__ = ["load_embedders", "run_kuairec", "run_real_data"]
 TextEmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
-def _text_batch(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    b = len(texts)
+def _text_batch(tokenizer, texts: Sequence[str], text_cfg) -> dict[str, torch.Tensor]:
+    """The text keys of the batch contract for ``texts`` as caption fields (``text_cfg``: the run's
+    ``TextConfig``: ``max_length`` and the n-gram bag's settings)."""
+    from ..data.dataset import encode_ngrams
+
+    b, max_length = len(texts), text_cfg.max_length
     ids = torch.zeros(b, max_length, dtype=torch.long)
     fields = torch.zeros_like(ids)
     att = torch.zeros_like(ids)
@@ -54,7 +58,10 @@ def _text_batch(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, t
         att[i, : len(row)] = 1
         mask[i] = True
     att[:, 0] = torch.where(mask, att[:, 0], torch.ones_like(att[:, 0]))  # empty text: a lone [PAD], masked
-    return {"text_ids": ids, "text_attention": att, "text_field_ids": fields, "text_mask": mask}
+    batch = {"text_ids": ids, "text_attention": att, "text_field_ids": fields, "text_mask": mask}
+    if text_cfg.ngram_buckets:
+        batch["text_ngrams"] = torch.stack([encode_ngrams([t], text_cfg) for t in texts])  # (B, G)
+    return batch
 
 
 def _missing_video(module, dm, b: int) -> dict[str, torch.Tensor]:
@@ -79,7 +86,7 @@ def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_siz
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     module.to(dev).eval()
     model = module.model
-    tokenizer, max_length = dm.vocabs.tokenizer, dm.text.max_length
+    tokenizer, text_cfg = dm.vocabs.tokenizer, dm.text
     to = lambda batch: {k: v.to(dev) for k, v in batch.items()}  # noqa: E731
     model_dim = int(getattr(module.config, "embed_dim", 0))
 
@@ -92,15 +99,15 @@ def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_siz
         return torch.cat(out).numpy() if out else np.zeros((0, model_dim), np.float32)
 
     def text_fn(texts: Sequence[str]) -> np.ndarray:
-        return batched(lambda t: model.encode_text(to(_text_batch(tokenizer, t, max_length))), texts,
+        return batched(lambda t: model.encode_text(to(_text_batch(tokenizer, t, text_cfg))), texts,
                        f"text path ({len(texts)} texts)")
 
     fns: dict[str, TextEmbedFn] = {"mmemb_text": text_fn}
-    has_fused = "multimodal" in _probe_outputs(module, dm, dev, tokenizer, max_length)
+    has_fused = "multimodal" in _probe_outputs(module, dm, dev, tokenizer, text_cfg)
     if has_fused:
         def fused_fn(texts: Sequence[str]) -> np.ndarray:
             def one(t):
-                batch = {**_text_batch(tokenizer, t, max_length), **_missing_video(module, dm, len(t))}
+                batch = {**_text_batch(tokenizer, t, text_cfg), **_missing_video(module, dm, len(t))}
                 return module(to(batch))["multimodal"]
             return batched(one, texts, f"fused path ({len(texts)} texts)")
 
@@ -137,10 +144,10 @@ def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_siz
     return fns, av_fn
 
 
-def _probe_outputs(module, dm, dev, tokenizer, max_length) -> dict:
+def _probe_outputs(module, dm, dev, tokenizer, text_cfg) -> dict:
     """One forward pass on a dummy text-only sample: which outputs the model has."""
     with torch.inference_mode():
-        batch = {**_text_batch(tokenizer, ["x"], max_length), **_missing_video(module, dm, 1)}
+        batch = {**_text_batch(tokenizer, ["x"], text_cfg), **_missing_video(module, dm, 1)}
         return dict(module({k: v.to(dev) for k, v in batch.items()}))
 
 

@@ -63,6 +63,8 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, 
     Args:
         preset: teacher preset (``mmemb.models.teacher_registry.list_teachers()``).
         vocab_size, num_hashtags, num_queries: linked from the data module by ``train.py``.
+        ngram_buckets: hash buckets of the n-gram bag channel, linked from the data module by
+            ``train.py`` (``data.text.ngram_buckets``); 0 = no bag; None = the preset's (0).
         overrides: preset fields to change (``audio``/``fusion`` as dicts of nested fields).
         lr, weight_decay, betas: optimizer settings (no decay on 1-D parameters and embeddings).
         optimizer: ``"adamw"`` or ``"lamb"`` (:class:`mmemb.lamb.Lamb`, for very large batches).
@@ -81,6 +83,7 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, 
         vocab_size: int = 8000,
         num_hashtags: int = 0,
         num_queries: int = 0,
+        ngram_buckets: int | None = None,
         overrides: dict[str, Any] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -115,7 +118,8 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, 
         self.hparams["augment"] = _plain(self.augment_cfg)
         self.hparams["keywords"] = _plain(self.keyword_cfg)
         self.config = get_teacher_config(preset, vocab_size=vocab_size, num_hashtags=num_hashtags,
-                                         num_queries=num_queries, **self.hparams["overrides"])
+                                         num_queries=num_queries, **self.hparams["overrides"],
+                                         **({} if ngram_buckets is None else {"ngram_buckets": ngram_buckets}))
         self.model = create_teacher(self.config)
         self.loss_weights = weights
         self._init_hashtag_names(num_hashtags, self.config.label_max_length)  # zero-shot scores, baseline
@@ -224,9 +228,10 @@ class TeacherModule(CheckpointWeightsMixin, EvalLoopMixin, HashtagScoringMixin, 
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/logit_scale", out["logit_scale"], batch_size=bs)
-        w = out["video_weights"]
-        for i, c in enumerate(self.model.video_channels):  # mean channel weight (channel attention)
-            self.log(f"train/video_weight_{c}", w[:, i].mean(), batch_size=bs)
+        for kind, channels in (("video", self.model.video_channels), ("text", self.model.text_channels)):
+            w = out[f"{kind}_weights"]
+            for i, c in enumerate(channels):  # mean channel weight (channel attention)
+                self.log(f"train/{kind}_weight_{c}", w[:, i].mean(), batch_size=bs)
         return loss
 
     def configure_optimizers(self):

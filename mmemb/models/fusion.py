@@ -249,8 +249,13 @@ class ChannelAttentionFusion(nn.Module):
         if self.num_channels < 1 or width < 1:
             raise ValueError(f"ChannelAttentionFusion needs width >= 1 and >= 1 channel, got {width}, {channels}")
         hidden = hidden or width
-        self.score = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        # no bias in the last layer: one shift of every channel's score changes no softmax weight
+        self.score = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
         self.channel_bias = nn.Parameter(torch.zeros(self.num_channels))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "score.2.bias", None)  # older checkpoints: a shift that changes no weight
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def stack(self, vectors: Mapping[str, torch.Tensor],
               available: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

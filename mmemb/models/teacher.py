@@ -6,10 +6,12 @@ Data flow (``B`` videos, ``T`` frames)::
            -> per-frame [CLS] of the last block -> TemporalAttentionPool -> visual channel
     mel    -> AudioEncoder tokens -> masked mean                           -> audio channel
     text   -> BERT tokens -> masked mean                                   -> text channel
-    channel vectors -> Linear to embed_dim each
+    text_ngrams -> NgramBag (hashed char-3-grams, mean)                    -> ngram channel (ngram_buckets > 0)
+    channel vectors -> Linear to embed_dim each (the bag is embed_dim wide already)
 
     video      = ChannelAttention(visual, audio)       never reads text (text->video retrieval is fair)
-    text       = the text channel                      the text tower alone (video-text retrieval)
+    text       = ChannelAttention(text, ngram)         the text tower alone (video-text retrieval);
+                                                       the text channel alone without the bag
     multimodal = ChannelAttention(fused text, fused visual, fused audio)   with ``use_fusion="multiscale"``
                = ChannelAttention(visual, audio, text)                     with ``use_fusion="none"``
 
@@ -25,7 +27,9 @@ Data flow (``B`` videos, ``T`` frames)::
 
 The fusion (and so ``multimodal`` and every head) may read a *masked* copy of the text
 (``fusion_text_ids``: the keywords replaced by ``[MASK]``), while the ``text`` channel always reads the
-clean text; one ViT and one fusion pass serve every objective.
+clean text; one ViT and one fusion pass serve every objective. The n-gram bag joins only the ``text``
+embedding: the bag of the clean text would show the fusion (and so the keyword head) the masked
+keywords.
 
 Missing modalities (``video_mask``/``audio_mask``/``text_mask`` False) are masked everywhere: a
 channel missing in a row gets channel weight 0, and an embedding with no available channel is a zero
@@ -48,6 +52,7 @@ from .config import ModelConfig
 from .fusion import ChannelAttentionFusion, FusionConfig, MultiScaleFusion, masked_mean
 from .gcn import LabelHead, TagGCN, TagGCNConfig
 from .keywords import gather_slots
+from .ngram import NgramBag
 from .temporal import TemporalAttentionPool
 from .text import TextEncoder
 from .visual import FrameEncoder, normalize_frames
@@ -90,6 +95,10 @@ class TeacherConfig:
     # "minilm": start the text tower from all-MiniLM-L6-v2 (mmemb.models.text_init) once the data's
     # tokenizer is known; needs text_width 384, text_depth 6, text_heads 12 and data.text.base_vocab: minilm
     text_init: Literal["random", "minilm"] = "random"
+    # hashed char-n-gram bag channel (mmemb.models.ngram): its buckets, linked from the data
+    # (``data.ngram_buckets``; the batches then carry ``text_ngrams``); 0 = no bag channel
+    ngram_buckets: int = 0
+    use_ngram_bag: bool = True  # the bag channel (also needs ngram_buckets > 0)
 
     # --- audio tower and fusion
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(width=64, heads=2))
@@ -132,6 +141,8 @@ class TeacherConfig:
                 raise ValueError(f"TeacherConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.num_hashtags < 0 or self.num_queries < 0:
             raise ValueError("TeacherConfig.num_hashtags and num_queries must be >= 0")
+        if self.ngram_buckets < 0:
+            raise ValueError(f"TeacherConfig.ngram_buckets must be >= 0 (0 = no n-gram bag), got {self.ngram_buckets}")
         if self.frame_size % self.patch_size:
             raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
         if self.vision_width % self.vision_heads:
@@ -174,6 +185,10 @@ class TeacherConfig:
             text_heads=self.text_heads, text_max_length=self.text_max_length, num_text_fields=self.num_text_fields,
             text_pool="mean", text_dropout=self.text_dropout, embed_dim=self.embed_dim,
         )
+
+    @property
+    def has_ngram_bag(self) -> bool:
+        return self.use_ngram_bag and self.ngram_buckets > 0
 
     @property
     def has_hashtag_head(self) -> bool:
@@ -286,6 +301,9 @@ class TeacherModel(nn.Module):
             self.fused_proj = None
             token_width = cfg.text_width
         self.multimodal_attention = ChannelAttentionFusion(d, mm_channels)
+        self.ngram_bag = NgramBag(cfg.ngram_buckets, d) if cfg.has_ngram_bag else None
+        self.text_channels = ("text", "ngram") if cfg.has_ngram_bag else ("text",)
+        self.text_attention = ChannelAttentionFusion(d, self.text_channels) if cfg.has_ngram_bag else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)),
                                         requires_grad=cfg.learn_logit_scale)
         self.hashtag_branch = _LabelBranch(cfg, cfg.num_hashtags) if cfg.has_hashtag_head else None
@@ -352,6 +370,23 @@ class TeacherModel(nn.Module):
             mask = mask & batch["text_mask"].bool().unsqueeze(1)
         return tokens, mask
 
+    def _text_embedding(self, batch: Mapping[str, Any], tokens: torch.Tensor, token_mask: torch.Tensor,
+                        text_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text embedding ``(B, D)`` (not normalised) and its channel weights ``(B, C_t)``: the
+        transformer channel, with the n-gram bag channel through channel attention when there is one.
+        A batch without ``text_ngrams`` leaves the bag channel unavailable."""
+        vec = _masked_rows(self.text_proj(masked_mean(tokens, token_mask)), text_ok)  # (B, D)
+        if self.ngram_bag is None:
+            return vec, text_ok.to(vec.dtype).unsqueeze(1)  # (B, 1)
+        ngrams = batch.get("text_ngrams")
+        if ngrams is None:
+            ngram_vec, ngram_ok = torch.zeros_like(vec), torch.zeros_like(text_ok)
+        else:
+            ngram_vec, ngram_ok = self.ngram_bag(ngrams)  # (B, D), (B,)
+            ngram_ok = ngram_ok & text_ok
+        return self.text_attention({"text": vec, "ngram": _masked_rows(ngram_vec, ngram_ok)},
+                                   {"text": text_ok, "ngram": ngram_ok})
+
     # ------------------------------------------------------------------ features
 
     def forward_features(self, batch: Mapping[str, Any], fusion_text_ids: torch.Tensor | None = None,
@@ -361,8 +396,9 @@ class TeacherModel(nn.Module):
         Returns a dict with ``visual``, ``audio``, ``text`` (channel vectors ``(B, D)``, zeros where
         missing; ``audio`` absent without the audio tower), ``video`` ``(B, D)`` (visual+audio only),
         ``video_weights`` ``(B, C_v)``, ``available`` (name -> ``(B,)`` bool), and when ``need_text``:
-        ``multimodal`` ``(B, D)``, ``multimodal_weights`` ``(B, C_m)``, ``text_tokens`` ``(B, L, W)``
-        (fused when ``use_fusion="multiscale"``, read from ``fusion_text_ids`` when given, the clean
+        ``text`` is the text embedding (the transformer channel, with the n-gram bag by channel attention)
+        and ``text_weights`` ``(B, C_t)`` its channel weights; ``multimodal`` ``(B, D)``,
+        ``multimodal_weights`` ``(B, C_m)``, ``text_tokens`` ``(B, L, W)`` (fused when ``use_fusion="multiscale"``, read from ``fusion_text_ids`` when given, the clean
         text otherwise) and ``text_token_mask`` ``(B, L)``.
         """
         cfg = self.cfg
@@ -390,7 +426,8 @@ class TeacherModel(nn.Module):
             return out
 
         clean_tokens, text_token_mask = self._text_tokens(batch)  # (B, L, Wt)
-        out["text"] = _masked_rows(self.text_proj(masked_mean(clean_tokens, text_token_mask)), available["text"])
+        out["text"], out["text_weights"] = self._text_embedding(batch, clean_tokens, text_token_mask,
+                                                                available["text"])  # (B, D), (B, C_t)
         if fusion_text_ids is not None:
             fusion_tokens, _ = self._text_tokens(batch, fusion_text_ids)  # (B, L, Wt)
         else:
@@ -401,8 +438,9 @@ class TeacherModel(nn.Module):
                                 audio_tokens, audio_token_mask)
             vectors = {m: _masked_rows(self.fused_proj[m](fused.pooled[m]), available[m]) for m in mm_channels}
             out["text_tokens"] = fused.tokens["text"]  # (B, L, Wf)
-        else:
-            vectors = {m: out[m] for m in mm_channels}
+        else:  # the text channel of the (possibly keyword-masked) fusion text, without the bag
+            fusion_text = _masked_rows(self.text_proj(masked_mean(fusion_tokens, text_token_mask)), available["text"])
+            vectors = {**{m: out[m] for m in self.video_channels}, "text": fusion_text}
             out["text_tokens"] = fusion_tokens  # (B, L, Wt)
         out["text_token_mask"] = text_token_mask
         out["multimodal"], out["multimodal_weights"] = self.multimodal_attention(
@@ -423,10 +461,9 @@ class TeacherModel(nn.Module):
     def encode_text(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """L2-normalised text-tower embeddings ``(B, D)``; zero rows where ``text_mask`` is False."""
         tokens, mask = self._text_tokens(batch)
-        x = F.normalize(self.text_proj(masked_mean(tokens, mask)), dim=-1)
-        if batch.get("text_mask") is not None:
-            x = _masked_rows(x, batch["text_mask"].bool())
-        return x
+        text_ok = batch["text_mask"].bool() if batch.get("text_mask") is not None else mask.any(dim=1)
+        x, _ = self._text_embedding(batch, tokens, mask, text_ok)
+        return _masked_rows(F.normalize(x, dim=-1), text_ok)
 
     def get_logit_scale(self) -> torch.Tensor:
         """``exp(logit_scale)`` clamped at ``max_logit_scale``."""
@@ -447,7 +484,7 @@ class TeacherModel(nn.Module):
     def forward(self, batch: Mapping[str, Any], masked_text_ids: torch.Tensor | None = None,
                 keyword_positions: torch.Tensor | None = None, num_keywords: int | None = None) -> dict[str, Any]:
         """Every output: ``video``, ``text``, ``multimodal`` (L2-normalised, zero rows where nothing is
-        available), ``logit_scale``, ``video_weights``, ``multimodal_weights``, and when the heads are
+        available), ``logit_scale``, ``video_weights``, ``text_weights``, ``multimodal_weights``, and when the heads are
         on ``hashtag_logits`` ``(B, H)``, ``query_logits`` ``(B, Q)``, ``keyword_logits`` ``(B, K, V)``
         (the latter only given ``masked_text_ids``, ``keyword_positions`` and ``num_keywords``: the
         fusion then reads the masked text)."""
@@ -461,6 +498,7 @@ class TeacherModel(nn.Module):
             "multimodal": _masked_rows(F.normalize(f["multimodal"], dim=-1), mm_ok),
             "logit_scale": self.get_logit_scale(),
             "video_weights": f["video_weights"],
+            "text_weights": f["text_weights"],
             "multimodal_weights": f["multimodal_weights"],
             "multimodal_mask": mm_ok,
         }

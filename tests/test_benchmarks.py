@@ -1,0 +1,54 @@
+"""The index and top-K benchmark scripts run end to end at toy sizes (their numbers live in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_index_sweeps_both_datasets_from_a_store(tmp_path, capsys):
+    from mmemb.eval.store import EmbeddingStore
+
+    rng = np.random.default_rng(0)
+    store = EmbeddingStore(tmp_path / "store")
+    x = rng.standard_normal((40, 16)).astype(np.float32)
+    x[3] = 0  # a missing modality: dropped
+    store.append([f"v{i}" for i in range(40)], {"multimodal": x, "video": x[:, :8].copy()})
+    bench = _bench("bench_index")
+    assert bench.load_embeddings(tmp_path / "store").shape == (39, 16)
+    with pytest.raises(SystemExit, match="nope"):
+        bench.load_embeddings(tmp_path / "store", "nope")
+    out = tmp_path / "out"
+    args = ["--n", "3000", "--d", "16", "--queries", "50", "--clusters", "20", "--nlist", "16", "--nprobe", "1", "16",
+            "--pq-bytes", "4", "--opq", "false", "--refine", "0", "4", "--ef-search", "16", "--latency-queries", "20",
+            "--embeddings", str(tmp_path / "store"), "--out", str(out), "--threads", "1", "--no-progress"]
+    assert bench.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "39 distinct multimodal embeddings of dim 16" in printed
+    for name in ("clustered", "demo-tiled"):
+        rows = json.loads((out / f"{name}-n3000.json").read_text())["rows"]
+        flat = next(r for r in rows if r["kind"] == "flat")
+        assert flat["recall@10"] == 1.0 and flat["docs_scanned"] == 3000
+        full_probe = next(r for r in rows if r["setting"] == "ivf16-np16")  # every list probed: exact
+        assert full_probe["recall@10"] == pytest.approx(1.0, abs=0.01)
+        assert (out / f"{name}-n3000-p99.png").stat().st_size > 0
+    assert "## demo-tiled" in (out / "summary.md").read_text()
+
+
+def test_bench_topk_measures_blocks_and_extrapolates(capsys):
+    bench = _bench("bench_topk")
+    assert bench.main(["--gallery", "5000", "--queries", "64", "256", "--dim", "8", "--k", "10", "--chunk-size", "32",
+                       "--gallery-chunk-size", "1000", "--target-queries", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert "| 64 |" in out and "| 256 |" in out and "extrapolated to 5000 x 5000" in out
