@@ -120,6 +120,9 @@ def test_bad_specs_raise_clear_errors(data):
         IndexSpec("hnsw", use_gpu="always")
     with pytest.raises(ValueError, match="100 training vectors are fewer than nlist=128"):
         build_index(IndexSpec("ivf_flat", nlist=128), db[:100])
+    wide = np.random.default_rng(0).standard_normal((300, 512)).astype(np.float32)
+    with pytest.raises(ValueError, match="300 training vectors are fewer than the dimension 512"):
+        build_index(IndexSpec("opq_ivf_pq", nlist=4, pq_bytes=16, nbits=4), wide)  # faiss would abort
     with pytest.raises(ValueError, match="dimension 16, but the index has 32"):
         search(build_index(IndexSpec(), db), db[:3, :16], 1)
     with pytest.raises(ValueError, match="nprobe=4 given, but IndexFlat has no IVF layer"):

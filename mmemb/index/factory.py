@@ -280,6 +280,10 @@ def _default_max_train(spec: IndexSpec) -> int:
 
 def _check_training_size(spec: IndexSpec, n: int) -> None:
     """Errors when faiss cannot train on ``n`` vectors, a logged warning when it trains poorly."""
+    if spec.kind == "opq_ivf_pq" and spec.dim is not None and n < spec.dim:
+        # faiss's OPQ training takes an SVD of a (dim x n) matrix and aborts the process below dim rows
+        raise ValueError(f"{spec.factory_string}: {n} training vectors are fewer than the dimension {spec.dim}; "
+                         "OPQ needs at least as many (faiss aborts otherwise): give more or use kind='ivf_pq'")
     needs = []
     if spec.kind in IVF_KINDS:
         needs.append(("nlist", spec.nlist))
