@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmemb.data import decode as D
+from mmemb.data.decode import video as V
 from mmemb.data.decode import (REASONS, ClipSample, DecodeConfig, DecodeError, decode_audio, decode_frames,
-                               load_clip, log_mel, probe)
+                               load_clip, log_mel, mel_valid_frames, probe)
 from mmemb.data.failures import FailureLog
 
 CLIPS = Path(__file__).resolve().parents[1] / "assets" / "clips"
@@ -160,18 +160,18 @@ def test_six_channel_aac_is_downmixed_from_all_front_channels():
 
 def test_long_clip_seeks_converts_only_selected_frames_and_matches_sequential(monkeypatch):
     converted = []
-    real_to_rgb = D._to_rgb
-    monkeypatch.setattr(D, "_to_rgb",
+    real_to_rgb = V._to_rgb
+    monkeypatch.setattr(V, "_to_rgb",
                         lambda frame, cfg, sar=1.0: converted.append(frame.time) or real_to_rgb(frame, cfg, sar))
     seeks = []
-    real_seek = D._FrameReader._seek
-    monkeypatch.setattr(D._FrameReader, "_seek", lambda self, pts: seeks.append(pts) or real_seek(self, pts))
+    real_seek = V._FrameReader._seek
+    monkeypatch.setattr(V._FrameReader, "_seek", lambda self, pts: seeks.append(pts) or real_seek(self, pts))
     cfg = DecodeConfig(num_frames=8, frame_size=64)
     with_seeks = decode_frames(WEBM_30, cfg)
     assert len(converted) == 8 and len(seeks) > 2, "8 frames of a 30 s clip: a few seeks, 8 conversions"
     assert converted == sorted(converted) and converted[0] < 3.75 and converted[-1] > 26.25
 
-    monkeypatch.setattr(D, "_SEEK_MIN_SKIP", 10**9)  # one sequential pass instead
+    monkeypatch.setattr(V, "_SEEK_MIN_SKIP", 10**9)  # one sequential pass instead
     seeks.clear()
     sequential = decode_frames(WEBM_30, cfg)
     assert len(seeks) == 1, "only the rewind to the start after the index scan"
@@ -286,7 +286,7 @@ def test_log_mel_pads_short_and_centres_long_audio():
     cfg = DecodeConfig(audio_seconds=2.0)
     short = log_mel(torch.full((8000,), 0.5), cfg)  # 0.5 s of a constant
     assert short.shape == (64, cfg.mel_frames) == (64, 201)
-    assert D.mel_valid_frames(8000, cfg) == 51
+    assert mel_valid_frames(8000, cfg) == 51
     assert (short[:, 60:] == short.min()).all() and short[:, 60:].max() < -13  # zero padding -> log(eps)
     t = torch.arange(16000 * 6) / 16000
     wave = torch.where((t > 2) & (t < 4), torch.sin(2 * torch.pi * 1000 * t), torch.zeros_like(t))  # loud middle

@@ -1,0 +1,70 @@
+"""One clip, both modalities: :func:`load_clip` decodes video and audio separately and never raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .audio import decode_audio, log_mel, mel_valid_frames
+from .config import DecodeConfig, Mode
+from .container import Source, _Input
+from .errors import FILE_LEVEL, DecodeError, warn_once
+from .video import decode_frames
+
+__all__ = ["ClipSample", "load_clip"]
+
+
+@dataclass
+class ClipSample:
+    """One clip as :func:`load_clip` returns it; a failed or absent modality is ``None`` with a reason."""
+
+    frames: torch.Tensor | None  # (T, 3, S, S) uint8 RGB
+    mel: torch.Tensor | None  # (n_mels, F) float32 log-mel
+    video_error: str | None  # a REASONS value, None when fine
+    audio_error: str | None  # a REASONS value, "no_audio" when there is no audio stream, None when fine
+    mel_valid: int | None = None  # mel frames computed from real audio (< F when zero-padded)
+
+
+def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
+              generator: torch.Generator | None = None) -> ClipSample:
+    """Frames and log-mel of one clip; never raises for bad input.
+
+    Each modality is decoded separately: a failure masks that modality (``None``) and records its
+    reason (a :data:`REASONS` value; ``audio_error="no_audio"`` for a clip without an audio stream,
+    which is not a failure). Each failure is logged as a warning once per (source, modality).
+    ``train`` samples frames and the audio window at random (with ``generator``).
+    """
+    mode: Mode = "random" if train else "uniform"
+    try:
+        src = _Input(path)  # a file object is read once, for both modalities
+    except Exception as e:  # noqa: BLE001 - never raise for bad input
+        warn_once(repr(path), "video and audio", "decode", f"{type(e).__name__}: {e}")
+        return ClipSample(None, None, "decode", "decode")
+    frames = mel = None
+    video_error = audio_error = None
+    mel_valid = None
+    try:
+        frames = decode_frames(src, cfg, mode, generator)
+    except DecodeError as e:
+        video_error = e.reason
+        warn_once(src.label, "video and audio" if e.reason in FILE_LEVEL else "video", e.reason, e.detail)
+    except Exception as e:  # noqa: BLE001 - anything else is a decode failure, not a crash
+        video_error = "decode"
+        warn_once(src.label, "video", "decode", f"{type(e).__name__}: {e}")
+    if video_error in FILE_LEVEL:
+        return ClipSample(None, None, video_error, video_error)
+    try:
+        wave = decode_audio(src, cfg)
+        if wave is None:
+            audio_error = "no_audio"
+        else:
+            mel = log_mel(wave, cfg, mode, generator)
+            mel_valid = mel_valid_frames(wave.numel(), cfg)
+    except DecodeError as e:
+        audio_error = e.reason
+        warn_once(src.label, "audio", e.reason, e.detail)
+    except Exception as e:  # noqa: BLE001
+        audio_error = "decode"
+        warn_once(src.label, "audio", "decode", f"{type(e).__name__}: {e}")
+    return ClipSample(frames, mel, video_error, audio_error, mel_valid)
