@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from mmemb.data.decode import video as V
-from mmemb.data.decode import (REASONS, ClipSample, DecodeConfig, DecodeError, decode_audio, decode_frames,
+from mmemb.data.decode import (PARTIAL, REASONS, ClipSample, DecodeConfig, DecodeError, decode_audio, decode_frames,
                                load_clip, log_mel, mel_valid_frames, probe)
 from mmemb.data.failures import FailureLog
 
@@ -54,7 +55,7 @@ def write_clip(path: Path, codec: str = "libx264", size: tuple[int, int] = (64, 
             video.set_display_rotation(rotation)
     astream = None
     if audio:
-        astream = container.add_stream(audio, rate=48000 if audio == "aac" else 16000)
+        astream = container.add_stream(audio, rate=48000 if audio in ("aac", "libopus") else 16000)
         astream.layout = "mono"
     if video is not None:
         for i, pts in enumerate(pts_ms if pts_ms is not None else range(n)):
@@ -313,7 +314,7 @@ def test_bad_inputs_are_classified_and_counted(synth, tmp_path, caplog):
     expected = {  # per source: (video_error, audio_error)
         empty: ("empty", "empty"),
         cut_mp4: ("truncated", "truncated"),  # moov index lost with the tail
-        cut_webm: ("truncated", "truncated"),  # opens, but ends ~9 s into 30 s
+        cut_webm: (None, None),  # opens, ends ~9.6 s into 30 s: partial, kept (reported below)
         text: ("not_media", "not_media"),
         tmp_path / "missing.mp4": ("missing", "missing"),
         None: ("missing", "missing"),
@@ -336,19 +337,127 @@ def test_bad_inputs_are_classified_and_counted(synth, tmp_path, caplog):
                 for modality, reason in (("video", clip.video_error), ("audio", clip.audio_error)):
                     if reason and reason != "no_audio":
                         failures.record(str(src), modality, reason)
+                for modality, share in (("video", clip.video_partial), ("audio", clip.audio_partial)):
+                    if share is not None:
+                        failures.record(str(src), modality, PARTIAL)
+                        assert src == cut_webm and share == pytest.approx(0.32, abs=0.03), (src, share)
     decode_warnings = [r for r in caplog.records if r.name == "mmemb.data.decode"]
     # one warning per failing source and modality; a file-level failure (empty, not_media, missing)
-    # warns once for both; the truncated files fail video and audio separately
+    # warns once for both; the truncated mp4 fails video and audio separately, the cut webm is partial
+    # in both
     assert len(decode_warnings) == 11
+    assert sum("partial" in r.getMessage() for r in decode_warnings) == 2
     assert failures.counts == {
         ("video", "empty"): 2, ("audio", "empty"): 2,
-        ("video", "truncated"): 4, ("audio", "truncated"): 4,
+        ("video", "truncated"): 2, ("audio", "truncated"): 2,
+        ("video", "partial"): 2, ("audio", "partial"): 2,
         ("video", "not_media"): 2, ("audio", "not_media"): 2,
         ("video", "missing"): 4, ("audio", "missing"): 4,
         ("video", "codec"): 2, ("audio", "codec"): 2,
         ("video", "no_video_stream"): 2,
     }
     assert failures.total() == 30
+
+
+# a cut file keeps its head: the container and codec of each, with audio (interleaved, so both are cut)
+TRUNCATED = {"avi": ("mpeg4", "pcm_s16le"), "mkv": ("libx264", "aac"), "webm": ("libvpx", "libopus")}
+RAMP_FRAMES = 96  # 4 s at 24 fps; frame i is grey level i * 255 / 95
+
+
+def decodable_frame_times(path: Path) -> list[float]:
+    """Presentation times of every frame PyAV decodes from ``path`` (stopping at the first error)."""
+    times = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(video=0):
+                times.append(frame.time)
+        except av.error.FFmpegError:
+            pass
+    return times
+
+
+def frame_times(frames: torch.Tensor) -> torch.Tensor:
+    """``(T,)`` seconds of each frame of the grey ramp, read back from its grey level."""
+    return frames[:, 0, 20, 20].float() * (RAMP_FRAMES - 1) / 255 / 24  # (T,)
+
+
+@pytest.mark.parametrize("ext", sorted(TRUNCATED))
+def test_truncated_clip_is_partial_and_sampled_within_what_decodes(tmp_path, ext, caplog):
+    vcodec, acodec = TRUNCATED[ext]
+    whole = write_clip(tmp_path / f"whole.{ext}", codec=vcodec, audio=acodec, n=RAMP_FRAMES,
+                       colour=lambda i: int(i * 255 / (RAMP_FRAMES - 1)))
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    cfg = DecodeConfig(num_frames=8, frame_size=32)
+
+    intact = load_clip(whole, cfg)
+    assert (intact.video_error, intact.audio_error, intact.video_partial, intact.audio_partial) == (None,) * 4
+
+    decodable = decodable_frame_times(cut)
+    last = max(decodable)  # the last frame that decodes
+    assert 1.5 < last < 2.5, "half the bytes keep about half the 4 s"
+    with caplog.at_level(logging.WARNING, logger="mmemb.data.decode"):
+        clip = load_clip(cut, cfg)
+    # kept, not masked, and reported with the share of the stated 4 s that decodes
+    assert clip.video_error is None and clip.audio_error is None
+    assert clip.frames.shape == (8, 3, 32, 32) and clip.mel is not None
+    assert clip.video_partial == pytest.approx(0.5, abs=0.1)
+    assert clip.video_partial == pytest.approx((last + 1 / 24) / 4.0, abs=0.03)
+    assert clip.audio_partial == pytest.approx(0.5, abs=0.1)
+    warned = [r.getMessage() for r in caplog.records if r.name == "mmemb.data.decode"]
+    assert any(m.startswith(f"partial video in {cut}") and "% of a stated 4.00s" in m for m in warned), warned
+
+    # uniform: spread over the decodable part (not over the stated 4 s, clamped at its end)
+    seconds = frame_times(clip.frames)
+    half_frame = 0.5 / 24 + 0.03  # grey levels read back to within about a frame
+    assert (seconds <= last + half_frame).all(), (seconds, last)
+    assert seconds[-1] > 0.8 * last and (seconds.diff() > 0.1).all(), seconds
+    # training: random segments and jitter stay inside it too
+    short = DecodeConfig(num_frames=8, frame_size=32, train_clip_seconds=1.0)
+    for seed in range(6):
+        for c in (cfg, short):
+            frames = load_clip(cut, c, train=True, generator=torch.Generator().manual_seed(seed)).frames
+            assert (frame_times(frames) <= last + half_frame).all(), (seed, frame_times(frames), last)
+
+
+def test_decoding_that_fails_partway_keeps_and_resamples_the_frames_before(synth, monkeypatch):
+    """A stream whose decoder fails after some frames (packets that demux but do not decode) is
+    partial: frames are drawn again within what decoded, none from past the failure."""
+    real_next = V._FrameReader._next
+
+    def fail_after_two_seconds(self):
+        out = real_next(self)
+        if out is not None and out[0] >= 2.0:
+            self.eof, self.failed = True, "decoding failed after 48 frames: injected"
+            return None
+        return out
+
+    monkeypatch.setattr(V._FrameReader, "_next", fail_after_two_seconds)
+    decoded = V.decode_video(synth["ramp"], DecodeConfig(num_frames=8, frame_size=32))
+    assert decoded.partial == pytest.approx(0.5, abs=0.02) and "injected" in decoded.detail
+    seconds = frame_times(decoded.data)
+    assert (seconds < 2.0).all() and seconds[-1] > 1.6, seconds
+
+
+def test_data_check_reports_partial_clips(tmp_path):
+    from mmemb.data.check import check
+    from mmemb.data.manifest import VideoRecord, write_manifest
+
+    whole = write_clip(tmp_path / "whole.mkv", audio="aac", n=RAMP_FRAMES)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    manifest = write_manifest([VideoRecord("a", video=str(whole)), VideoRecord("b", video=str(cut))],
+                              tmp_path / "m.jsonl")
+    report = check(manifest, progress=False)
+    assert [(p, m) for p, m, _ in report.partial] == [(str(cut), "video"), (str(cut), "audio")]
+    assert all(0.4 < share < 0.6 for _, _, share in report.partial)
+    assert report.failures.counts == {("video", PARTIAL): 1, ("audio", PARTIAL): 1}
+    assert not report.ok
+    text = report.to_text()
+    assert "decoded clips: 2, failures: 0, partial: 2" in text
+    assert re.search(rf"^  video +\d\d\.\d% decodes  {re.escape(str(cut))}$", text, re.M), text
+    assert "status: PROBLEMS FOUND" in text
 
 
 @pytest.mark.parametrize("kind,reason", [("empty", "empty"), ("text", "not_media"), ("missing", "missing"),

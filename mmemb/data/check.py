@@ -1,4 +1,5 @@
-"""``mmemb data check``: validate a manifest and report coverage, labels and decode failures."""
+"""``mmemb data check``: validate a manifest and report coverage, labels, decode failures and
+partial clips (streams that decode only partway, with the share that decodes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .decode import DecodeConfig, load_clip
+from .decode import PARTIAL, DecodeConfig, load_clip
 from .failures import FailureLog
 from .labels import clean_hashtags, normalize_label
 from .manifest import ManifestIssue, VideoRecord, check_manifest
@@ -34,6 +35,9 @@ class CheckReport:
     decoded: int = 0  # clips whose decoding was attempted
     failures: FailureLog = field(default_factory=FailureLog)
     no_audio: int = 0  # clips that decode but have no audio track (masked, not a failure)
+    # streams that decode only partway (a file cut short): (path, modality, share of the stated
+    # duration that decodes); kept for training, counted in ``failures`` as (modality, "partial")
+    partial: list[tuple[str, str, float]] = field(default_factory=list)
 
     @property
     def errors(self) -> list[ManifestIssue]:
@@ -41,6 +45,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """No manifest errors, no decode failures and no partial clips."""
         return not self.errors and self.failures.total() == 0
 
     def to_text(self, max_issues: int = 50) -> str:
@@ -69,9 +74,15 @@ class CheckReport:
             top = ", ".join(f"{k} ({v})" for k, v in list(self.categories.items())[:12])
             lines.append(f"categories: {len(self.categories)}: {top}")
         if self.decoded:
-            lines.append(f"decoded clips: {self.decoded}, failures: {self.failures.total()}, "
-                         f"without audio track: {self.no_audio}")
+            lines.append(f"decoded clips: {self.decoded}, failures: {self.failures.total() - len(self.partial)}, "
+                         f"partial: {len(self.partial)}, without audio track: {self.no_audio}")
             lines.append(self.failures.summary())
+            if self.partial:
+                lines.append("partial streams (they train on the part that decodes):")
+                for path, modality, share in self.partial[:max_issues]:
+                    lines.append(f"  {modality} {share:6.1%} decodes  {path}")
+                if len(self.partial) > max_issues:
+                    lines.append(f"  ... and {len(self.partial) - max_issues} more")
         lines.append("status: OK" if self.ok else "status: PROBLEMS FOUND")
         return "\n".join(lines)
 
@@ -101,6 +112,10 @@ def _decode_all(records: list[VideoRecord], cfg: DecodeConfig, report: CheckRepo
                 report.no_audio += 1
             elif clip.audio_error and not clip.video_error:
                 report.failures.record(record.video, "audio", clip.audio_error)
+            for modality, share in (("video", clip.video_partial), ("audio", clip.audio_partial)):
+                if share is not None:
+                    report.partial.append((record.video, modality, share))
+                    report.failures.record(record.video, modality, PARTIAL, f"decodes {share:.0%}")
 
 
 def check(manifest: str | Path, decode: bool = True, min_freq: int = 5, workers: int = 2,

@@ -1,31 +1,8 @@
 """Turn manifest records into model-ready samples, and samples into batches.
 
-A sample is a dict of tensors for one video; :func:`collate` stacks samples into the batch
-contract below. A modality that is missing or fails to decode is masked (its mask is ``False``
-and its tensor is zeros), never invented, and the reason travels with the batch so that the
-main process can count it (:class:`mmemb.data.failures.FailureLog`).
-
-Batch contract::
-
-    ids              list[str]
-    frames           uint8   (B, T, 3, S, S)  RGB, zeros where missing (the visual tower normalises it on
-                                              its device: 4x less to copy between processes and to the GPU)
-    video_mask       bool    (B,)
-    mel              float32 (B, n_mels, F)   log-mel, zeros where missing
-    audio_mask       bool    (B,)
-    text_ids         int64   (B, L)           [CLS] caption [SEP] cover [SEP] asr [SEP] comments [SEP], 0-padded
-    text_attention   int64   (B, L)           1 = real token
-    text_field_ids   int64   (B, L)           0 [CLS]/pad, 1 caption, 2 cover, 3 asr, 4 comments
-    text_mask        bool    (B,)             any text present
-    text_ngrams      int64   (B, G)           hashed char-n-gram bucket + 1 of the text fields, 0-padded
-                                              (only when text.ngram_buckets > 0; G = text.ngram_max_length)
-    hashtag_targets  float32 (B, H)           multi-hot over the cleaned hashtag vocabulary
-    hashtag_weights  float32 (B, H)           TF-IDF weight of each positive, 0 elsewhere
-    query_targets    float32 (B, Q)
-    query_weights    float32 (B, Q)           TF-IDF x clicks (x freshness) weights
-    category         int64   (B,)             index into Vocabularies.categories, -1 unknown
-    video_error      list[str | None]         decode failure reason, None when fine
-    audio_error      list[str | None]         likewise; "no_audio" for clips without an audio track
+A sample is a dict of tensors for one video; :func:`collate` stacks samples into a
+:class:`mmemb.data.batch.Batch`, whose definition (every key with its dtype and shape, and how
+missing, failed and partial modalities show) lives in :mod:`mmemb.data.batch`.
 """
 
 from __future__ import annotations
@@ -37,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .batch import LIST_KEYS, Batch
 from .decode import ClipSample, DecodeConfig, load_clip
 from .labels import label_weights, normalize_label
 from .manifest import VideoRecord
@@ -148,24 +126,24 @@ def encode_record(
         "category": torch.tensor(vocabs.category_index(record.category), dtype=torch.long),
         "video_error": clip.video_error,
         "audio_error": clip.audio_error,
+        "video_partial": clip.video_partial,
+        "audio_partial": clip.audio_partial,
     }
     sample.update(encode_text(record, vocabs, text))
     sample.update(encode_labels(record, vocabs, half_life_days, now))
     return sample
 
 
-_LIST_KEYS = ("ids", "video_error", "audio_error")
-
-
-def collate(samples: Sequence[dict]) -> dict:
-    """Stack samples into the batch contract of this module (lists stay lists)."""
+def collate(samples: Sequence[dict]) -> Batch:
+    """Stack samples into a :class:`mmemb.data.batch.Batch` (the keys of :data:`~mmemb.data.batch.LIST_KEYS`
+    stay lists)."""
     if not samples:
         raise ValueError("collate got an empty list of samples")
     batch: dict[str, Any] = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        batch[key] = list(values) if key in _LIST_KEYS else torch.stack(values)
-    return batch
+        batch[key] = list(values) if key in LIST_KEYS else torch.stack(values)
+    return batch  # type: ignore[return-value]  # the keys of FIELDS, as check_batch verifies in the tests
 
 
 class VideoDataset(Dataset):

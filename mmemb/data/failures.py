@@ -5,8 +5,10 @@ reason into each sample and the main process feeds it to one :class:`FailureLog`
 log is a plain picklable object, so per-worker or per-run logs can also be combined with
 :meth:`FailureLog.merge`.
 
-Reasons are those of :data:`mmemb.data.decode.REASONS`, plus ``"no_audio"`` for clips without an
-audio track (recorded when a caller chooses to, but it is not a broken input: no warning is logged).
+Reasons are those of :data:`mmemb.data.decode.REASONS`, plus ``"partial"``
+(:data:`mmemb.data.decode.PARTIAL`: a stream that decodes only partway, kept for training but
+reported), and ``"no_audio"`` for clips without an audio track (recorded when a caller chooses to,
+but it is not a broken input: no warning is logged).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import time
 
 import pytorch_lightning as pl
 
+from ..data.decode import PARTIAL
 from ..data.failures import FailureLog
 
 __all__ = ["DecodeFailureSummary", "DataWaitTimer"]
@@ -21,6 +22,8 @@ class DecodeFailureSummary(pl.Callback):
     of every train/validation epoch: printed once, and logged as ``data/<split>_<modality>_<reason>``.
 
     Clips without an audio track (``no_audio``) are masked but are not failures: not counted here.
+    Streams that decode only partway (``video_partial`` / ``audio_partial`` of the batch: a file cut
+    short, kept for training) are counted as ``<modality>_partial``.
     """
 
     def __init__(self) -> None:
@@ -35,6 +38,10 @@ class DecodeFailureSummary(pl.Callback):
                 failures.record(str(vid), "video", v_err)
             if a_err and a_err != "no_audio" and a_err not in _FILE_LEVEL:  # file-level: counted once, as video
                 failures.record(str(vid), "audio", a_err)
+        for modality in ("video", "audio"):
+            for vid, share in zip(batch["ids"], batch.get(f"{modality}_partial", [])):
+                if share is not None:
+                    failures.record(str(vid), modality, PARTIAL, f"decodes {share:.0%}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._record("train", batch)

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from .config import DecodeConfig, Mode
-from .container import Source, _Input, _looks_truncated, _stated_duration
-from .errors import DecodeError
+from .container import Source, _decoded_share, _Input, _stated_duration
+from .errors import DecodeError, Decoded, describe_partial
 
-__all__ = ["decode_audio", "log_mel", "mel_valid_frames"]
+__all__ = ["decode_audio", "decode_sound", "log_mel", "mel_valid_frames"]
 
 _MEL_EPS = 1e-6  # log(mel + eps)
 
@@ -32,8 +32,10 @@ def _mono_to_float(frame: av.AudioFrame) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def decode_audio(path: Source, cfg: DecodeConfig) -> torch.Tensor | None:
-    """``(N,)`` float32 mono waveform at ``cfg.sample_rate`` (all channels downmixed by libswresample).
+def decode_sound(path: Source, cfg: DecodeConfig) -> Decoded[torch.Tensor] | None:
+    """``(N,)`` float32 mono waveform at ``cfg.sample_rate`` (all channels downmixed by libswresample),
+    and whether it decodes only partway (:attr:`Decoded.partial`: audio cut short, or decoding that
+    fails after some samples; the waveform then holds what decoded).
 
     Returns None when the source has no audio stream; raises :class:`DecodeError` for broken audio.
     """
@@ -47,32 +49,51 @@ def decode_audio(path: Source, cfg: DecodeConfig) -> torch.Tensor | None:
         stream.codec_context.thread_count = 1
         resampler = None  # built on the first frame that is not already mono at the target rate
         chunks: list[np.ndarray] = []
+        failed = None  # why decoding stopped partway
+        last_pos = 0  # byte offset after the last packet read
         try:
-            for frame in container.decode(stream):
-                if resampler is None and frame.sample_rate == cfg.sample_rate and frame.layout.nb_channels == 1:
-                    chunks.append(_mono_to_float(frame))  # nothing to resample or downmix
-                    continue
-                if resampler is None:
-                    resampler = av.AudioResampler(format="flt", layout="mono", rate=cfg.sample_rate)
-                frame.pts = None  # resample by sample count; gaps in pts are not filled
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
-            for out in resampler.resample(None) if resampler is not None else ():  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
+            for packet in container.demux(stream):
+                if packet.pos is not None and packet.pos >= 0:
+                    last_pos = packet.pos + packet.size
+                for frame in packet.decode():
+                    if resampler is None and frame.sample_rate == cfg.sample_rate and frame.layout.nb_channels == 1:
+                        chunks.append(_mono_to_float(frame))  # nothing to resample or downmix
+                        continue
+                    if resampler is None:
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=cfg.sample_rate)
+                    frame.pts = None  # resample by sample count; gaps in pts are not filled
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
         except av.error.DecoderNotFoundError as e:
             raise DecodeError(src.label, "codec", str(e)) from None
         except (av.error.FFmpegError, ValueError) as e:
-            if chunks:
-                raise DecodeError(src.label, "truncated", f"audio decoding failed: {e}") from None
-            raise DecodeError(src.label, "decode", f"audio decoding failed: {e}") from None
-        stated = _stated_duration(container, stream)
+            if not chunks:
+                raise DecodeError(src.label, "decode", f"audio decoding failed: {e}") from None
+            failed = f"audio decoding failed: {e}"  # keep what decoded
+        for out in resampler.resample(None) if resampler is not None else ():  # flush
+            chunks.append(out.to_ndarray().reshape(-1))
+        stated = _stated_duration(container, stream, src)
     wave = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     seconds = len(wave) / cfg.sample_rate
     if not chunks and stated:
         raise DecodeError(src.label, "truncated", "no audio samples decoded")
-    if _looks_truncated(seconds, 0.0, stated):
-        raise DecodeError(src.label, "truncated", f"audio ends at {seconds:.2f}s of a stated {stated:.2f}s")
-    return torch.from_numpy(wave.astype(np.float32, copy=False))
+    out = torch.from_numpy(wave.astype(np.float32, copy=False))
+    share = _decoded_share(seconds, stated)
+    if share is not None:
+        return Decoded(out, share, f"audio ends at {seconds:.2f}s: {describe_partial(share, stated)}"
+                       + (f" ({failed})" if failed else ""))
+    if failed is not None and not stated:  # no duration to compare with: the share of the bytes read
+        size = src.size()
+        share = min(1.0, last_pos / size) if size and last_pos else 1.0
+        return Decoded(out, share, f"{failed}, after {share:.0%} of the bytes")
+    return Decoded(out)
+
+
+def decode_audio(path: Source, cfg: DecodeConfig) -> torch.Tensor | None:
+    """The waveform of :func:`decode_sound` alone: ``(N,)`` float32 mono at ``cfg.sample_rate``
+    (what decodes, for audio cut short); None without an audio stream; raises :class:`DecodeError`."""
+    sound = decode_sound(path, cfg)
+    return None if sound is None else sound.data
 
 
 @functools.lru_cache(maxsize=8)

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .audio import decode_audio, log_mel, mel_valid_frames
+from .audio import decode_sound, log_mel, mel_valid_frames
 from .config import DecodeConfig, Mode
 from .container import Source, _Input
-from .errors import FILE_LEVEL, DecodeError, warn_once
-from .video import decode_frames
+from .errors import FILE_LEVEL, PARTIAL, DecodeError, warn_once
+from .video import decode_video
 
 __all__ = ["ClipSample", "load_clip"]
 
@@ -24,6 +24,10 @@ class ClipSample:
     video_error: str | None  # a REASONS value, None when fine
     audio_error: str | None  # a REASONS value, "no_audio" when there is no audio stream, None when fine
     mel_valid: int | None = None  # mel frames computed from real audio (< F when zero-padded)
+    # Share (0..1] of the stated duration that decodes when the stream is cut short (PARTIAL: the
+    # frames / the audio window come from that part only); None when whole or masked
+    video_partial: float | None = None
+    audio_partial: float | None = None
 
 
 def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
@@ -32,8 +36,10 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
 
     Each modality is decoded separately: a failure masks that modality (``None``) and records its
     reason (a :data:`REASONS` value; ``audio_error="no_audio"`` for a clip without an audio stream,
-    which is not a failure). Each failure is logged as a warning once per (source, modality).
-    ``train`` samples frames and the audio window at random (with ``generator``).
+    which is not a failure). A stream that decodes only partway (:data:`~.errors.PARTIAL`) is kept
+    and reported in ``video_partial`` / ``audio_partial``. Each failure or partial stream is logged
+    as a warning once per (source, modality). ``train`` samples frames and the audio window at
+    random (with ``generator``).
     """
     mode: Mode = "random" if train else "uniform"
     try:
@@ -43,9 +49,12 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
         return ClipSample(None, None, "decode", "decode")
     frames = mel = None
     video_error = audio_error = None
-    mel_valid = None
+    mel_valid = video_partial = audio_partial = None
     try:
-        frames = decode_frames(src, cfg, mode, generator)
+        video = decode_video(src, cfg, mode, generator)
+        frames, video_partial = video.data, video.partial
+        if video_partial is not None:
+            warn_once(src.label, "video", PARTIAL, video.detail)
     except DecodeError as e:
         video_error = e.reason
         warn_once(src.label, "video and audio" if e.reason in FILE_LEVEL else "video", e.reason, e.detail)
@@ -55,16 +64,19 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
     if video_error in FILE_LEVEL:
         return ClipSample(None, None, video_error, video_error)
     try:
-        wave = decode_audio(src, cfg)
-        if wave is None:
+        sound = decode_sound(src, cfg)
+        if sound is None:
             audio_error = "no_audio"
         else:
-            mel = log_mel(wave, cfg, mode, generator)
-            mel_valid = mel_valid_frames(wave.numel(), cfg)
+            mel = log_mel(sound.data, cfg, mode, generator)
+            mel_valid = mel_valid_frames(sound.data.numel(), cfg)
+            audio_partial = sound.partial
+            if audio_partial is not None:
+                warn_once(src.label, "audio", PARTIAL, sound.detail)
     except DecodeError as e:
         audio_error = e.reason
         warn_once(src.label, "audio", e.reason, e.detail)
     except Exception as e:  # noqa: BLE001
         audio_error = "decode"
         warn_once(src.label, "audio", "decode", f"{type(e).__name__}: {e}")
-    return ClipSample(frames, mel, video_error, audio_error, mel_valid)
+    return ClipSample(frames, mel, video_error, audio_error, mel_valid, video_partial, audio_partial)

@@ -19,8 +19,8 @@ __all__ = ["ClipInfo", "Source", "probe"]
 
 Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
-_TRUNCATED_SHARE = 0.75  # a stream ending before this share of its stated duration ...
-_TRUNCATED_MIN_GAP = 1.0  # ... and more than this many seconds early is truncated
+_PARTIAL_SHARE = 0.97  # a stream decoding less than this share of its stated duration ...
+_PARTIAL_MIN_GAP = 0.2  # ... and more than this many seconds short of it is partial (cut short)
 
 
 @dataclass
@@ -186,25 +186,66 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
 _MKV_DURATION = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
 
-def _stated_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
-    """Seconds the header says ``stream`` lasts: its own duration, a Matroska DURATION tag, else the container's."""
+def _avi_header_duration(src: _Input) -> float | None:
+    """Seconds an AVI's main header (``avih``) declares: total frames x microseconds per frame.
+
+    FFmpeg re-estimates the duration of an AVI that has lost its index (the ``idx1`` chunk at the
+    end, the first thing a cut removes) from what is left, so only the header still says how long
+    the clip was meant to be. An OpenDML ``dmlh`` frame count (files over 1 GiB) takes precedence.
+    """
+    head = src.read_at(0, 4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    at = head.find(b"avih")
+    if at < 0 or at + 8 + 20 > len(head):
+        return None
+    usec, _, _, _, frames = struct.unpack("<5I", head[at + 8:at + 28])  # MicroSecPerFrame ... TotalFrames
+    dml = head.find(b"dmlh")
+    if dml >= 0 and dml + 12 <= len(head):
+        frames = max(frames, struct.unpack("<I", head[dml + 8:dml + 12])[0])  # dwGrandFrames
+    return frames * usec / 1e6 if frames and usec else None
+
+
+def _stream_duration(stream: av.stream.Stream) -> float | None:
+    """Seconds the header says ``stream`` itself lasts (its duration, else a Matroska DURATION tag), or None."""
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
     tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
     m = _MKV_DURATION.match(tag.strip()) if isinstance(tag, str) else None
     if m:
         return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    return None
+
+
+def _stated_duration(container: av.container.InputContainer, stream: av.stream.Stream,
+                     src: _Input | None = None) -> float | None:
+    """Seconds the header says ``stream`` lasts: an AVI main header's (when ``src`` is given), the
+    stream's own duration, a Matroska DURATION tag, else the container's."""
+    if src is not None:
+        avi = _avi_header_duration(src)
+        if avi:
+            return avi
+    own = _stream_duration(stream)
+    if own:
+        return own
     if container.duration is not None and container.duration > 0:
         return container.duration / av.time_base
     return None
 
 
-def _looks_truncated(end: float, start: float, stated: float | None) -> bool:
-    """Whether a stream that really spans ``[start, end]`` ends far before its stated duration."""
-    if stated is None:
-        return False
-    got = end - start
-    return got < _TRUNCATED_SHARE * stated and stated - got > _TRUNCATED_MIN_GAP
+def _decoded_share(got: float, stated: float | None, frame: float = 0.0) -> float | None:
+    """The share of ``stated`` seconds that ``got`` seconds of decodable media cover when that falls
+    short of it (a source cut short), or None when the stream is whole (or its duration unknown).
+
+    Short means more than :data:`_PARTIAL_MIN_GAP` seconds (and two frames of ``frame`` seconds)
+    missing and under :data:`_PARTIAL_SHARE` of the stated duration: encoder padding, audio priming
+    and rounding of the stated duration stay well inside both.
+    """
+    if not stated or stated <= 0:
+        return None
+    if got < _PARTIAL_SHARE * stated and stated - got > max(_PARTIAL_MIN_GAP, 2 * frame):
+        return max(0.0, min(1.0, got / stated))
+    return None
 
 
 def _configure_threads(stream: av.stream.Stream, threads: int) -> None:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from .config import DecodeConfig, Mode
-from .container import Source, _configure_threads, _Input, _looks_truncated, _stated_duration, _video_stream
-from .errors import DecodeError
+from .container import Source, _configure_threads, _decoded_share, _Input, _stated_duration, _video_stream
+from .errors import DecodeError, Decoded, describe_partial
 
-__all__ = ["decode_frames"]
+__all__ = ["decode_frames", "decode_video"]
 
 log = logging.getLogger(__package__)
 
@@ -42,14 +42,38 @@ class _VideoIndex:
     key_pts: list[int]  # the same, in stream time_base units (for seeking)
     start: float  # first presentation time
     end: float  # last presentation time + one frame
+    stated: float | None = None  # seconds the header says the stream lasts (None: unknown)
+    # Share of the stated duration that the packets cover when they fall short (see PARTIAL), else None
+    partial: float | None = None
+    detail: str = ""  # why it is partial (for the warning)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of the last frame (the typical frame duration for a constant rate)."""
+        return self.end - self.times[-1]
+
+    def clipped(self, last_time: float) -> "_VideoIndex":
+        """This index without the packets after ``last_time`` (the last frame that decodes)."""
+        n = max(bisect.bisect_right(self.times, last_time), 1)
+        k = max(bisect.bisect_right(self.keys, last_time), 1)
+        end = min(self.end, self.times[n - 1] + self.frame_seconds)
+        return _VideoIndex(self.times[:n], self.keys[:k], self.key_pts[:k], self.start, end, self.stated,
+                           self.partial, self.detail)
 
 
 def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> _VideoIndex:
-    """List packet times and keyframes; raises ``truncated``/``decode`` for broken streams."""
+    """List packet times and keyframes; raises ``truncated``/``decode`` when there are no packets.
+
+    A stream whose packets stop short of its stated duration (a file cut short), or whose demuxing
+    fails partway, is :data:`~.errors.PARTIAL`: ``partial`` says what share of the stated duration
+    the packets cover (of the file's bytes, when the duration is unknown).
+    """
     tb = float(stream.time_base)
     pts_list: list[int] = []
     keys: list[int] = []
     durations: list[int] = []
+    demux_error = None
+    last_pos = 0  # byte offset of the last packet read
     try:
         for packet in container.demux(stream):
             ts = packet.pts if packet.pts is not None else packet.dts
@@ -57,14 +81,15 @@ def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> 
                 continue
             pts_list.append(ts)
             durations.append(packet.duration or 0)
+            if packet.pos is not None and packet.pos >= 0:
+                last_pos = packet.pos + packet.size
             if packet.is_keyframe:
                 keys.append(ts)
     except av.error.FFmpegError as e:
         if not pts_list:
             raise DecodeError(src.label, "decode", f"demuxing failed: {e}") from None
-        end = max(pts_list) * tb
-        raise DecodeError(src.label, "truncated", f"demuxing failed after {end:.2f}s: {e}") from None
-    stated = _stated_duration(container, stream)
+        demux_error = e
+    stated = _stated_duration(container, stream, src)
     if not pts_list:
         reason = "truncated" if stated else "decode"
         raise DecodeError(src.label, reason, "no video packets")
@@ -80,9 +105,17 @@ def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> 
     if not keys:  # some demuxers flag no keyframes: assume the first packet is one
         keys = [pts_list[order[0]]]
     keys.sort()
-    index = _VideoIndex(times, [k * tb for k in keys], keys, times[0], times[-1] + last_dur)
-    if _looks_truncated(index.end, index.start, stated):
-        raise DecodeError(src.label, "truncated", f"video ends at {index.end:.2f}s of a stated {stated:.2f}s")
+    index = _VideoIndex(times, [k * tb for k in keys], keys, times[0], times[-1] + last_dur, stated)
+    got = index.end - index.start
+    index.partial = _decoded_share(got, stated, last_dur)
+    if index.partial is not None:
+        index.detail = f"video ends at {index.end:.2f}s: {describe_partial(index.partial, stated)}"
+    elif demux_error is not None and not stated:  # no duration to compare with: the share of the bytes read
+        size = src.size()
+        index.partial = min(1.0, last_pos / size) if size and last_pos else 1.0
+        index.detail = f"demuxing failed after {index.end:.2f}s, {index.partial:.0%} of the bytes: {demux_error}"
+    if demux_error is not None and index.detail and "demuxing" not in index.detail:
+        index.detail += f" (demuxing failed: {demux_error})"
     return index
 
 
@@ -177,6 +210,8 @@ class _FrameReader:
         self.peek: tuple[float, av.VideoFrame] | None = None  # next decoded frame (time > target)
         self.eof = False
         self.decoded = 0  # frames decoded (for tests / benchmarks)
+        self.last_good: float | None = None  # time of the latest frame decoded before a failure
+        self.failed: str | None = None  # why decoding stopped partway (then the stream ends at last_good)
         self.seeks = 0
         self.can_seek = True
         self.cache: dict[float, np.ndarray] = {}
@@ -196,15 +231,17 @@ class _FrameReader:
         except av.error.DecoderNotFoundError as e:
             raise DecodeError(self.src.label, "codec", str(e)) from None
         except av.error.FFmpegError as e:
-            if self.decoded:
-                raise DecodeError(self.src.label, "truncated",
-                                  f"decoding failed after {self.decoded} frames: {e}") from None
-            raise DecodeError(self.src.label, "decode", str(e)) from None
+            if not self.decoded:
+                raise DecodeError(self.src.label, "decode", str(e)) from None
+            self.eof = True  # the stream ends where decoding fails: what decoded so far is kept
+            self.failed = f"decoding failed after {self.decoded} frames: {e}"
+            return None
         self.decoded += 1
         t = frame.time
         if t is None:  # no timestamp: continue from the previous frame
             last = self.peek or self.cur
             t = last[0] + 1.0 / self.fps if last else self.index.start
+        self.last_good = t if self.last_good is None else max(self.last_good, t)
         return t, frame
 
     def _seek(self, key_pts: int) -> None:
@@ -270,18 +307,23 @@ class _FrameReader:
         return self.cache[t]
 
 
-def decode_frames(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(T, 3, S, S)`` uint8 RGB frames shown at T times spread over the clip; raises :class:`DecodeError`.
+def decode_video(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
+                 generator: torch.Generator | None = None) -> Decoded[torch.Tensor]:
+    """``(T, 3, S, S)`` uint8 RGB frames shown at T times spread over the clip, and whether the clip
+    decodes only partway (:attr:`Decoded.partial`); raises :class:`DecodeError`.
 
     ``uniform`` takes the centres of T equal slots of the whole clip (deterministic); ``random``
     takes a random ``train_clip_seconds`` segment (or the whole clip) and jitters each slot time
     with ``generator``. Frames are picked by presentation time, so variable frame rate works; a
     clip with fewer than T frames repeats the frame on screen at each time.
+
+    A clip cut short is sampled within the part that decodes: its packets' span (not the stated
+    duration), and when decoding fails partway, the frames before the failure (the times are then
+    drawn again within them, from a fresh pass). Every returned frame is one that decoded.
     """
     src = _Input(path)
     container = src.open()
-    reader = None
+    readers: list[_FrameReader] = []
     try:
         stream = _video_stream(container)
         if stream is None:
@@ -290,14 +332,38 @@ def decode_frames(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
             raise DecodeError(src.label, "codec", f"no decoder for video codec id of stream {stream.index}")
         index = _scan_video(container, stream, src)
         times = _sample_times(index.start, index.end, cfg, mode, generator)
-        reader = _FrameReader(src, container, index, cfg)
-        rgb = np.stack([reader.frame_at(t) for t in times])  # (T, S, S, 3)
+        readers.append(_FrameReader(src, container, index, cfg))
+        rgb = [readers[-1].frame_at(t) for t in times]  # [(S, S, 3)] * T
+        reader = readers[-1]
+        if reader.failed is not None and reader.last_good is not None:
+            whole = index.stated or (index.end - index.start)  # unknown duration: the packets' span
+            index = index.clipped(reader.last_good)
+            share = _decoded_share(index.end - index.start, whole, index.frame_seconds)
+            if share is not None:
+                index.partial = share if index.partial is None else min(index.partial, share)
+                index.detail = f"{reader.failed}: {describe_partial(index.partial, index.stated)}"
+            if times[-1] >= index.end:  # some times fell past the decodable end: draw them again within it
+                times = _sample_times(index.start, index.end, cfg, mode, generator)
+                readers.append(_FrameReader(src, src.open(), index, cfg))
+                rgb = [readers[-1].frame_at(t) for t in times]
+        frames = np.stack(rgb)  # (T, S, S, 3)
     except DecodeError:
         raise
     except (av.error.FFmpegError, ValueError, MemoryError) as e:
         raise DecodeError(src.label, "decode", f"{type(e).__name__}: {e}") from None
     finally:
         container.close()
-        if reader is not None and reader.container is not container:  # reopened by a fallback
-            reader.container.close()
-    return torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+        for reader in readers:
+            if reader.container is not container:  # opened for a second pass, or reopened by a fallback
+                reader.container.close()
+    out = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+    if index.partial is not None:
+        return Decoded(out, index.partial, index.detail)
+    return Decoded(out)
+
+
+def decode_frames(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The frames of :func:`decode_video` alone: ``(T, 3, S, S)`` uint8 RGB (within the decodable
+    part of a clip cut short); raises :class:`DecodeError`."""
+    return decode_video(path, cfg, mode, generator).data
