@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmemb.data.batch import FIELDS, Batch, check_batch
 from mmemb.data.datamodule import SplitConfig, VideoDataModule, split_records
 from mmemb.data.dataset import collate
 from mmemb.data.decode import DecodeConfig
@@ -93,6 +94,62 @@ def test_bad_clips_are_masked_and_counted(small_demo, tmp_path):
     callback._record("train", batch)
     counts = callback.logs["train"].as_dict()
     assert counts["video/empty"] == 1 and counts["video/not_media"] == 1 and counts["video/missing"] == 1
+
+
+def test_batch_type_and_fields_agree():
+    assert list(Batch.__annotations__) == list(FIELDS)
+    assert Batch.__optional_keys__ == {k for k, f in FIELDS.items() if f.optional}
+
+
+def test_demo_batch_has_exactly_the_documented_keys_dtypes_and_shapes(small_demo):
+    dm = _dm(small_demo)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    collated = {k for k, f in FIELDS.items() if f.collated}  # text_ngrams too: TEXT has n-gram buckets
+    assert set(batch) == collated
+    dims = check_batch(batch)
+    assert dims == {"B": 8, "T": DECODE.num_frames, "S": DECODE.frame_size, "M": DECODE.n_mels,
+                    "F": DECODE.mel_frames, "L": TEXT.max_length, "G": TEXT.ngram_max_length,
+                    "H": dm.num_hashtags, "Q": dm.num_queries}
+    assert batch["video_partial"] == [None] * 8 and batch["audio_partial"] == [None] * 8
+    # the check fails on what differs from the definition, naming the key
+    with pytest.raises(ValueError, match=r"\['frames'\] is torch.float32"):
+        check_batch({**batch, "frames": batch["frames"].float()})
+    with pytest.raises(ValueError, match=r"\['hashtag_weights'\] has H=1"):  # H differs from hashtag_targets'
+        check_batch({**batch, "hashtag_weights": batch["hashtag_weights"][:, :1]})
+    with pytest.raises(ValueError, match=r"\['mel'\] has M=3"):  # M differs from the given size
+        check_batch({**batch, "mel": batch["mel"][:, :3]}, M=DECODE.n_mels)
+    with pytest.raises(ValueError, match=r"does not define: \['extra'\]"):
+        check_batch({**batch, "extra": batch["category"]})
+    with pytest.raises(ValueError, match="lacks keys .*'video_partial'"):
+        check_batch({k: v for k, v in batch.items() if k != "video_partial"})
+    with pytest.raises(ValueError, match=r"\['video_error'\] holds 'exploded'"):
+        check_batch({**batch, "video_error": ["exploded"] + batch["video_error"][1:]})
+    with pytest.raises(ValueError, match="B=8"):
+        check_batch(batch, B=4)
+
+
+def test_partial_clip_trains_on_what_decodes_and_is_counted(small_demo, tmp_path):
+    """A clip cut in half is kept (mask True, real frames) and reported in the batch and by the callback."""
+    from test_decode import write_clip
+
+    whole = write_clip(tmp_path / "whole.mkv", size=(32, 32), n=96, audio="aac")  # 4 s
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    records = read_manifest(small_demo)[:4]
+    records[0].video = str(cut)
+    manifest = write_manifest(records, tmp_path / "m.jsonl")
+    dm = _dm(manifest, split=SplitConfig(val_fraction=0.0, test_fraction=0.0))
+    batch = next(iter(dm.train_dataloader()))
+    check_batch(batch)
+    i = batch["ids"].index(records[0].id)
+    assert batch["video_mask"][i] and batch["audio_mask"][i] and batch["video_error"][i] is None
+    assert batch["frames"][i].float().mean() > 0, "real frames, not the zeros of a masked clip"
+    assert 0.4 < batch["video_partial"][i] < 0.6 and 0.4 < batch["audio_partial"][i] < 0.6
+    assert [p for j, p in enumerate(batch["video_partial"]) if j != i] == [None] * 3
+    callback = DecodeFailureSummary()
+    callback._record("train", batch)
+    assert callback.logs["train"].as_dict() == {"audio/partial": 1, "video/partial": 1}
 
 
 def _rank_ids(shards, vocabs, rank, world, workers, epoch=0):

@@ -129,6 +129,8 @@ def test_real_clip_probe_frames_audio(name):
     assert info.fps == pytest.approx(fps) and info.duration == pytest.approx(duration, abs=0.1)
 
     cfg = DecodeConfig()  # default T=8, 112 x 112
+    clip = load_clip(path, cfg)
+    assert (clip.video_partial, clip.audio_partial, clip.video_error, clip.audio_error) == (None,) * 4
     frames = decode_frames(path, cfg)
     assert frames.shape == (8, 3, 112, 112) and frames.dtype == torch.uint8
     means = frames.float().mean(dim=(1, 2, 3))  # (T,)
@@ -227,6 +229,7 @@ def test_other_containers(synth, key, vcodec, acodec):
     assert (info.video_codec, info.audio_codec, info.width, info.height) == (vcodec, acodec, 64, 48)
     clip = load_clip(synth[key], SMALL)
     assert clip.video_error is None and clip.audio_error is None
+    assert clip.video_partial is None and clip.audio_partial is None, "a whole file is not partial"
     assert clip.frames.shape == (8, 3, 32, 32) and clip.mel.shape == (64, 401)
     grey = clip.frames[:, 0, 28, 28].float()  # (T,) frame i is grey level 10 * i
     assert (grey.diff() > 0).all()
@@ -244,7 +247,9 @@ def test_clip_without_audio(synth):
 
 def test_variable_frame_rate_picks_frames_by_time(synth):
     """40 frames in the first second, 5 in the next: by time, half the samples fall in the second second."""
-    frames = decode_frames(synth["vfr"], DecodeConfig(num_frames=8, frame_size=32))
+    decoded = V.decode_video(synth["vfr"], DecodeConfig(num_frames=8, frame_size=32))
+    frames = decoded.data
+    assert decoded.partial is None
     seconds = frames[:, 0, 24, 24].float() / 255 * 2.0  # (T,) the grey level encodes the timestamp
     assert (seconds.diff() >= 0).all() and seconds[0] < 0.3 and seconds[-1] > 1.5
     assert (seconds > 0.95).sum() >= 4, "picking by index would take ~7 of 8 frames from the first second"

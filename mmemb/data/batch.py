@@ -23,8 +23,7 @@ is not masked: it keeps the part that decodes and says how much in ``video_parti
 ``audio_partial`` (see :data:`mmemb.data.decode.PARTIAL`).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TypedDict reads NotRequired from evaluated annotations.
 from dataclasses import dataclass
 from typing import Any, Mapping, NotRequired, TypedDict
 
