@@ -193,8 +193,10 @@ def _avi_header_duration(src: _Input) -> float | None:
     end, the first thing a cut removes) from what is left, so only the header still says how long
     the clip was meant to be. An OpenDML ``dmlh`` frame count (files over 1 GiB) takes precedence.
     """
+    if src.read_at(0, 12)[8:12] != b"AVI ":  # RIFF....AVI
+        return None
     head = src.read_at(0, 4096)
-    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+    if head[:4] != b"RIFF":
         return None
     at = head.find(b"avih")
     if at < 0 or at + 8 + 20 > len(head):

@@ -106,16 +106,14 @@ def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> 
         keys = [pts_list[order[0]]]
     keys.sort()
     index = _VideoIndex(times, [k * tb for k in keys], keys, times[0], times[-1] + last_dur, stated)
-    got = index.end - index.start
-    index.partial = _decoded_share(got, stated, last_dur)
+    failed = f" (demuxing failed: {demux_error})" if demux_error is not None else ""
+    index.partial = _decoded_share(index.end - index.start, stated, last_dur)
     if index.partial is not None:
-        index.detail = f"video ends at {index.end:.2f}s: {describe_partial(index.partial, stated)}"
+        index.detail = f"video ends at {index.end:.2f}s: {describe_partial(index.partial, stated)}{failed}"
     elif demux_error is not None and not stated:  # no duration to compare with: the share of the bytes read
         size = src.size()
         index.partial = min(1.0, last_pos / size) if size and last_pos else 1.0
-        index.detail = f"demuxing failed after {index.end:.2f}s, {index.partial:.0%} of the bytes: {demux_error}"
-    if demux_error is not None and index.detail and "demuxing" not in index.detail:
-        index.detail += f" (demuxing failed: {demux_error})"
+        index.detail = f"video ends at {index.end:.2f}s, {index.partial:.0%} into the file{failed}"
     return index
 
 
@@ -261,6 +259,7 @@ class _FrameReader:
         self.frames = self.container.decode(self.stream)
         self.cur = self.peek = None
         self.eof = False
+        self.failed = None  # a fresh pass from the start finds out again where decoding stops
         self.can_seek = False
         self.rewind = False
 
@@ -307,6 +306,18 @@ class _FrameReader:
         return self.cache[t]
 
 
+def _cut_at_failure(index: _VideoIndex, reader: _FrameReader) -> _VideoIndex:
+    """``index`` without what follows the last frame ``reader`` decoded before decoding failed, and
+    partial by the share of the stated duration (else of the packets' span) that is left."""
+    whole = index.stated or (index.end - index.start)
+    cut = index.clipped(reader.last_good)
+    share = _decoded_share(cut.end - cut.start, whole, cut.frame_seconds)
+    if share is not None:
+        cut.partial = share if cut.partial is None else min(cut.partial, share)
+        cut.detail = f"{reader.failed}: {describe_partial(cut.partial, cut.stated)}"
+    return cut
+
+
 def decode_video(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
                  generator: torch.Generator | None = None) -> Decoded[torch.Tensor]:
     """``(T, 3, S, S)`` uint8 RGB frames shown at T times spread over the clip, and whether the clip
@@ -334,14 +345,8 @@ def decode_video(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
         times = _sample_times(index.start, index.end, cfg, mode, generator)
         readers.append(_FrameReader(src, container, index, cfg))
         rgb = [readers[-1].frame_at(t) for t in times]  # [(S, S, 3)] * T
-        reader = readers[-1]
-        if reader.failed is not None and reader.last_good is not None:
-            whole = index.stated or (index.end - index.start)  # unknown duration: the packets' span
-            index = index.clipped(reader.last_good)
-            share = _decoded_share(index.end - index.start, whole, index.frame_seconds)
-            if share is not None:
-                index.partial = share if index.partial is None else min(index.partial, share)
-                index.detail = f"{reader.failed}: {describe_partial(index.partial, index.stated)}"
+        if readers[-1].failed is not None and readers[-1].last_good is not None:
+            index = _cut_at_failure(index, readers[-1])
             if times[-1] >= index.end:  # some times fell past the decodable end: draw them again within it
                 times = _sample_times(index.start, index.end, cfg, mode, generator)
                 readers.append(_FrameReader(src, src.open(), index, cfg))
