@@ -70,8 +70,11 @@ def decode_sound(path: Source, cfg: DecodeConfig) -> Decoded[torch.Tensor] | Non
             if not chunks:
                 raise DecodeError(src.label, "decode", f"audio decoding failed: {e}") from None
             failed = f"audio decoding failed: {e}"  # keep what decoded
-        for out in resampler.resample(None) if resampler is not None else ():  # flush
-            chunks.append(out.to_ndarray().reshape(-1))
+        try:
+            for out in resampler.resample(None) if resampler is not None else ():  # flush
+                chunks.append(out.to_ndarray().reshape(-1))
+        except (av.error.FFmpegError, ValueError) as e:
+            failed = failed or f"audio resampling failed: {e}"
         stated = _stated_duration(container, stream, src)
     wave = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     seconds = len(wave) / cfg.sample_rate
