@@ -1,0 +1,31 @@
+"""Label vocabularies, hashtag cleaning, label weights and the tag co-occurrence graph.
+
+* :mod:`.vocabulary`: :func:`normalize_label` (one spelling per label: NFKC, lowercase, no surrounding
+  ``#``/punctuation), :class:`LabelVocab` / :func:`build_label_vocab` (frequent labels -> ids).
+* :mod:`.cleaning`: :func:`clean_hashtags` removes boilerplate hashtags (rules and spread over
+  categories), reported in a :class:`CleaningReport`.
+* :mod:`.weights`: :func:`label_idf` / :func:`label_weights`, weights of positive labels (IDF, clicks,
+  freshness).
+* :mod:`.graph`: :class:`TagGraph` / :func:`build_tag_graph`, tag co-occurrence edges (NPMI, PMI or
+  P(j|i)) for a GCN.
+"""
+
+from .cleaning import DEFAULT_PATTERNS, CleaningConfig, CleaningReport, clean_hashtags
+from .graph import GraphMeasure, TagGraph, build_tag_graph
+from .vocabulary import LabelVocab, build_label_vocab, normalize_label
+from .weights import label_idf, label_weights
+
+__all__ = [
+    "LabelVocab",
+    "build_label_vocab",
+    "normalize_label",
+    "DEFAULT_PATTERNS",
+    "CleaningConfig",
+    "CleaningReport",
+    "clean_hashtags",
+    "label_idf",
+    "label_weights",
+    "GraphMeasure",
+    "TagGraph",
+    "build_tag_graph",
+]
