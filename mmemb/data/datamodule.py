@@ -234,7 +234,8 @@ class VideoDataModule(pl.LightningDataModule):
     def collate_fn(self) -> WeightedCollate:
         """The collate function of every loader of this module (batches with normalised label weights)."""
         means = self.vocabs.mass_means
-        assert means is not None  # set by the vocabs property
+        if means is None:  # the vocabs property always sets them
+            raise RuntimeError("the vocabularies have no mean label masses")
         return WeightedCollate(self.labels.weighting, means.hashtag, means.query)
 
     @property
