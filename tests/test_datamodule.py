@@ -202,3 +202,195 @@ def test_datamodule_streams_shards_for_training(small_demo, tmp_path):
     loader = dm.train_dataloader()
     ids = [i for batch in loader for i in batch["ids"]]
     assert sorted(ids) == sorted(r.id for r in records)  # one rank streams the whole corpus once
+
+
+# ----------------------------------------------------------------------------- label weighting
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+
+from mmemb.data.manifest import ManifestError  # noqa: E402
+
+DAY = 86400.0
+NOW = 1_700_000_000.0
+
+
+def _label_manifest(tmp_path, publish_first=None):
+    """Four text-only videos; hashtags a (3 videos), b, c (1 each); query q on two videos (9 and 0 clicks).
+
+    hashtag idf (N = 4): a = ln(5/4) + 1, b = c = ln(5/2) + 1; query idf: q = ln(5/3) + 1.
+    """
+    rows = [
+        {"id": "v1", "caption": "one", "hashtags": ["a", "b"], "queries": [{"text": "q", "clicks": 9}]},
+        {"id": "v2", "caption": "two", "hashtags": ["a"], "queries": [{"text": "q", "clicks": 0}]},
+        {"id": "v3", "caption": "three", "hashtags": ["a", "c"]},
+        {"id": "v4", "caption": "four"},
+    ]
+    if publish_first is not None:
+        rows[0]["publish_time"] = publish_first
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _label_dm(manifest, weighting, **kw):
+    labels = LabelConfig(hashtag_min_freq=1, query_min_freq=1, clean=False, weighting=weighting,
+                         half_life_days=kw.pop("half_life_days", None))
+    return VideoDataModule(manifest=str(manifest), decode=DECODE, text=TEXT, labels=labels, num_workers=0,
+                           batch_size=8, split=SplitConfig(val_fraction=0.0, test_fraction=0.0), **kw)
+
+
+def _weights_by_id(dm, kind="hashtag"):
+    """{video id: {label: weight}} over the train loader's (only) batch."""
+    batch = next(iter(dm.train_dataloader()))
+    vocab = dm.vocabs.hashtags if kind == "hashtag" else dm.vocabs.queries
+    out = {}
+    for i, vid in enumerate(batch["ids"]):
+        w, t = batch[f"{kind}_weights"][i], batch[f"{kind}_targets"][i]
+        assert ((w > 0) == (t > 0)).all()
+        out[vid] = {vocab.labels[j]: w[j].item() for j in t.nonzero().flatten().tolist()}
+    return out
+
+
+def _flat(weights):
+    return {(vid, label): x for vid, row in weights.items() for label, x in row.items()}
+
+
+IA, IB = math.log(5 / 4) + 1, math.log(5 / 2) + 1
+
+
+def test_softmax_weighting_batches_by_hand(tmp_path):
+    w = _weights_by_id(_label_dm(_label_manifest(tmp_path), "softmax"))
+    assert w["v1"] == pytest.approx({"a": IA / (IA + IB), "b": IB / (IA + IB)})
+    assert w["v2"] == pytest.approx({"a": 1.0})  # one label: the whole distribution
+    assert w["v4"] == {}
+    q = _weights_by_id(_label_dm(_label_manifest(tmp_path), "softmax"), "query")
+    assert q["v1"] == pytest.approx({"q": 1.0}) and q["v2"] == pytest.approx({"q": 1.0})
+
+
+def test_bce_global_weighting_batches_by_hand(tmp_path):
+    """Per-video normalisation gave every one-label video weight 1; over the train split the common
+    label a weighs less than the rare b and c, and 9 clicks weigh more than 0."""
+    dm = _label_dm(_label_manifest(tmp_path), "bce_global")
+    w = _weights_by_id(dm)
+    m = (3 * IA + 2 * IB) / 5  # mean mass over the 5 (video, hashtag) positives
+    assert dm.vocabs.mass_means.hashtag == pytest.approx(m)
+    assert w["v2"] == pytest.approx({"a": IA / m})
+    assert w["v1"] == pytest.approx({"a": IA / m, "b": IB / m})
+    assert w["v3"] == pytest.approx({"a": IA / m, "c": IB / m})
+    assert w["v2"]["a"] < 1 < w["v1"]["b"]
+    q = _weights_by_id(dm, "query")
+    c9, c0 = 1 + math.log(10), 1.0  # click factors 1 + ln(1 + clicks)
+    assert q["v1"] == pytest.approx({"q": 2 * c9 / (c9 + c0)}) and q["v2"] == pytest.approx({"q": 2 * c0 / (c9 + c0)})
+
+
+def test_uniform_weighting_batches(tmp_path):
+    w = _weights_by_id(_label_dm(_label_manifest(tmp_path), "uniform"))
+    assert w["v1"] == {"a": 1.0, "b": 1.0} and w["v2"] == {"a": 1.0}
+
+
+def test_bce_global_freshness_and_the_vocabulary_reload(tmp_path):
+    """v1 is one half-life old: its masses halve, and the train mean with them; a module reloading the
+    saved vocabularies later measures ages from the same reference time, so the weights are equal."""
+    manifest = _label_manifest(tmp_path, publish_first=NOW - 7 * DAY)
+    dm = _label_dm(manifest, "bce_global", half_life_days=7.0, vocab_dir=str(tmp_path / "vocab"))
+    dm.now = NOW
+    dm.setup("fit")  # builds and saves the vocabularies
+    m = (IA / 2 + IB / 2 + 2 * IA + IB) / 5
+    w = _weights_by_id(dm)
+    assert w["v1"] == pytest.approx({"a": IA / 2 / m, "b": IB / 2 / m})
+    assert w["v2"] == pytest.approx({"a": IA / m})
+    later = _label_dm(manifest, "bce_global", half_life_days=7.0, vocab_dir=str(tmp_path / "vocab"))
+    later.now = NOW + 30 * DAY
+    assert _flat(_weights_by_id(later)) == pytest.approx(_flat(w))
+    assert later.now == NOW
+    # another half-life than the saved means: recomputed from the train split, with this module's now
+    other = _label_dm(manifest, "bce_global", half_life_days=14.0, vocab_dir=str(tmp_path / "vocab"))
+    other.now = NOW
+    m14 = (IA / math.sqrt(2) + IB / math.sqrt(2) + 2 * IA + IB) / 5
+    assert _weights_by_id(other)["v2"] == pytest.approx({"a": IA / m14})
+    # a vocabulary saved before the means existed: recomputed too
+    (tmp_path / "vocab" / "label_masses.json").unlink()
+    old = _label_dm(manifest, "bce_global", half_life_days=7.0, vocab_dir=str(tmp_path / "vocab"))
+    old.now = NOW
+    assert _flat(_weights_by_id(old)) == pytest.approx(_flat(w))
+
+
+def test_mass_means_match_the_dataset_masses(small_demo):
+    """The stored normaliser is the mean of what the dataset writes for the train split's positives."""
+    from mmemb.data.dataset import encode_labels
+
+    dm = VideoDataModule(manifest=str(small_demo), decode=DECODE, text=TEXT, num_workers=0,
+                         labels=LabelConfig(hashtag_min_freq=2, weighting="bce_global"))
+    masses = [encode_labels(r, dm.vocabs, None, None)["hashtag_weights"] for r in dm.splits["train"]]
+    positives = torch.cat([m[m > 0] for m in masses])
+    assert positives.numel() > 10
+    assert dm.vocabs.mass_means.hashtag == pytest.approx(positives.double().mean().item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- hashtags in the text fields
+
+
+def test_hashtag_words_are_stripped_from_every_text_field(tmp_path):
+    rows = [{"id": "v1", "caption": "今天 #美食 做饭", "cover_text": "封面 #美食", "asr": "大家好 #做饭教程 开始",
+             "comments": ["好吃 #美食", "#美食"], "hashtags": ["美食", "做饭教程"]}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (record,) = read_manifest(path)
+    assert record_texts(record) == ["今天 做饭", "封面", "大家好 开始", "好吃"]
+    # and nothing of them reaches the token ids (the tokenizer has the characters: they are in the captions)
+    vocabs, _ = Vocabularies.build([record] * 3, TEXT, LabelConfig(hashtag_min_freq=1, clean=False))
+    from mmemb.data.dataset import encode_text
+
+    ids = encode_text(record, vocabs, TEXT)["text_ids"]
+    text = vocabs.tokenizer.decode([i for i in ids.tolist() if i])
+    assert "美" not in text and "教" not in text and "#" not in text
+    plain = type(record)(id="p", asr="no tags here  at all", comments=["x"])
+    assert record_texts(plain) == [None, None, "no tags here  at all", "x"]  # unchanged without '#'
+
+
+# ----------------------------------------------------------------------------- bad manifest records
+
+
+def _bad_manifest(tmp_path):
+    rows = [json.dumps({"id": f"ok{i}", "caption": f"text {i}", "hashtags": ["a"]}) for i in range(5)]
+    rows.insert(2, '{"id": "bad", "publish_time": NaN}')
+    rows.append('{"caption": "no id"}')
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_bad_manifest_raises_one_error_naming_the_first_record(tmp_path):
+    path = _bad_manifest(tmp_path)
+    dm = _label_dm(path, "bce_global")
+    with pytest.raises(ManifestError) as info:
+        dm.setup("fit")
+    assert str(info.value) == (f"{path}:3: field 'publish_time': expected a finite number of unix seconds, got nan "
+                               f"(1 more bad record; run `mmemb data check {path}` to see them)")
+
+
+def test_skip_bad_records_trains_on_the_good_ones_and_reports(tmp_path, caplog):
+    path = _bad_manifest(tmp_path)
+    dm = _label_dm(path, "bce_global", skip_bad_records=True)
+    with caplog.at_level(logging.WARNING, logger="mmemb.data.datamodule"):
+        dm.setup("fit")
+    assert dm.skipped_records == 2
+    assert sorted(r.id for r in dm.splits["train"]) == [f"ok{i}" for i in range(5)]
+    assert any("skipped 2 bad record(s)" in r.getMessage() and "mmemb data check" in r.getMessage()
+               for r in caplog.records)
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch["ids"]) == 5
+
+
+def test_cli_options_of_the_data_module():
+    """``--data.skip_bad_records true`` and ``--data.labels.weighting`` parse as LightningCLI parses them."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(VideoDataModule, "data")
+    cfg = parser.parse_args(["--data.skip_bad_records", "true", "--data.labels.weighting", "softmax"])
+    assert cfg.data.skip_bad_records is True and cfg.data.labels.weighting == "softmax"
+    with pytest.raises(Exception, match="weighting"):
+        parser.parse_args(["--data.labels.weighting", "per_sample"])

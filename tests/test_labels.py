@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from mmemb.data.kuairec import read_kuairec
 from mmemb.data.labels import (
@@ -13,9 +14,12 @@ from mmemb.data.labels import (
     build_label_vocab,
     build_tag_graph,
     clean_hashtags,
+    freshness,
     label_idf,
     label_weights,
+    mean_positive_mass,
     normalize_label,
+    normalize_weights,
 )
 
 BOILERPLATE = ("感谢快手我要上热门", "作品推广", "快手创作者服务中心", "感谢快手官大大送上热门", "主播中心",
@@ -149,13 +153,13 @@ def test_label_idf_by_hand():
         label_idf([[5]], num_labels=4)
 
 
-def test_label_weights_by_hand():
+def test_label_weights_are_unnormalised_masses_by_hand():
     idf = np.array([1.0, 2.0, 3.0])
     w = label_weights([0, 2], idf)
-    np.testing.assert_allclose(w, [0.5, 1.5])  # idf 1 and 3, mean 2
-    assert w.dtype == np.float32 and w.mean() == pytest.approx(1.0)
-    m = np.array([1.0 * (1 + math.log1p(9)), 2.0 * (1 + math.log1p(0))])  # queries: clicks 9 and 0
-    np.testing.assert_allclose(label_weights([0, 1], idf, clicks=[9, 0]), m / m.mean(), rtol=1e-6)
+    np.testing.assert_allclose(w, [1.0, 3.0])  # idf alone (no per-sample normalisation)
+    assert w.dtype == np.float32
+    m = [1.0 * (1 + math.log1p(9)), 2.0 * (1 + math.log1p(0))]  # queries: clicks 9 and 0
+    np.testing.assert_allclose(label_weights([0, 1], idf, clicks=[9, 0]), m, rtol=1e-6)
     assert label_weights([], idf).shape == (0,)
     with pytest.raises(ValueError, match="clicks"):
         label_weights([0, 1], idf, clicks=[1])
@@ -167,15 +171,58 @@ def test_freshness_halves_weight_at_one_half_life():
     fresh = label_weights([0, 2], idf, publish_time=now, now=now, half_life_days=7)
     week = label_weights([0, 2], idf, publish_time=now - 7 * day, now=now, half_life_days=7)
     two = label_weights([0, 2], idf, publish_time=now - 14 * day, now=now, half_life_days=7)
-    np.testing.assert_allclose(fresh, [0.5, 1.5])
+    np.testing.assert_allclose(fresh, [1.0, 3.0])
     np.testing.assert_allclose(week, fresh / 2)
     np.testing.assert_allclose(two, fresh / 4)
+    assert freshness(now - 7 * day, now, 7) == pytest.approx(0.5)
     future = label_weights([0, 2], idf, publish_time=now + day, now=now, half_life_days=7)
     np.testing.assert_allclose(future, fresh)  # no boost for a clock skew
     unknown = label_weights([0, 2], idf, publish_time=None, now=now, half_life_days=7)
     np.testing.assert_allclose(unknown, fresh)  # unknown age: no decay
     with pytest.raises(ValueError, match="now"):
         label_weights([0], idf, publish_time=now, half_life_days=7)
+
+
+def test_mean_positive_mass_by_hand():
+    assert mean_positive_mass([np.array([1.0, 3.0]), np.array([2.0]), np.zeros(0)]) == pytest.approx(2.0)
+    assert mean_positive_mass([np.zeros(0)]) == 1.0  # no positive: nothing to normalise
+
+
+# batch masses: video 0 has labels 0 (mass 1) and 2 (mass 3), video 1 label 1 (mass 2), video 2 none
+MASSES = torch.tensor([[1.0, 0.0, 3.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+TARGETS = (MASSES > 0).float()
+
+
+def test_softmax_weighting_is_a_distribution_per_video_by_hand():
+    w = normalize_weights(MASSES, TARGETS, "softmax")
+    torch.testing.assert_close(w, torch.tensor([[0.25, 0.0, 0.75], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_bce_global_weighting_divides_by_the_train_mean_by_hand():
+    w = normalize_weights(MASSES, TARGETS, "bce_global", mean_mass=2.0)  # M = mean(1, 3, 2)
+    torch.testing.assert_close(w, torch.tensor([[0.5, 0.0, 1.5], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="mean_mass"):
+        normalize_weights(MASSES, TARGETS, "bce_global", mean_mass=0.0)
+
+
+def test_uniform_weighting_is_one_per_positive():
+    torch.testing.assert_close(normalize_weights(MASSES, TARGETS, "uniform"), TARGETS)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        normalize_weights(MASSES, TARGETS, "per_sample")  # type: ignore[arg-type]
+
+
+def test_bce_global_weighs_a_rare_label_more_across_videos():
+    """Two one-label videos: a rare label (idf 3) and a common one (idf 1). Normalised per video both
+    weighed 1; over the train split the rare one weighs three times the common one."""
+    idf = np.array([1.0, 2.0, 3.0])
+    masses = [label_weights([2], idf), label_weights([0], idf)]
+    batch = torch.zeros(2, 3)
+    batch[0, 2], batch[1, 0] = float(masses[0][0]), float(masses[1][0])
+    w = normalize_weights(batch, (batch > 0).float(), "bce_global", mean_positive_mass(masses))
+    assert w[0, 2].item() == pytest.approx(1.5) and w[1, 0].item() == pytest.approx(0.5)
+    # more clicks weigh more across videos too: 9 clicks vs 0 on the same query
+    many, none = label_weights([1], idf, clicks=[9]), label_weights([1], idf, clicks=[0])
+    assert many[0] / none[0] == pytest.approx(1 + math.log(10))
 
 
 # ----------------------------------------------------------------------------- tag graph

@@ -70,3 +70,55 @@ def test_iso_publish_time(tmp_path):
 def test_missing_manifest_names_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read_manifest(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", str(10**400)])
+def test_non_finite_publish_time_is_an_error(tmp_path, value):
+    path = _write_lines(tmp_path / "m.jsonl", ['{"id": "ok", "publish_time": 1600000000}',
+                                               f'{{"id": "a", "publish_time": {value}}}'])
+    records, issues = check_manifest(path)
+    assert [r.id for r in records] == ["ok"]
+    assert len(issues) == 1 and issues[0].line == 2 and issues[0].field == "publish_time"
+    assert "finite" in issues[0].message
+    with pytest.raises(ManifestError, match=rf"m\.jsonl:2: field 'publish_time'"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity"])
+def test_non_finite_clicks_are_an_error(tmp_path, value):
+    path = _write_lines(tmp_path / "m.jsonl", [f'{{"id": "a", "queries": [{{"text": "x", "clicks": {value}}}]}}'])
+    _, issues = check_manifest(path)
+    assert [(i.line, i.field) for i in issues] == [(1, "queries[0].clicks")]
+    assert str(issues[0]).startswith(f"{path}:1: field 'queries[0].clicks': expected a finite number")
+
+
+def test_non_finite_publish_time_in_parquet_is_an_error(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "publish_time": [1.6e9, float("nan"), None]}), path)
+    records, issues = check_manifest(path)
+    assert [r.id for r in records] == ["a", "c"]  # a Parquet null is a missing value, NaN is not
+    assert records[1].publish_time is None
+    assert [(i.line, i.field) for i in issues] == [(2, "publish_time")]
+
+
+def test_manifest_error_names_the_first_bad_record_counts_the_rest_and_the_command(tmp_path):
+    path = _write_lines(tmp_path / "m.jsonl", [
+        '{"id": "ok"}',
+        '{"id": "a", "publish_time": NaN}',
+        '{"id": "u", "colour": "red"}',  # a warning, not a bad record
+        '{"caption": "no id"}',
+        '{broken',
+    ])
+    with pytest.raises(ManifestError) as info:
+        read_manifest(path)
+    message = str(info.value)
+    assert message == (f"{path}:2: field 'publish_time': expected a finite number of unix seconds, got nan "
+                       f"(2 more bad records; run `mmemb data check {path}` to see them)")
+    assert "\n" not in message
+    assert info.value.issue.line == 2 and [i.line for i in info.value.issues] == [2, 4, 5]
+    one = _write_lines(tmp_path / "one.jsonl", ['{"caption": "no id"}'])
+    with pytest.raises(ManifestError, match=r"one\.jsonl:1: field 'id'.*\(no other bad record; run `mmemb data check"):
+        read_manifest(one)

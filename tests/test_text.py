@@ -19,6 +19,7 @@ from mmemb.data.text import (
     hash_field_ngrams,
     hash_ngrams,
     stable_hash,
+    strip_hashtags,
 )
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -222,3 +223,19 @@ def test_hash_field_ngrams_share_the_budget_like_tokens():
     assert hash_field_ngrams(fields, 0, num_buckets=50) == [] and hash_field_ngrams([None, ""], 8) == []
     with pytest.raises(ValueError, match="max_length"):
         hash_field_ngrams(fields, -1)
+
+
+@pytest.mark.parametrize("text, tags, expected", [
+    ("大家好 今天教大家 #做饭教程 开始吧", ["做饭教程"], "大家好 今天教大家 开始吧"),  # ASR-like
+    ("封面＃美食＃", [], "封面"),  # full-width '#' on a cover
+    ("好吃 #美食", ["美食"], "好吃"),  # a comment
+    ("no tags", [], "no tags"),
+])
+def test_strip_hashtags_on_any_text_field(text, tags, expected):
+    assert strip_hashtags(text, tags) == expected
+
+
+def test_kuairec_uses_the_same_hashtag_stripping():
+    from mmemb.data import kuairec
+
+    assert kuairec.strip_hashtags is strip_hashtags

@@ -17,12 +17,13 @@ from torch.utils.data import DataLoader
 
 from .dataset import VideoDataset, collate
 from .decode import DecodeConfig
-from .manifest import VideoRecord, read_manifest
+from .labels import LabelWeighting, normalize_weights
+from .manifest import ManifestError, VideoRecord, check_manifest, manifest_errors
 from .sampler import EpochShuffleSampler
 from .shards import ShardedVideoDataset, read_shard_index
-from .vocab import LabelConfig, TextConfig, Vocabularies, summarize
+from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize
 
-__all__ = ["SplitConfig", "VideoDataModule", "split_records"]
+__all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_records"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,25 @@ def split_records(records: list[VideoRecord], cfg: SplitConfig) -> dict[Split, l
     return out
 
 
+@dataclass(frozen=True)
+class WeightedCollate:
+    """:func:`~mmemb.data.dataset.collate`, then the batch's label masses (IDF x clicks x freshness, as
+    the dataset writes them into ``hashtag_weights`` / ``query_weights``) turned into loss weights by
+    ``weighting`` (:func:`mmemb.data.labels.normalize_weights`; ``*_mean``: the train split's mean
+    positive mass, the ``bce_global`` normaliser). Picklable, so it runs in the DataLoader workers."""
+
+    weighting: LabelWeighting
+    hashtag_mean: float = 1.0
+    query_mean: float = 1.0
+
+    def __call__(self, samples):
+        batch = collate(samples)
+        for name, mean in (("hashtag", self.hashtag_mean), ("query", self.query_mean)):
+            batch[f"{name}_weights"] = normalize_weights(batch[f"{name}_weights"], batch[f"{name}_targets"],
+                                                         self.weighting, mean)  # (B, N)
+        return batch
+
+
 class _EpochLoader(DataLoader):
     """A DataLoader that tells its sharded dataset the epoch before each pass, so that the shard
     shuffle changes every epoch (workers are not persistent: each pass pickles the dataset anew)."""
@@ -93,6 +113,12 @@ class VideoDataModule(pl.LightningDataModule):
             ``<trainer.default_root_dir>/vocab`` at setup.
         max_videos: keep only the first N records (quick experiments); ``None`` keeps all.
         demo_dir: where the demo corpus lives when ``manifest`` is None (default ``data/demo``).
+        skip_bad_records: train on the manifest's valid records and log how many invalid ones were
+            skipped (:attr:`skipped_records`); by default an invalid record raises one
+            :class:`~mmemb.data.manifest.ManifestError` (``mmemb data check FILE`` lists them all).
+
+    Freshness is measured from one reference time (:attr:`now`): the vocabularies' when they were
+    saved with freshness on, else the time this module was created.
     """
 
     def __init__(
@@ -109,6 +135,7 @@ class VideoDataModule(pl.LightningDataModule):
         max_videos: int | None = None,
         demo_dir: str | None = None,
         pin_memory: bool = False,
+        skip_bad_records: bool = False,
     ):
         super().__init__()
         self.decode = decode or DecodeConfig()
@@ -127,6 +154,8 @@ class VideoDataModule(pl.LightningDataModule):
         self.max_videos = max_videos
         self.demo_dir = demo_dir
         self.pin_memory = pin_memory
+        self.skip_bad_records = skip_bad_records
+        self.skipped_records = 0  # invalid manifest records left out (only with skip_bad_records)
         self._splits: dict[Split, list[VideoRecord]] | None = None
         self._vocabs: Vocabularies | None = None
         self.now = time.time()  # reference time for freshness weights, fixed for the run
@@ -144,7 +173,7 @@ class VideoDataModule(pl.LightningDataModule):
     @property
     def splits(self) -> dict[Split, list[VideoRecord]]:
         if self._splits is None:
-            records = read_manifest(self.manifest_path())
+            records = self._read_manifest(self.manifest_path())
             if self.max_videos is not None:
                 records = records[: self.max_videos]
             if not records:
@@ -154,19 +183,60 @@ class VideoDataModule(pl.LightningDataModule):
             log.info("split of %s: %s", self.manifest_path(), sizes)
         return self._splits
 
+    def _read_manifest(self, path: Path) -> list[VideoRecord]:
+        """The manifest's valid records; invalid ones raise one ManifestError, or are skipped and
+        counted in :attr:`skipped_records` with ``skip_bad_records``."""
+        records, issues = check_manifest(path)
+        errors = manifest_errors(issues)
+        if errors and not self.skip_bad_records:
+            raise ManifestError(errors)
+        self.skipped_records = len(errors)
+        if errors:
+            log.warning("skipped %d bad record(s) of %s (first: %s); run `mmemb data check %s` to see them",
+                        len(errors), path, errors[0], path)
+        return records
+
     @property
     def vocabs(self) -> Vocabularies:
-        """Vocabularies, loaded from ``vocab_dir`` when it holds one, else learned from the train split."""
+        """Vocabularies, loaded from ``vocab_dir`` when it holds one, else learned from the train split.
+
+        Their mean label masses (the ``bce_global`` normaliser) are recomputed from the train split
+        when the loaded ones are missing (saved by an older version) or were computed with another
+        freshness half-life."""
         if self._vocabs is None:
+            half_life = self.labels.half_life_days
             if self.vocab_dir is not None and (Path(self.vocab_dir) / "vocab.json").exists():
-                self._vocabs = Vocabularies.load(self.vocab_dir)
+                vocabs = Vocabularies.load(self.vocab_dir)
+                means = vocabs.mass_means
+                if means is None or not means.matches(half_life):
+                    vocabs.mass_means = positive_mass_means(self.splits["train"], vocabs, half_life, self.now)
+                    log.info("recomputed the mean label masses of %s for half_life_days=%s", self.vocab_dir,
+                             half_life)
+                elif means.reference_time is not None:
+                    self.now = means.reference_time  # freshness as when the means were computed
             else:
                 all_records = [r for part in self.splits.values() for r in part]
-                self._vocabs, report = Vocabularies.build(self.splits["train"], self.text, self.labels, all_records)
+                vocabs, report = Vocabularies.build(self.splits["train"], self.text, self.labels, all_records,
+                                                    now=self.now)
                 if report is not None and report.removed:
                     log.info("label cleaning removed %d boilerplate hashtags", len(report.removed))
+            self._vocabs = vocabs
             log.info("vocabularies: %s", summarize(self._vocabs))
         return self._vocabs
+
+    @property
+    def label_weighting(self) -> LabelWeighting:
+        """How the batches' ``hashtag_weights`` / ``query_weights`` are normalised (``labels.weighting``):
+        ``softmax`` targets go with softmax cross-entropy, ``bce_global`` and ``uniform`` with BCE."""
+        return self.labels.weighting
+
+    @property
+    def collate_fn(self) -> WeightedCollate:
+        """The collate function of every loader of this module (batches with normalised label weights)."""
+        means = self.vocabs.mass_means
+        if means is None:  # the vocabs property always sets them
+            raise RuntimeError("the vocabularies have no mean label masses")
+        return WeightedCollate(self.labels.weighting, means.hashtag, means.query)
 
     @property
     def vocab_size(self) -> int:
@@ -204,7 +274,8 @@ class VideoDataModule(pl.LightningDataModule):
                 vocabs.save(target)
 
     def _dataset(self, name: Split) -> VideoDataset:
-        return VideoDataset(self.splits[name], self.vocabs, self.decode, self.text, train=(name == "train"),
+        vocabs = self.vocabs  # first: loading them may set self.now
+        return VideoDataset(self.splits[name], vocabs, self.decode, self.text, train=(name == "train"),
                             half_life_days=self.labels.half_life_days, now=self.now)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
@@ -216,7 +287,7 @@ class VideoDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
@@ -226,7 +297,8 @@ class VideoDataModule(pl.LightningDataModule):
         if self.shards is None:
             return self._dataset("train")
         rank, world = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
-        return ShardedVideoDataset(read_shard_index(self.shards), self.vocabs, self.decode, self.text, train=True,
+        vocabs = self.vocabs  # first: loading them may set self.now
+        return ShardedVideoDataset(read_shard_index(self.shards), vocabs, self.decode, self.text, train=True,
                                    rank=rank, world_size=world, seed=self.split.seed,
                                    half_life_days=self.labels.half_life_days, now=self.now)
 
@@ -234,7 +306,7 @@ class VideoDataModule(pl.LightningDataModule):
         dataset = self.train_dataset()
         if isinstance(dataset, ShardedVideoDataset):
             return _EpochLoader(dataset, self._epoch, batch_size=self.batch_size, num_workers=self.num_workers,
-                                collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=False)
+                                collate_fn=self.collate_fn, pin_memory=self.pin_memory, persistent_workers=False)
         if len(dataset) == 0:
             raise ValueError("the train split is empty: lower split fractions or add videos")
         return self._loader(dataset, shuffle=True)

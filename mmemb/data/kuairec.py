@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from .manifest import VideoRecord, write_manifest
+from .text import strip_hashtags
 
 __all__ = [
     "CategoryLevel",
@@ -55,12 +56,6 @@ KUAIREC_COLUMNS = (
 _LEVEL_COLUMNS = {1: "first_level_category_name", 2: "second_level_category_name", 3: "third_level_category_name"}
 _UNKNOWN = "UNKNOWN"
 
-# A hashtag body: word characters (CJK, letters, digits, underscore) plus the few other characters real
-# KuaiRec tags contain (middle dot as in 中医·中药, emoji variation selector and keycap as in 0️⃣0️⃣后创业).
-_TAG_CHARS = r"\w\u00b7\u30fb\ufe0f\u20e3\u200d"
-# '#' or its full-width form '＃' (a run of them, as in '##lisa'), then the body (possibly empty: stray '#').
-_HASHTAG = re.compile(rf"[#\uff03]+([{_TAG_CHARS}]*)")
-_BODY_ENDS_AS_TAG = re.compile(rf"[{_TAG_CHARS}]+(?=\s|[#\uff03]|$)")
 _SPACES = re.compile(r"\s+")
 # An account mention with its numeric id, '@快手创作者服务中心(O40300138)' (the id's ')' is sometimes cut off;
 # names may contain '#': '@#徐朝帅(O1083707370)', '@#-l_-#(O1198399393)').
@@ -81,46 +76,6 @@ def parse_topic_tag(value: str) -> list[str]:
         raise ValueError(f"topic_tag must look like [a,b,c], got {value!r:.60}")
     items = (item.strip() for item in value[1:-1].split(","))
     return list(dict.fromkeys(item for item in items if item))
-
-
-def strip_hashtags(caption: str, tags: Sequence[str] = ()) -> str:
-    """Remove the ``#hashtag`` words of a caption; no ``#`` (nor full-width ``＃``) is left.
-
-    A hashtag starts at ``#``/``＃`` and runs over word characters (CJK, letters, digits, ``_``, ``·``),
-    so it ends at whitespace (NBSP included), another ``#``, emoji or punctuation (``#搞笑，真好笑`` keeps
-    ``，真好笑``). Two cases need care:
-
-    * closing ``#`` (``#情感视频# 更新了``): after ``#tag#`` the text up to the next boundary is a
-      second tag only when it ends at whitespace, ``#`` or the end (``#猴子#可爱#萌宠``), or when it
-      is one of ``tags``; otherwise the ``#`` closed the first tag and the text is content
-      (``#快递小哥#容易吗？还要帮`` keeps ``容易吗？还要帮``).
-    * a tag glued to the following text (``#王一博和大婷牵手，``): when the run is not one of ``tags``
-      but starts with one, only that known tag is removed.
-
-    ``tags`` are the video's own hashtags (``topic_tag``), matched case-insensitively. Removed words
-    leave a space behind; the result has its whitespace collapsed and stripped.
-    """
-    known = {t.lower() for t in tags}
-    known_by_length = sorted(known, key=len, reverse=True)
-    pieces: list[str] = []
-    pos = 0  # caption[pos:] is not yet copied
-    previous_end = -1  # end of the previous hashtag that had a body (for the closing-'#' case)
-    for m in _HASHTAG.finditer(caption):
-        body, body_start = m.group(1), m.start(1)
-        complete = _BODY_ENDS_AS_TAG.match(caption, body_start) is not None  # body ends at space, '#' or end
-        pieces.append(caption[pos:m.start()])
-        pieces.append(" ")
-        if body and m.start() == previous_end and body.lower() not in known and not complete:
-            pos, previous_end = body_start, -1  # a closing '#': drop it, keep the body as content
-            continue
-        end = m.end()
-        if body and not complete and body.lower() not in known:
-            prefix = next((t for t in known_by_length if body[: len(t)].lower() == t), None)
-            if prefix:
-                end = body_start + len(prefix)  # known tag glued to content: remove the tag only
-        pos, previous_end = end, (end if body else -1)
-    pieces.append(caption[pos:])
-    return _SPACES.sub(" ", "".join(pieces)).strip()
 
 
 def strip_mentions(caption: str) -> str:

@@ -6,18 +6,20 @@ Fields (every one but ``id`` may be missing; a missing modality is masked, never
 ``id``          unique string (ints are accepted and turned into strings)
 ``video``       path of the clip, relative to the manifest's folder (absolute paths allowed)
 ``title``       alias of ``caption`` (``caption`` wins when both are given)
-``caption``     the creator's text, with ``#hashtag`` words removed
+``caption``     the creator's text (``#hashtag`` words are removed from every text field before
+                tokenisation, see :func:`mmemb.data.vocab.record_texts`)
 ``cover_text``  text drawn on the cover (OCR-like)
 ``asr``         speech transcript
 ``hashtags``    list of strings
-``queries``     list of ``{"text": str, "clicks": number >= 0}`` (a bare string means 1 click)
+``queries``     list of ``{"text": str, "clicks": finite number >= 0}`` (a bare string means 1 click)
 ``comments``    list of strings
 ``category``    string, for evaluation only
-``publish_time`` unix seconds (number) or an ISO-8601 date/time string
+``publish_time`` unix seconds (finite number) or an ISO-8601 date/time string
 =============  ===========================================================================
 
-:func:`read_manifest` raises :class:`ManifestError` on the first bad record; :func:`check_manifest`
-collects every problem with its file, line and field and keeps the good records.
+:func:`read_manifest` raises :class:`ManifestError` naming the first bad record and counting the others;
+:func:`check_manifest` collects every problem with its file, line and field and keeps the good records.
+``NaN`` and ``Infinity`` (which JSON parsers accept) are errors in numeric fields.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 __all__ = [
     "Query",
@@ -37,6 +39,7 @@ __all__ = [
     "ManifestError",
     "read_manifest",
     "check_manifest",
+    "manifest_errors",
     "write_manifest",
     "MANIFEST_FIELDS",
 ]
@@ -47,6 +50,7 @@ MANIFEST_FIELDS = (
 )
 _TEXT_FIELDS = ("caption", "cover_text", "asr", "category")
 _LIST_FIELDS = ("hashtags", "comments")
+UNKNOWN_FIELD = "unknown field"  # message prefix of the warnings of check_manifest (the record is kept)
 
 
 @dataclass
@@ -109,11 +113,23 @@ class ManifestIssue:
 
 
 class ManifestError(ValueError):
-    """A manifest record is invalid; the message names the file, line and field."""
+    """A manifest holds invalid records. The message is one line: the file, line and field of the
+    first one, how many more there are, and the command that lists them all::
 
-    def __init__(self, issue: ManifestIssue):
-        super().__init__(str(issue))
-        self.issue = issue
+        m.jsonl:3: field 'publish_time': expected ... (2 more bad records; run `mmemb data check m.jsonl` to see them)
+
+    ``issue`` is the first problem, ``issues`` all of them (one per bad record).
+    """
+
+    def __init__(self, issues: ManifestIssue | Sequence[ManifestIssue]):
+        issues = [issues] if isinstance(issues, ManifestIssue) else list(issues)
+        if not issues:
+            raise ValueError("ManifestError needs at least one issue")
+        first, more = issues[0], len(issues) - 1
+        others = f"{more} more bad record{'s' if more != 1 else ''}" if more else "no other bad record"
+        super().__init__(f"{first} ({others}; run `mmemb data check {first.file}` to see them)")
+        self.issue = first
+        self.issues = issues
 
 
 # ----------------------------------------------------------------------------- parsing one record
@@ -153,6 +169,14 @@ def _str_list(raw: dict, name: str) -> list[str]:
     return out
 
 
+def _finite(x: int | float) -> bool:
+    """Whether ``x`` is a finite number (NaN, +-Infinity and ints beyond float range are not)."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def _queries(raw: dict) -> list[Query]:
     value = raw.get("queries")
     if value is None:
@@ -173,20 +197,26 @@ def _queries(raw: dict) -> list[Query]:
         clicks = item.get("clicks", 1)
         if clicks is None:
             clicks = 1
-        if isinstance(clicks, bool) or not isinstance(clicks, (int, float)) or not math.isfinite(clicks) or clicks < 0:
-            raise _FieldError(f"{where}.clicks", f"expected a number >= 0, got {clicks!r:.60}")
+        if isinstance(clicks, bool) or not isinstance(clicks, (int, float)) or not _finite(clicks) or clicks < 0:
+            raise _FieldError(f"{where}.clicks", f"expected a finite number >= 0, got {clicks!r:.60}")
         out.append(Query(text=text.strip(), clicks=float(clicks)))
     return out
 
 
 def _publish_time(raw: dict) -> float | None:
     value = raw.get("publish_time")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
         return None
     if isinstance(value, bool):
         raise _FieldError("publish_time", f"expected unix seconds or an ISO-8601 string, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise _FieldError("publish_time", f"expected a finite number of unix seconds, got {value!r:.60}")
+        return seconds
     if isinstance(value, _dt.datetime):
         return value.timestamp()
     if isinstance(value, str):
@@ -275,18 +305,24 @@ def check_manifest(path: str | Path) -> tuple[list[VideoRecord], list[ManifestIs
             continue
         seen[record.id] = lineno
         for name in sorted(set(raw) - set(MANIFEST_FIELDS)):
-            issues.append(ManifestIssue(str(path), lineno, name, "unknown field (ignored)"))
+            issues.append(ManifestIssue(str(path), lineno, name, f"{UNKNOWN_FIELD} (ignored)"))
         records.append(record)
     return records, issues
 
 
+def manifest_errors(issues: Sequence[ManifestIssue]) -> list[ManifestIssue]:
+    """The issues of :func:`check_manifest` that dropped a record (not the ``unknown field`` warnings)."""
+    return [i for i in issues if not i.message.startswith(UNKNOWN_FIELD)]
+
+
 def read_manifest(path: str | Path, strict: bool = True) -> list[VideoRecord]:
-    """Read a manifest. With ``strict`` the first invalid record raises :class:`ManifestError`;
-    otherwise invalid records are dropped (use :func:`check_manifest` to see why)."""
+    """Read a manifest. With ``strict`` invalid records raise one :class:`ManifestError` (the first
+    one's file, line and field, and how many more); otherwise they are dropped (use
+    :func:`check_manifest` to see why)."""
     records, issues = check_manifest(path)
-    errors = [i for i in issues if not i.message.startswith("unknown field")]
+    errors = manifest_errors(issues)
     if strict and errors:
-        raise ManifestError(errors[0])
+        raise ManifestError(errors)
     return records
 
 

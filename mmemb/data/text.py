@@ -14,6 +14,8 @@ It is either trained on a corpus (:meth:`TextTokenizer.train`) or built from a B
 (:meth:`TextTokenizer.from_vocab`, e.g. all-MiniLM-L6-v2's), optionally extended with the corpus'
 characters that the vocabulary lacks (appended as new rows, so a pretrained embedding table keeps its ids).
 
+:func:`strip_hashtags` removes the ``#hashtag`` words of a text field (they are the video's labels).
+
 :func:`char_ngrams` / :func:`hash_ngrams` turn a short text (a search query) into hashed character
 n-grams with a hash that is the same in every process and on every machine (BLAKE2b, never ``hash()``).
 """
@@ -38,6 +40,7 @@ __all__ = [
     "hash_ngrams",
     "hash_field_ngrams",
     "stable_hash",
+    "strip_hashtags",
 ]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in a trained vocabulary
@@ -339,6 +342,58 @@ def _char_piece_counts(
             counts[word[0]] += 1
             counts.update("##" + ch for ch in word[1:])
     return counts
+
+
+# ----------------------------------------------------------------------------- hashtag words
+
+# A hashtag body: word characters (CJK, letters, digits, underscore) plus the few other characters real
+# KuaiRec tags contain (middle dot as in 中医·中药, emoji variation selector and keycap as in 0️⃣0️⃣后创业).
+_TAG_CHARS = r"\w\u00b7\u30fb\ufe0f\u20e3\u200d"
+# '#' or its full-width form '＃' (a run of them, as in '##lisa'), then the body (possibly empty: stray '#').
+_HASHTAG = re.compile(rf"[#\uff03]+([{_TAG_CHARS}]*)")
+_BODY_ENDS_AS_TAG = re.compile(rf"[{_TAG_CHARS}]+(?=\s|[#\uff03]|$)")
+_HASHTAG_SPACES = re.compile(r"\s+")
+
+
+def strip_hashtags(caption: str, tags: Sequence[str] = ()) -> str:
+    """Remove the ``#hashtag`` words of a text (caption, cover text, ASR, a comment); no ``#`` (nor
+    full-width ``＃``) is left.
+
+    A hashtag starts at ``#``/``＃`` and runs over word characters (CJK, letters, digits, ``_``, ``·``),
+    so it ends at whitespace (NBSP included), another ``#``, emoji or punctuation (``#搞笑，真好笑`` keeps
+    ``，真好笑``). Two cases need care:
+
+    * closing ``#`` (``#情感视频# 更新了``): after ``#tag#`` the text up to the next boundary is a
+      second tag only when it ends at whitespace, ``#`` or the end (``#猴子#可爱#萌宠``), or when it
+      is one of ``tags``; otherwise the ``#`` closed the first tag and the text is content
+      (``#快递小哥#容易吗？还要帮`` keeps ``容易吗？还要帮``).
+    * a tag glued to the following text (``#王一博和大婷牵手，``): when the run is not one of ``tags``
+      but starts with one, only that known tag is removed.
+
+    ``tags`` are the video's own hashtags (``topic_tag``), matched case-insensitively. Removed words
+    leave a space behind; the result has its whitespace collapsed and stripped.
+    """
+    known = {t.lower() for t in tags}
+    known_by_length = sorted(known, key=len, reverse=True)
+    pieces: list[str] = []
+    pos = 0  # caption[pos:] is not yet copied
+    previous_end = -1  # end of the previous hashtag that had a body (for the closing-'#' case)
+    for m in _HASHTAG.finditer(caption):
+        body, body_start = m.group(1), m.start(1)
+        complete = _BODY_ENDS_AS_TAG.match(caption, body_start) is not None  # body ends at space, '#' or end
+        pieces.append(caption[pos:m.start()])
+        pieces.append(" ")
+        if body and m.start() == previous_end and body.lower() not in known and not complete:
+            pos, previous_end = body_start, -1  # a closing '#': drop it, keep the body as content
+            continue
+        end = m.end()
+        if body and not complete and body.lower() not in known:
+            prefix = next((t for t in known_by_length if body[: len(t)].lower() == t), None)
+            if prefix:
+                end = body_start + len(prefix)  # known tag glued to content: remove the tag only
+        pos, previous_end = end, (end if body else -1)
+    pieces.append(caption[pos:])
+    return _HASHTAG_SPACES.sub(" ", "".join(pieces)).strip()
 
 
 # ----------------------------------------------------------------------------- char n-gram hashing

@@ -1,5 +1,6 @@
 """Everything the data pipeline learns from the training split: tokenizer, label vocabularies with
-cleaning and TF-IDF weights, the tag co-occurrence graph and the category list.
+cleaning and TF-IDF weights (and the train split's mean label mass, the normaliser of the
+``bce_global`` weighting), the tag co-occurrence graph and the category list.
 
 Built once from the training records (:meth:`Vocabularies.build`), saved next to the model
 (:meth:`Vocabularies.save`) and reloaded without the corpus (:meth:`Vocabularies.load`).
@@ -8,6 +9,7 @@ Built once from the training records (:meth:`Vocabularies.build`), saved next to
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -15,20 +17,25 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 
 from .labels import (
+    LABEL_WEIGHTINGS,
     CleaningConfig,
     CleaningReport,
     LabelVocab,
+    LabelWeighting,
     TagGraph,
     build_label_vocab,
     build_tag_graph,
     clean_hashtags,
     label_idf,
+    label_weights,
+    mean_positive_mass,
     normalize_label,
 )
 from .manifest import VideoRecord
-from .text import TextTokenizer
+from .text import TextTokenizer, strip_hashtags
 
-__all__ = ["TextConfig", "LabelConfig", "Vocabularies", "record_texts"]
+__all__ = ["TextConfig", "LabelConfig", "MassMeans", "Vocabularies", "record_texts", "record_label_ids",
+           "positive_mass_means"]
 
 TEXT_FIELDS = ("caption", "cover_text", "asr", "comments")
 
@@ -66,12 +73,28 @@ class TextConfig:
 
 @dataclass
 class LabelConfig:
-    """Hashtag and query label vocabularies and their weights."""
+    """Hashtag and query label vocabularies and their weights.
+
+    The mass of a positive label j of video i is ``m_ij = idf_j * (1 + ln(1 + clicks_ij)) * f_i``
+    (clicks for queries only; freshness ``f_i = 0.5 ** (age_i / half_life_days)``, 1 when off). The
+    batch keys ``hashtag_weights`` / ``query_weights`` hold, by ``weighting``
+    (:func:`mmemb.data.labels.normalize_weights`):
+
+    * ``"softmax"``: ``m_ij / sum_k m_ik`` over the video's positives, a target distribution for
+      softmax cross-entropy (:func:`mmemb.label_losses.soft_target_cross_entropy`); the freshness of
+      a video cancels there;
+    * ``"bce_global"``: ``m_ij / M``, ``M`` the mean mass over every (video, label) positive of the
+      train split (stored with the vocabularies), for the weighted binary cross-entropy
+      (:func:`mmemb.losses.weighted_multilabel_bce`): rarer labels, more clicks and fresher videos
+      weigh more across videos;
+    * ``"uniform"``: 1 on every positive (the ablation baseline), for the binary cross-entropy.
+    """
 
     hashtag_min_freq: int = 5  # a hashtag enters the vocabulary when this many training videos use it
     query_min_freq: int = 5  # same for queries
     clean: bool = True  # remove boilerplate hashtags (rules + spread over categories), see labels.CleaningConfig
-    half_life_days: float | None = None  # freshness: label weights halve every this many days of age (None = off)
+    half_life_days: float | None = None  # freshness: label masses halve every this many days of age (None = off)
+    weighting: LabelWeighting = "bce_global"  # label masses -> hashtag_weights/query_weights (see above)
     graph_measure: Literal["cond_prob", "pmi", "npmi"] = "npmi"  # edge weight of the tag co-occurrence graph
     graph_threshold: float = 0.1  # keep edges whose weight is at least this
     graph_min_cooccurrence: int = 2  # and whose tags co-occur on at least this many videos
@@ -81,6 +104,8 @@ class LabelConfig:
             raise ValueError("LabelConfig min frequencies must be >= 1")
         if self.half_life_days is not None and self.half_life_days <= 0:
             raise ValueError(f"LabelConfig.half_life_days must be > 0, got {self.half_life_days}")
+        if self.weighting not in LABEL_WEIGHTINGS:
+            raise ValueError(f"LabelConfig.weighting must be one of {LABEL_WEIGHTINGS}, got {self.weighting!r}")
 
 
 def base_vocab_file(base_vocab: str) -> Path:
@@ -92,10 +117,23 @@ def base_vocab_file(base_vocab: str) -> Path:
     return Path(base_vocab)
 
 
+def _without_hashtags(text: str | None, tags: Sequence[str]) -> str | None:
+    """``text`` with its ``#hashtag`` words removed (:func:`mmemb.data.text.strip_hashtags`), ``None``
+    when nothing is left; text without ``#`` is returned unchanged."""
+    if not text or ("#" not in text and "\uff03" not in text):
+        return text
+    return strip_hashtags(text, tags) or None
+
+
 def record_texts(record: VideoRecord) -> list[str | None]:
-    """The text fields of a record in :data:`TEXT_FIELDS` order (comments joined)."""
-    comments = " ".join(record.comments) if record.comments else None
-    return [record.caption, record.cover_text, record.asr, comments]
+    """The text fields of a record in :data:`TEXT_FIELDS` order (comments joined), each with its
+    ``#hashtag`` words removed: a video's hashtags are its labels, so they must not reach the text
+    tower through the caption, the cover text, the ASR or the comments."""
+    tags = record.hashtags
+    comments = [c for c in (_without_hashtags(c, tags) for c in record.comments) if c]
+    joined = " ".join(comments) if comments else None
+    return [_without_hashtags(record.caption, tags), _without_hashtags(record.cover_text, tags),
+            _without_hashtags(record.asr, tags), joined]
 
 
 def _clean_tag_lists(records: Sequence[VideoRecord]) -> list[list[str]]:
@@ -104,6 +142,20 @@ def _clean_tag_lists(records: Sequence[VideoRecord]) -> list[list[str]]:
         tags = [normalize_label(t) for t in r.hashtags]
         out.append(list(dict.fromkeys(t for t in tags if t)))  # dedupe, keep order
     return out
+
+
+@dataclass
+class MassMeans:
+    """``M`` of the ``bce_global`` weighting: the mean label mass over the train split's positives."""
+
+    hashtag: float  # mean idf x freshness over the (video, hashtag) positives
+    query: float  # mean idf x click factor x freshness over the (video, query) positives
+    half_life_days: float | None  # the freshness half-life they were computed with (None = off)
+    reference_time: float | None  # the "now" of that freshness, unix seconds (None when freshness was off)
+
+    def matches(self, half_life_days: float | None) -> bool:
+        """Whether these means hold for label masses computed with ``half_life_days``."""
+        return self.half_life_days == half_life_days
 
 
 @dataclass
@@ -118,6 +170,7 @@ class Vocabularies:
     categories: list[str]
     removed_hashtags: dict[str, str]  # boilerplate tag -> why it was removed
     tag_graph: TagGraph | None = None
+    mass_means: MassMeans | None = None  # None: saved before they existed (recompute: positive_mass_means)
 
     @classmethod
     def build(
@@ -126,8 +179,11 @@ class Vocabularies:
         text: TextConfig | None = None,
         labels: LabelConfig | None = None,
         all_records: Sequence[VideoRecord] | None = None,
+        now: float | None = None,
     ) -> tuple["Vocabularies", CleaningReport | None]:
-        """Learn every vocabulary from ``train`` (``all_records`` only lists the categories)."""
+        """Learn every vocabulary from ``train`` (``all_records`` only lists the categories). ``now``
+        (unix seconds, default the current time) is the reference of the freshness factor in the
+        mean label masses when ``labels.half_life_days`` is set."""
         text = text or TextConfig()
         labels = labels or LabelConfig()
         corpus = [t for r in train for t in record_texts(r) if t]
@@ -160,6 +216,9 @@ class Vocabularies:
         source = all_records if all_records is not None else train
         categories = sorted({r.category for r in source if r.category})
         vocabs = cls(tokenizer, hashtags, queries, hashtag_idf, query_idf, categories, removed, graph)
+        if labels.half_life_days is not None and now is None:
+            now = time.time()
+        vocabs.mass_means = positive_mass_means(train, vocabs, labels.half_life_days, now)
         return vocabs, report
 
     def category_index(self, category: str | None) -> int:
@@ -182,6 +241,9 @@ class Vocabularies:
         np.save(directory / "query_idf.npy", self.query_idf)
         if self.tag_graph is not None:
             self.tag_graph.save(directory / "tag_graph.npz")
+        if self.mass_means is not None:
+            (directory / "label_masses.json").write_text(json.dumps(asdict(self.mass_means), indent=1),
+                                                         encoding="utf-8")
         meta = {"categories": self.categories, "removed_hashtags": self.removed_hashtags}
         (directory / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
         return directory
@@ -195,6 +257,13 @@ class Vocabularies:
             raise FileNotFoundError(f"no vocabulary at {directory} (missing {meta_path.name})")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         graph_path = directory / "tag_graph.npz"
+        masses_path = directory / "label_masses.json"
+        mass_means = None
+        if masses_path.exists():
+            try:
+                mass_means = MassMeans(**json.loads(masses_path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{masses_path}: not a valid label mass file ({exc})") from None
         return cls(
             tokenizer=TextTokenizer.load(directory / "tokenizer"),
             hashtags=LabelVocab.load(directory / "hashtags.json"),
@@ -204,7 +273,37 @@ class Vocabularies:
             categories=list(meta["categories"]),
             removed_hashtags=dict(meta["removed_hashtags"]),
             tag_graph=TagGraph.load(graph_path) if graph_path.exists() else None,
+            mass_means=mass_means,
         )
+
+
+def record_label_ids(record: VideoRecord, vocabs: Vocabularies) -> tuple[list[int], list[int], list[float]]:
+    """The record's positive labels as the batches see them: hashtag ids (normalised, boilerplate
+    removed, known ones, repeats once), query ids and their clicks (repeats of a query summed)."""
+    removed = vocabs.removed_hashtags
+    tags = [t for t in dict.fromkeys(normalize_label(h) for h in record.hashtags) if t and t not in removed]
+    clicks: dict[int, float] = {}
+    for q in record.queries:
+        qid = vocabs.queries.index(normalize_label(q.text))
+        if qid is not None:
+            clicks[qid] = clicks.get(qid, 0.0) + q.clicks
+    return vocabs.hashtags.encode(tags), list(clicks), list(clicks.values())
+
+
+def positive_mass_means(
+    train: Sequence[VideoRecord], vocabs: Vocabularies, half_life_days: float | None, now: float | None
+) -> MassMeans:
+    """``M`` for hashtags and queries: the mean label mass (:func:`mmemb.data.labels.label_weights`)
+    over every (video, label) positive of ``train``, with freshness relative to ``now``."""
+    tag_masses, query_masses = [], []
+    for r in train:
+        tag_ids, query_ids, clicks = record_label_ids(r, vocabs)
+        tag_masses.append(label_weights(tag_ids, vocabs.hashtag_idf, publish_time=r.publish_time, now=now,
+                                        half_life_days=half_life_days))
+        query_masses.append(label_weights(query_ids, vocabs.query_idf, clicks=clicks, publish_time=r.publish_time,
+                                          now=now, half_life_days=half_life_days))
+    return MassMeans(mean_positive_mass(tag_masses), mean_positive_mass(query_masses), half_life_days,
+                     None if half_life_days is None else now)
 
 
 def summarize(vocabs: Vocabularies) -> dict[str, int]:
