@@ -88,6 +88,17 @@ def test_teacher_weight_decay_by_module_type_and_name():
     assert {n for n, _ in decay} == decayed and {n for n, _ in no_decay} == set(shapes) - decayed
 
 
+def test_two_tower_model_weight_decay():
+    from mmemb.models.registry import create_model
+
+    model = create_model("tiny", vocab_size=VOCAB)
+    decay, no_decay = weight_decay_split(model)
+    exempt = {n for n, _ in no_decay}
+    assert {"text.bert.embeddings.word_embeddings.weight", "text.bert.embeddings.position_embeddings.weight",
+            "visual.vit.pos_embed", "visual.vit.cls_token"} <= exempt
+    assert all(p.ndim >= 2 for _, p in decay) and decay
+
+
 class _Wrapper(nn.Module):
     """Stands for an FSDP unit: FSDP puts the wrapped module under this attribute name."""
 

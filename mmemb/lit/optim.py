@@ -104,13 +104,22 @@ def _no_weight_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
+def _flat_parameter_type() -> Optional[type]:
+    """FSDP's ``FlatParameter`` class, or ``None`` where this torch has no FSDP."""
+    try:
+        from torch.distributed.fsdp import FlatParameter
+    except ImportError:
+        return None
+    return FlatParameter
+
+
 def weight_decay_split(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
     """``(decay, no_decay)``: the trainable ``(clean name, parameter)`` pairs of ``model`` that take
     weight decay and those that do not, in ``named_parameters`` order (see the module docstring).
 
     Raises ``ValueError`` on FSDP FlatParameters (``use_orig_params=False``), which mix both kinds.
     """
-    flat_type = getattr(torch.distributed.fsdp, "FlatParameter", None) if torch.distributed.is_available() else None
+    flat_type = _flat_parameter_type()
     exempt = _no_weight_decay_names(model)
     decay, no_decay = [], []
     for raw_name, p in model.named_parameters():
