@@ -3,6 +3,7 @@
     python benchmarks/bench_teacher.py                                   # all presets, CPU
     python benchmarks/bench_teacher.py --presets teacher_tiny --steps 3
     python benchmarks/bench_teacher.py --device cuda --json runs/bench_teacher.json
+    python benchmarks/bench_teacher.py --presets teacher_small --ngram-buckets 32768 --optimizer dense  # quickstart
 
 For every preset (each in a fresh subprocess, so that its peak memory is its own) it builds a randomly
 initialised :class:`mmemb.models.teacher.TeacherModel` and a synthetic batch of the data's contract:
@@ -13,7 +14,15 @@ initialised :class:`mmemb.models.teacher.TeacherModel` and a synthetic batch of 
 * the keyword head's inputs (3 masked slots per text): the forward then runs the text tower twice
   (clean text for the text channel, masked text for the fusion), as in training;
 * label heads off by default (``--num-hashtags`` / ``--num-queries`` 0): with ``N`` labels each
-  forward also encodes the ``N`` label names through the text tower, a per-batch (not per-clip) cost.
+  forward also encodes the ``N`` label names through the text tower, a per-batch (not per-clip) cost;
+* no hashed char-n-gram bag by default (``--ngram-buckets`` 0; the quickstart's data has 32,768): with
+  buckets, ``--ngrams-per-clip`` (256, the data's cap) random n-gram ids per clip;
+* the optimizer (``--optimizer``): ``sparse`` (default) is what training builds
+  (:func:`mmemb.lit.optim.build_optimizer`: AdamW with the weight-decay groups, the n-gram table with
+  sparse gradients and SparseAdam); ``dense`` is the same AdamW with the table dense (every row read
+  and written each step, as before the sparse update; the same cost as the plain
+  ``torch.optim.AdamW(model.parameters())`` the rows dated before 2026-11-30 used); ``both`` times
+  the two on two copies of the model, one step of each in turn (a fair comparison on a loaded machine);
 
 and reports:
 
@@ -25,7 +34,7 @@ and reports:
   tower; CPU attention (``_scaled_dot_product_flash_attention_for_cpu``, which torch's counter does
   not know) is counted with torch's own SDPA formulas;
 * time: median over ``--steps`` (after ``--warmup``) of forward+backward (a surrogate loss touching
-  every output), of the AdamW step, steps/s and clips/s of the whole step (forward+backward+AdamW);
+  every output), of the optimizer step, steps/s and clips/s of the whole step (forward+backward+step);
 * peak memory of the measured steps: the growth of ``ru_maxrss`` over them on CPU (model, batch and
   optimizer are built first; the AdamW state is allocated in the first step, so it is included),
   ``torch.cuda.max_memory_allocated`` above the memory allocated before them on CUDA.
@@ -37,6 +46,7 @@ and a BERT-base on 4 frames per clip); pass ``--batch-size`` to force a batch si
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -57,13 +67,14 @@ from torch.utils import flop_counter  # noqa: E402
 
 from mmemb.data.decode import DecodeConfig  # noqa: E402
 from mmemb.models.teacher import LabelInputs, TeacherConfig, TeacherModel  # noqa: E402
+from mmemb.lit.optim import build_optimizer  # noqa: E402
 from mmemb.models.teacher_registry import create_teacher, get_teacher_config, list_teachers  # noqa: E402
 
 DEFAULT_PRESETS = ("teacher_tiny", "teacher_small", "teacher_base")
 # Parameter-name prefixes of every tower (TeacherModel attribute names).
 TOWERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("visual", ("visual.", "temporal_pool.", "visual_proj.")),
-    ("text", ("text.", "text_proj.")),
+    ("text", ("text.", "text_proj.", "ngram_bag.", "text_attention.")),
     ("audio", ("audio.", "audio_proj.")),
     ("fusion", ("fusion.", "fused_proj.", "video_attention.", "multimodal_attention.")),
     ("heads", ("hashtag_branch.", "query_branch.", "keyword_", "logit_scale")),
@@ -89,6 +100,9 @@ class Workload:
     num_hashtags: int
     num_queries: int
     device: str
+    ngram_buckets: int = 0
+    ngrams_per_clip: int = 256
+    optimizer: str = "sparse"  # "sparse" (build_optimizer, as training), "dense" (the table dense) or "both"
     seed: int = 0
 
 
@@ -115,7 +129,7 @@ def build_model(w: Workload) -> TeacherModel:
     """The preset's teacher, randomly initialised, on ``w.device``, in train mode."""
     torch.manual_seed(w.seed)
     cfg = get_teacher_config(w.preset, vocab_size=w.vocab_size, num_hashtags=w.num_hashtags,
-                             num_queries=w.num_queries)
+                             num_queries=w.num_queries, ngram_buckets=w.ngram_buckets)
     if w.text_length > cfg.text_max_length:
         raise ValueError(f"--text-length {w.text_length} > {w.preset}'s text_max_length {cfg.text_max_length}")
     g = torch.Generator().manual_seed(w.seed)
@@ -143,6 +157,8 @@ def synthetic_batch(cfg: TeacherConfig, w: Workload) -> dict[str, Any]:
         "text_field_ids": field_ids,
         "text_mask": torch.ones(b, dtype=torch.bool),
     }
+    if w.ngram_buckets:  # (B, G) bucket + 1, every slot a real n-gram
+        batch["text_ngrams"] = torch.randint(1, w.ngram_buckets + 1, (b, w.ngrams_per_clip), generator=g)
     return {k: v.to(w.device) for k, v in batch.items()}
 
 
@@ -255,12 +271,28 @@ def _max_rss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
+def _step_times(fwd_bwd: list[float], opt_step: list[float], has_opt: bool, batch_size: int) -> dict[str, Any]:
+    step = statistics.median(fwd_bwd) + (statistics.median(opt_step) if has_opt else 0.0)
+    return {"forward_backward_s": statistics.median(fwd_bwd),
+            "optimizer_step_s": statistics.median(opt_step) if has_opt else None,
+            "steps_per_s": 1.0 / step, "clips_per_s": batch_size / step}
+
+
 def time_steps(model: TeacherModel, batch: Mapping[str, Any], w: Workload) -> dict[str, Any]:
-    """Median forward+backward and AdamW step times, steps/s, and the peak memory of the steps."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if w.optimizer_step else None
+    """Median forward+backward and optimizer step times, steps/s, and the peak memory of the steps.
+
+    ``--optimizer both``: a copy of the model with the dense table and the model with the sparse one
+    (the training optimizer) step in turn, one step each, so that a varying machine load hits both
+    alike; the main figures are the sparse variant's, ``variants`` holds both, the peak memory is that
+    of both together."""
+    names = ("dense", "sparse") if w.optimizer == "both" else (w.optimizer,)
+    models = {name: (copy.deepcopy(model) if name != names[-1] else model) for name in names}
+    opts = {name: build_optimizer(m, "adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05,
+                                  sparse_ngrams=name == "sparse") if w.optimizer_step else None
+            for name, m in models.items()}
     kwargs = forward_kwargs(model.cfg, batch)
-    fwd_bwd: list[float] = []
-    opt_step: list[float] = []
+    fwd_bwd: dict[str, list[float]] = {name: [] for name in names}
+    opt_step: dict[str, list[float]] = {name: [] for name in names}
     cuda = w.device.startswith("cuda")
     if cuda:
         _sync(w.device)
@@ -269,29 +301,25 @@ def time_steps(model: TeacherModel, batch: Mapping[str, Any], w: Workload) -> di
     else:
         base = _max_rss_bytes()
     for i in range(w.warmup + w.steps):
-        model.zero_grad(set_to_none=True)
-        _sync(w.device)
-        t0 = time.perf_counter()
-        surrogate_loss(model(batch, **kwargs)).backward()
-        _sync(w.device)
-        t1 = time.perf_counter()
-        if opt is not None:
-            opt.step()
+        for name in names:
+            m, opt = models[name], opts[name]
+            m.zero_grad(set_to_none=True)
             _sync(w.device)
-        t2 = time.perf_counter()
-        if i >= w.warmup:
-            fwd_bwd.append(t1 - t0)
-            opt_step.append(t2 - t1)
+            t0 = time.perf_counter()
+            surrogate_loss(m(batch, **kwargs)).backward()
+            _sync(w.device)
+            t1 = time.perf_counter()
+            if opt is not None:
+                opt.step()
+                _sync(w.device)
+            t2 = time.perf_counter()
+            if i >= w.warmup:
+                fwd_bwd[name].append(t1 - t0)
+                opt_step[name].append(t2 - t1)
     peak = (torch.cuda.max_memory_allocated() if cuda else _max_rss_bytes()) - base
-    step = statistics.median(fwd_bwd) + (statistics.median(opt_step) if opt is not None else 0.0)
-    return {
-        "forward_backward_s": statistics.median(fwd_bwd),
-        "optimizer_step_s": statistics.median(opt_step) if opt is not None else None,
-        "steps_per_s": 1.0 / step,
-        "clips_per_s": w.batch_size / step,
-        "peak_memory_mib": peak / 2 ** 20,
-        "peak_memory_kind": "cuda max_memory_allocated growth" if cuda else "ru_maxrss growth",
-    }
+    variants = {name: _step_times(fwd_bwd[name], opt_step[name], w.optimizer_step, w.batch_size) for name in names}
+    return {**variants[names[-1]], "variants": variants, "peak_memory_mib": peak / 2 ** 20,
+            "peak_memory_kind": "cuda max_memory_allocated growth" if cuda else "ru_maxrss growth"}
 
 
 def run_preset(w: Workload) -> dict[str, Any]:
@@ -323,7 +351,8 @@ def workload(preset: str, args: argparse.Namespace) -> Workload:
     return Workload(preset=preset, batch_size=batch, steps=steps, warmup=warmup, optimizer_step=optimizer_step,
                     frames=args.frames, audio_seconds=args.audio_seconds, text_length=args.text_length,
                     vocab_size=args.vocab_size, num_hashtags=args.num_hashtags, num_queries=args.num_queries,
-                    device=args.device)
+                    device=args.device, ngram_buckets=args.ngram_buckets, ngrams_per_clip=args.ngrams_per_clip,
+                    optimizer=args.optimizer)
 
 
 def run_in_subprocess(preset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -358,14 +387,16 @@ def markdown(results: Sequence[Mapping[str, Any]]) -> str:
     for r in results:
         by = r["flops"]["forward_per_clip_by_tower"]
         lines.append(f"| {r['preset']} | " + ", ".join(f"{k} {_fmt_count(v)}" for k, v in by.items()) + " |")
-    lines += ["", "| preset | device | batch | steps | fwd+bwd s | AdamW s | steps/s | clips/s | peak MiB |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| preset | device | batch | n-gram buckets | optimizer | steps | fwd+bwd s | opt step s | steps/s "
+              "| clips/s | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        t, w = r["time"], r["workload"]
-        opt = "-" if t["optimizer_step_s"] is None else f"{t['optimizer_step_s']:.3f}"
-        lines.append(f"| {r['preset']} | {w['device']} | {w['batch_size']} | {w['steps']} | "
-                     f"{t['forward_backward_s']:.3f} | {opt} | {t['steps_per_s']:.2f} | {t['clips_per_s']:.1f} | "
-                     f"{t['peak_memory_mib']:.0f} |")
+        w = r["workload"]
+        variants = r["time"].get("variants") or {w.get("optimizer", "dense"): r["time"]}
+        for name, t in variants.items():
+            opt = "-" if t["optimizer_step_s"] is None else f"{t['optimizer_step_s']:.3f}"
+            lines.append(f"| {r['preset']} | {w['device']} | {w['batch_size']} | {w.get('ngram_buckets', 0)} | "
+                         f"{name} | {w['steps']} | {t['forward_backward_s']:.3f} | {opt} | {t['steps_per_s']:.2f} | "
+                         f"{t['clips_per_s']:.1f} | {r['time']['peak_memory_mib']:.0f} |")
     return "\n".join(lines)
 
 
@@ -385,6 +416,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--num-hashtags", type=int, default=0)
     parser.add_argument("--num-queries", type=int, default=0)
+    parser.add_argument("--ngram-buckets", type=int, default=0, help="n-gram bag buckets (0: no bag)")
+    parser.add_argument("--ngrams-per-clip", type=int, default=256)
+    parser.add_argument("--optimizer", choices=("sparse", "dense", "both"), default="sparse",
+                        help="sparse: the training optimizer; dense: the n-gram table dense; both: the two "
+                             "interleaved step by step (see the docstring)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--in-process", action="store_true", help="no subprocess per preset (memory is shared)")
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -392,8 +428,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for name in ("steps", "frames", "text_length"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 0 or args.num_hashtags < 0 or args.num_queries < 0:
-        parser.error("--warmup, --num-hashtags and --num-queries must be >= 0")
+    if args.warmup < 0 or args.num_hashtags < 0 or args.num_queries < 0 or args.ngram_buckets < 0:
+        parser.error("--warmup, --num-hashtags, --num-queries and --ngram-buckets must be >= 0")
+    if args.ngrams_per_clip < 1:
+        parser.error("--ngrams-per-clip must be >= 1")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -406,7 +444,9 @@ def child_argv(args: argparse.Namespace, preset: str, out: Path) -> list[str]:
     argv = ["--presets", preset, "--child-out", str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--device", args.device, "--frames", str(args.frames), "--audio-seconds", str(args.audio_seconds),
             "--text-length", str(args.text_length), "--vocab-size", str(args.vocab_size),
-            "--num-hashtags", str(args.num_hashtags), "--num-queries", str(args.num_queries)]
+            "--num-hashtags", str(args.num_hashtags), "--num-queries", str(args.num_queries),
+            "--ngram-buckets", str(args.ngram_buckets), "--ngrams-per-clip", str(args.ngrams_per_clip),
+            "--optimizer", args.optimizer]
     if args.batch_size is not None:
         argv += ["--batch-size", str(args.batch_size)]
     if args.threads is not None:

@@ -42,12 +42,15 @@ def clip_infonce(
     Returns:
         ``{"clip_v2t": ..., "clip_t2v": ...}``: cross-entropy of each video over the texts and of
         each text over the videos, averaged over the kept pairs. With no kept pair both are zeros
-        that still backpropagate (to keep distributed/AMP steps uniform).
+        that still backpropagate to the embeddings and ``logit_scale`` (to keep distributed/AMP steps
+        uniform).
     """
     keep = _pair_mask(video.shape[0], video.device, video_mask, text_mask)  # (B,)
     v, t = video[keep], text[keep]  # (P, D)
     if v.shape[0] == 0:
         zero = (video.sum() + text.sum()) * 0.0
+        if isinstance(logit_scale, torch.Tensor):  # every parameter gets a (zero) gradient under DDP
+            zero = zero + logit_scale.sum() * 0.0
         return {"clip_v2t": zero, "clip_t2v": zero}
     logits = logit_scale * v @ t.T  # (P, P): videos x texts
     labels = torch.arange(v.shape[0], device=v.device)
@@ -168,12 +171,19 @@ def clip_infonce_global(
     Each rank's kept pairs are the anchors; the candidates are the kept pairs of all ranks, gathered
     with :func:`gather_with_grad`. Each term is the mean over this rank's anchors (DDP then averages the
     ranks' gradients). Masks as in :func:`clip_infonce` (a sample lacking either modality is dropped
-    everywhere). A rank without a kept pair returns zeros that still backpropagate. On one process
-    (or without ``torch.distributed``) this equals :func:`clip_infonce`.
+    everywhere). On one process (or without ``torch.distributed``) this equals :func:`clip_infonce`.
+
+    Every rank runs the same collectives in forward and in backward, whatever its batch holds: the
+    videos and texts travel in one gather (one backward collective, so two gathers cannot be matched
+    in a different order on different ranks), and a rank without a kept pair returns zeros built from
+    the gathered tensors and ``logit_scale``, so that its backward still enters the gather's backward
+    (the reduce-scatter the other ranks wait in) and every parameter gets a (zero) gradient.
     """
     keep = _pair_mask(video.shape[0], video.device, video_mask, text_mask)  # (B,)
     offset = _rank_offset(video.shape[0], video.device)
-    all_video, all_text = gather_with_grad(video), gather_with_grad(text)  # (G, D)
+    dim_v = video.shape[1]
+    both = gather_with_grad(torch.cat([video, text.to(video.dtype)], dim=1))  # (G, Dv + Dt)
+    all_video, all_text = both[:, :dim_v], both[:, dim_v:]  # (G, Dv), (G, Dt)
     all_keep = gather_with_grad(keep.to(torch.uint8)).bool()  # (G,)
     # the global row of every local anchor, then its column among the kept candidates
     col = torch.cumsum(all_keep.long(), dim=0) - 1  # (G,): column of each kept global row
@@ -181,7 +191,10 @@ def clip_infonce_global(
     labels = col[local_rows]  # (P,)
     v, t = video[keep], text[keep]  # (P, D) local anchors
     if v.shape[0] == 0:
-        zero = (video.sum() + text.sum()) * 0.0
+        # no host sync beyond the shape test every rank makes; the zero reaches the gather and the scale
+        zero = both.sum() * 0.0
+        if isinstance(logit_scale, torch.Tensor):
+            zero = zero + logit_scale.sum() * 0.0
         return {"clip_v2t": zero, "clip_t2v": zero}
     cand_v, cand_t = all_video[all_keep], all_text[all_keep]  # (Pg, D)
     logits_v2t = logit_scale * v @ cand_t.T  # (P, Pg): local videos x all texts

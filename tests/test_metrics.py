@@ -119,3 +119,32 @@ def test_retrieval_metrics_chunking_is_exact():
     whole = retrieval_metrics(video, text, cats)
     chunked = retrieval_metrics(video, text, cats, chunk=7)
     assert whole == chunked
+
+
+def test_nan_or_inf_scores_raise_naming_the_rows():
+    """``sim >= nan`` is False: a NaN row used to rank its query first (recall 1 from a broken model)."""
+    sim = np.array([[0.9, 0.1, 0.2], [np.nan, np.nan, np.nan], [0.1, 0.2, 0.8]])
+    relevant = identity_relevance(3)
+    for fn in (first_relevant_rank, recall_at_k, median_rank):
+        with pytest.raises(ValueError, match=r"3 NaN and 0 infinite value\(s\) in 1 row\(s\) \[1\]"):
+            fn(sim, relevant)
+    sim[1] = [0.3, np.inf, 0.1]
+    sim[2, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"0 NaN and 2 infinite value\(s\) in 2 row\(s\) \[1, 2\]"):
+        recall_at_k(sim, relevant)
+
+
+def test_retrieval_metrics_names_the_samples_with_nan_embeddings():
+    g = torch.Generator().manual_seed(0)
+    video, text = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    video[3, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"video embeddings \(sample rows\) holds 1 NaN .* \[3\]"):
+        retrieval_metrics(video, text, torch.zeros(5, dtype=torch.long))
+    # a sample without video (masked out) is not ranked, so its placeholder row may hold anything
+    m = retrieval_metrics(video, text, torch.zeros(5, dtype=torch.long),
+                          video_mask=torch.tensor([True, True, True, False, True]))
+    assert m["n_video"] == 4.0 and np.isfinite(m["t2v_r1_instance"])
+    text[0] = float("inf")
+    with pytest.raises(ValueError, match=r"text embeddings \(sample rows\) .* \[0\]"):
+        retrieval_metrics(video, text, torch.zeros(5, dtype=torch.long),
+                          video_mask=torch.tensor([True, True, True, False, True]))

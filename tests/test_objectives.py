@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -224,3 +225,89 @@ def test_keyword_mask_loss_by_hand_and_masking():
     empty = keyword_mask_loss(torch.zeros(2, 0, 3, requires_grad=True), torch.zeros(2, 0, dtype=torch.long),
                               torch.zeros(2, 0, dtype=torch.bool))["keyword"]
     assert empty.item() == 0.0 and empty.requires_grad
+
+
+# ----------------------------------------------------------------------------- a rank without a kept pair
+
+
+class _PairModel(torch.nn.Module):
+    """Two linear projections and a learned logit scale: the smallest model with a CLIP step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.video = torch.nn.Linear(3, 4)
+        self.text = torch.nn.Linear(3, 4)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, xv: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nv = torch.nn.functional.normalize(self.video(xv), dim=-1)  # (B, 4)
+        nt = torch.nn.functional.normalize(self.text(xt), dim=-1)  # (B, 4)
+        return nv, nt
+
+
+def _ddp_step_worker(rank: int, world: int, port: int, xv, xt, vmask, sizes, out) -> None:
+    """One DDP step of :class:`_PairModel` on this rank's shard; the averaged gradients go to ``out``."""
+    import datetime
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # short timeout: a rank stuck in a collective fails the test instead of hanging it
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=20))
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(_PairModel())
+        start = sum(sizes[:rank])
+        rows = slice(start, start + sizes[rank])
+        nv, nt = model(xv[rows], xt[rows])
+        terms = clip_infonce_global(nv, nt, model.module.logit_scale, video_mask=vmask[rows])
+        (terms["clip_v2t"] + terms["clip_t2v"]).backward()
+        dist.barrier()
+        out[rank] = {n: p.grad.clone() for n, p in model.module.named_parameters()}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_clip_infonce_global_ddp_step_with_a_rank_without_pairs():
+    """Rank 0 keeps no pair (every video missing): the DDP step still finishes on both ranks (no rank
+    waits in a collective the other never enters), and the averaged gradients are the single-process
+    gradients of the whole batch divided by the world size (rank 0 adds no anchor, so the sum of the
+    ranks' losses is the single-process loss)."""
+    g = torch.Generator().manual_seed(3)
+    xv, xt = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    vmask = torch.tensor([False, False, True, True, True])
+    sizes = [2, 3]
+    with mp.Manager() as manager:
+        out = manager.dict()
+        ctx = mp.start_processes(_ddp_step_worker, args=(2, _free_port(), xv, xt, vmask, sizes, out), nprocs=2,
+                                 join=False, start_method="fork")
+        deadline = time.monotonic() + 90
+        try:
+            while not ctx.join(timeout=1):
+                if time.monotonic() > deadline:
+                    pytest.fail("the 2-rank DDP step did not finish within 90 s (a rank waits in a collective)")
+        finally:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+        out = dict(out)
+    single = _PairModel()
+    nv, nt = single(xv, xt)
+    terms = clip_infonce(nv, nt, single.logit_scale, video_mask=vmask)
+    (terms["clip_v2t"] + terms["clip_t2v"]).backward()
+    for rank in (0, 1):
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(out[rank][name] * 2, p.grad, rtol=1e-5, atol=1e-6, msg=f"rank {rank} {name}")
+    assert single.logit_scale.grad.abs() > 0 and single.video.weight.grad.abs().sum() > 0
+
+
+def test_clip_infonce_without_pairs_reaches_the_logit_scale():
+    scale = torch.tensor(3.0, requires_grad=True)
+    video, text = torch.randn(2, 4, requires_grad=True), torch.randn(2, 4, requires_grad=True)
+    none = torch.zeros(2, dtype=torch.bool)
+    for fn in (clip_infonce, clip_infonce_global):
+        scale.grad = None
+        terms = fn(video, text, scale, video_mask=none)
+        (terms["clip_v2t"] + terms["clip_t2v"]).backward()
+        assert scale.grad is not None and float(scale.grad) == 0.0

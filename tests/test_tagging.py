@@ -90,6 +90,9 @@ def test_bad_inputs_raise():
         tagging_metrics(np.zeros((2, 3)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="NaN"):
         tagging_metrics(np.array([[np.nan, 1.0]]), np.array([[1, 0]]))
+    # an infinite score is as unrankable as a NaN; the error names the sample rows
+    with pytest.raises(ValueError, match=r"0 NaN and 1 infinite value\(s\) in 1 row\(s\) \[1\]"):
+        tagging_metrics(np.array([[0.2, 1.0], [np.inf, 0.0]]), np.array([[1, 0], [0, 1]]))
     with pytest.raises(ValueError, match="0"):
         tagging_metrics(np.zeros((2, 3)), np.ones((2, 3)), ks=(0,))
     with pytest.raises(ValueError, match="shape"):

@@ -11,6 +11,9 @@ Conventions
   before it, so ``rank = 1 + #{irrelevant g : sim[q, g] >= max_relevant_score}``. This is
   deterministic, independent of gallery order, and gives a constant (collapsed) scorer a recall of 0
   rather than a lucky one.
+* **Scores must be finite**: ``sim >= nan`` is False, so a NaN score would place its query first
+  (a perfect recall from a broken model), and ``inf`` scores have no meaningful order either. Every
+  function here raises ``ValueError`` naming the offending rows (:func:`check_finite`) instead.
 * Queries with no relevant item have no rank: they are **excluded** from recall and median rank
   and counted in ``n_excluded``.
 """
@@ -31,6 +34,7 @@ __all__ = [
     "category_chance_recall_at_1",
     "instance_chance_recall_at_k",
     "retrieval_metrics",
+    "check_finite",
 ]
 
 
@@ -38,6 +42,22 @@ def _np(x) -> np.ndarray:
     if hasattr(x, "detach"):  # torch.Tensor
         x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def check_finite(x: np.ndarray, name: str, row_ids: np.ndarray | None = None, max_shown: int = 10) -> None:
+    """Raise ``ValueError`` when ``x`` (``(N, ...)``) holds a NaN or an infinity, naming its rows.
+
+    ``row_ids``: ``(N,)`` ids to report instead of the row positions (e.g. the sample indices of the
+    queries kept by a mask); at most ``max_shown`` are listed, then the count.
+    """
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1)) if bad.ndim > 1 else np.flatnonzero(bad)
+    ids = rows if row_ids is None else np.asarray(row_ids)[rows]
+    shown = ", ".join(str(int(i)) for i in ids[:max_shown]) + (", ..." if ids.size > max_shown else "")
+    raise ValueError(f"{name} holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} infinite value(s) in "
+                     f"{ids.size} row(s) [{shown}]: non-finite scores cannot be ranked (a NaN would rank first)")
 
 
 def identity_relevance(num_queries: int, num_gallery: int | None = None) -> np.ndarray:
@@ -54,10 +74,11 @@ def category_relevance(query_categories, gallery_categories=None) -> np.ndarray:
 
 def first_relevant_rank(sim, relevant) -> np.ndarray:
     """``(Q,)`` float ranks (1 = top) of the best relevant item, pessimistic on ties; ``nan`` when
-    the query has no relevant item."""
+    the query has no relevant item. ``ValueError`` naming the query rows when ``sim`` is not finite."""
     sim, relevant = _np(sim).astype(np.float64), _np(relevant).astype(bool)
     if sim.shape != relevant.shape or sim.ndim != 2:
         raise ValueError(f"sim {sim.shape} and relevant {relevant.shape} must be the same (Q, G) shape")
+    check_finite(sim, "sim (query rows)")
     best = np.where(relevant, sim, -np.inf).max(axis=1, initial=-np.inf)  # (Q,) best relevant score
     ahead = ((sim >= best[:, None]) & ~relevant).sum(axis=1)  # (Q,) irrelevant items placed before it
     ranks = 1.0 + ahead.astype(np.float64)
@@ -160,12 +181,16 @@ def retrieval_metrics(
     * ``{dir}_medr_{level}``: median rank
     * ``chance_r1_category`` / ``chance_r1_instance``: the text->video chance recall@1 (short names)
     * ``n_video``, ``n_text``: gallery and query counts
+
+    ``ValueError`` naming the samples when a kept embedding holds a NaN or an infinity.
     """
     video, text, cats = _np(video).astype(np.float32), _np(text).astype(np.float32), _np(categories).astype(np.int64)
     n = video.shape[0]
     vm = np.ones(n, bool) if video_mask is None else _np(video_mask).astype(bool)
     tm = np.ones(n, bool) if text_mask is None else _np(text_mask).astype(bool)
     vid_idx, txt_idx = np.flatnonzero(vm), np.flatnonzero(tm)
+    check_finite(video[vid_idx], "video embeddings (sample rows)", vid_idx)
+    check_finite(text[txt_idx], "text embeddings (sample rows)", txt_idx)
     out: dict[str, float] = {"n_video": float(vid_idx.size), "n_text": float(txt_idx.size)}
     directions = {"t2v": (text, txt_idx, video, vid_idx), "v2t": (video, vid_idx, text, txt_idx)}
     for name, (q_emb, q_idx, g_emb, g_idx) in directions.items():

@@ -7,6 +7,7 @@ Conventions (consistent with :mod:`mmemb.eval.metrics`)
 * **Ties are pessimistic**: labels are ranked by decreasing score and, among equal scores, every
   irrelevant label is placed before every relevant one. The ranking is deterministic and
   independent of label order, and a constant (collapsed) scorer gets the worst possible value.
+* Scores must be finite: a NaN or infinite score raises ``ValueError`` naming its rows.
 * Samples with no relevant label are **excluded** from every metric and counted in ``n_excluded``.
 
 Metrics for a sample with relevant set ``R`` and ranked top-``k`` labels ``T_k``:
@@ -22,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import _np
+from .metrics import _np, check_finite
 
 __all__ = [
     "pessimistic_order",
@@ -36,8 +37,7 @@ def _check_pair(scores, targets) -> tuple[np.ndarray, np.ndarray]:
     s, t = _np(scores).astype(np.float64), _np(targets)
     if s.ndim != 2 or s.shape != t.shape:
         raise ValueError(f"scores {s.shape} and targets {t.shape} must be the same (N, L) shape")
-    if np.isnan(s).any():
-        raise ValueError(f"scores contain {int(np.isnan(s).sum())} NaN value(s)")
+    check_finite(s, "label scores (sample rows)")
     return s, t.astype(bool)
 
 

@@ -20,6 +20,8 @@ from typing import Literal
 
 import numpy as np
 
+from .metrics import check_finite
+
 __all__ = ["chunked_topk", "topk_peak_bytes", "full_topk"]
 
 Metric = Literal["ip", "cosine"]
@@ -33,8 +35,7 @@ def _as_float32(x, name: str) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains nan or inf values; their similarities cannot be ranked")
+    check_finite(x, f"{name} (rows)")
     return x
 
 

@@ -5,11 +5,24 @@ The data hashes the character n-grams of a video's text fields into ``num_bucket
 :class:`NgramBag` averages one learned vector per bucket over the video's n-grams. It reads spelling
 directly (rare words, typos, names, Chinese character runs that the WordPiece vocabulary splits or
 maps to ``[UNK]``) and costs one table look-up, so it complements the transformer cheaply.
+
+Sparse gradients. A batch touches a few thousand of the table's rows; a dense gradient (and a dense
+AdamW step) reads and writes every row every step. With ``sparse_grad`` on, the bag gives the table a
+sparse gradient (only the rows of the batch) and :func:`mmemb.lit.optim.build_optimizer` hands the
+table to ``torch.optim.SparseAdam`` (:meth:`NgramBag.sparse_parameters`): a lazy Adam whose untouched
+rows neither move nor decay their moments. ``build_optimizer`` switches ``sparse_grad`` on when it
+builds the training optimizer; it is off by default, so that a bag used outside that optimizer has an
+ordinary dense gradient. Under ``torch.distributed`` with several processes (DDP, FSDP) the gradient
+stays dense whatever ``sparse_grad`` says, because NCCL cannot all-reduce sparse tensors and FSDP
+flattens parameters: the table then takes the dense AdamW step of the no-decay group. The inner
+``nn.EmbeddingBag`` keeps ``sparse=False`` so that DDP, which reads that flag when it wraps the model,
+always expects a dense gradient; the sparse choice is made per call in :meth:`NgramBag.forward`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["NgramBag"]
@@ -24,18 +37,31 @@ class NgramBag(nn.Module):
     Args:
         num_buckets: hash buckets of the data (``TextConfig.ngram_buckets``).
         width: vector width.
+        sparse_grad: sparse gradients of the table when not distributed (see the module docstring).
     """
 
-    def __init__(self, num_buckets: int, width: int):
+    def __init__(self, num_buckets: int, width: int, sparse_grad: bool = False):
         super().__init__()
         if num_buckets < 1 or width < 1:
             raise ValueError(f"NgramBag needs num_buckets >= 1 and width >= 1, got {num_buckets}, {width}")
         self.num_buckets = num_buckets
+        self.sparse_grad = sparse_grad
         # padding_idx: row 0 stays zero, gets no gradient and is left out of each bag's mean
         self.bag = nn.EmbeddingBag(num_buckets + 1, width, mode="mean", padding_idx=PAD)
         nn.init.normal_(self.bag.weight, std=width ** -0.5)
         with torch.no_grad():
             self.bag.weight[PAD].zero_()
+
+    def uses_sparse_grad(self) -> bool:
+        """Whether :meth:`forward` gives the table a sparse gradient now: ``sparse_grad`` and not
+        running under ``torch.distributed`` with more than one process."""
+        distributed = (torch.distributed.is_available() and torch.distributed.is_initialized()
+                       and torch.distributed.get_world_size() > 1)
+        return self.sparse_grad and not distributed
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradients are sparse now (for the optimizer): the table, or none."""
+        return [self.bag.weight] if self.uses_sparse_grad() else []
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if ids.dim() != 2:
@@ -48,4 +74,6 @@ class NgramBag(nn.Module):
         available = (ids != PAD).any(dim=1)  # (B,)
         if ids.shape[1] == 0:
             return ids.new_zeros(ids.shape[0], self.bag.embedding_dim, dtype=self.bag.weight.dtype), available
-        return self.bag(ids), available  # (B, W): mean over the non-padding ids, zeros for an empty row
+        # (B, W): mean over the non-padding ids, zeros for an empty row
+        vec = F.embedding_bag(ids, self.bag.weight, mode="mean", padding_idx=PAD, sparse=self.uses_sparse_grad())
+        return vec, available

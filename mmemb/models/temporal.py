@@ -24,6 +24,10 @@ class TemporalAttentionPool(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
 
+    def no_weight_decay(self) -> set[str]:
+        """The learned query is an embedding (a position in feature space, not a weight to shrink)."""
+        return {"query"}
+
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, w = x.shape
         if frame_mask is None:
