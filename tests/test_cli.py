@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO
 
@@ -260,6 +261,9 @@ def test_fit_with_a_malformed_or_missing_manifest_is_one_line(malformed_manifest
 def test_fit_with_a_bad_config_value_is_one_line(own_videos, tmp_path, capsys):
     assert main(_fit(own_videos, tmp_path / "run", "--model.warmup_fraction", "1.5")) == 2
     _one_line_error(capsys, "tiny.yaml", "warmup_fraction")
+    if not torch.cuda.is_available():  # Lightning's MisconfigurationException, raised by the Trainer
+        assert main(_fit(own_videos, tmp_path / "run", "--trainer.accelerator", "gpu")) == 2
+        _one_line_error(capsys, "tiny.yaml", "gpu")
     assert main(_fit(own_videos, tmp_path / "run", "--trainer.max_epochs", "many")) == 2
     _one_line_error(capsys, "trainer.max_epochs", "many")
     bad = tmp_path / "bad.yaml"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from typing import Iterator, Sequence
 
@@ -37,10 +38,12 @@ _VERBOSE = ("-v", "--verbose")
 
 @contextlib.contextmanager
 def _program_argv(prog: str, argv: Sequence[str]) -> Iterator[None]:
-    """``sys.argv`` as ``[prog, *argv]`` for the duration (LightningCLI reads its arguments and its
-    program name there)."""
+    """``sys.argv`` as ``[program, *argv]`` for the duration: LightningCLI reads its arguments and its
+    program name there, and Lightning's DDP launcher starts the other ranks with ``sys.argv``, so the
+    program keeps its path when it is ``prog`` (the console script, ``train.py``)."""
     saved = sys.argv
-    sys.argv = [prog, *argv]
+    program = saved[0] if saved and os.path.basename(saved[0]) == prog else prog
+    sys.argv = [program, *argv]
     try:
         yield
     finally:

@@ -28,6 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from jsonargparse import Namespace  # noqa: E402
 from pytorch_lightning.cli import LightningCLI  # noqa: E402
+from pytorch_lightning.utilities.exceptions import MisconfigurationException  # noqa: E402
 
 from ..data.datamodule import VideoDataModule  # noqa: E402
 from ..data.manifest import ManifestError  # noqa: E402
@@ -84,13 +85,15 @@ class MMEmbCLI(LightningCLI):
         place_run_outputs(self._parsed().trainer)
 
     def instantiate_classes(self) -> None:
-        """Build the classes; a value rejected by a check raises :class:`ConfigError` naming the config
-        files (input errors that already name their file, such as a bad manifest, pass through)."""
+        """Build the model, data module and trainer; a value rejected by a check (a ``ValueError`` or
+        ``KeyError`` of a config dataclass or constructor, Lightning's ``MisconfigurationException``,
+        e.g. a GPU accelerator without a GPU) raises :class:`ConfigError` naming the config files
+        (input errors that already name their file, such as a bad manifest, pass through)."""
         try:
             super().instantiate_classes()
         except (InputError, ManifestError, FileNotFoundError):
             raise
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, MisconfigurationException) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise ConfigError(f"bad configuration value ({_sources(self._parsed())}): {message}") from exc
 
