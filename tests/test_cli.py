@@ -179,6 +179,9 @@ def test_readme_own_videos_commands_keep_the_run_in_one_folder(own_videos, tmp_p
     assert (run / "vocab" / "vocab.json").exists()
     version = run / "version_0"
     assert (version / "config.yaml").exists() and (version / "metrics.csv").exists()
+    saved_config = yaml.safe_load((version / "config.yaml").read_text(encoding="utf-8"))
+    assert saved_config["trainer"]["default_root_dir"] == "runs/my_videos"
+    assert saved_config["trainer"]["logger"]["init_args"]["save_dir"] is None  # rerun elsewhere: moves it all
     assert (version / "checkpoints" / "last.ckpt").exists() and list((version / "checkpoints").glob("best-*.ckpt"))
     assert not (tmp_path / "runs" / "tiny").exists()  # the config's default_root_dir
     assert not (tmp_path / "lightning_logs").exists()
@@ -210,6 +213,7 @@ def test_an_explicit_logger_folder_still_wins(own_videos, tmp_path, monkeypatch)
     cli = lightning_main(base, run=False)
     assert Path(cli.trainer.logger.save_dir) == tmp_path / "run" and cli.trainer.logger.name == ""
     assert Path(cli.trainer.log_dir) == tmp_path / "run" / "version_0"
+    assert cli.config.trainer.logger.init_args.save_dir is None  # config.yaml: the run folder, whichever it is
     cli = lightning_main([*base, "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")], run=False)
     assert Path(cli.trainer.logger.save_dir) == tmp_path / "logs"
 

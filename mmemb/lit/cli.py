@@ -20,6 +20,7 @@ line (:mod:`mmemb.cli`) prints either as one line.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from typing import Any
@@ -81,14 +82,16 @@ class MMEmbCLI(LightningCLI):
     def _parsed(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def before_instantiate_classes(self) -> None:
-        place_run_outputs(self._parsed().trainer)
-
     def instantiate_classes(self) -> None:
-        """Build the model, data module and trainer; a value rejected by a check (a ``ValueError`` or
-        ``KeyError`` of a config dataclass or constructor, Lightning's ``MisconfigurationException``,
-        e.g. a GPU accelerator without a GPU) raises :class:`ConfigError` naming the config files
-        (input errors that already name their file, such as a bad manifest, pass through)."""
+        """Build the model, data module and trainer, with the logger in the run folder
+        (:func:`place_run_outputs`; the parsed config, which LightningCLI saves as ``config.yaml``,
+        keeps the logger as given). A value rejected by a check (a ``ValueError`` or ``KeyError`` of a
+        config dataclass or constructor, Lightning's ``MisconfigurationException``, e.g. a GPU
+        accelerator without a GPU) raises :class:`ConfigError` naming the config files (input errors
+        that already name their file, such as a bad manifest, pass through)."""
+        trainer = self._parsed().trainer
+        given = copy.deepcopy(trainer.get("logger"))
+        place_run_outputs(trainer)
         try:
             super().instantiate_classes()
         except (InputError, ManifestError, FileNotFoundError):
@@ -96,6 +99,8 @@ class MMEmbCLI(LightningCLI):
         except (ValueError, KeyError, MisconfigurationException) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise ConfigError(f"bad configuration value ({_sources(self._parsed())}): {message}") from exc
+        finally:  # the saved config.yaml keeps the logger as given (save_dir null: the run folder), so that
+            trainer["logger"] = given  # rerunning it with another default_root_dir moves the whole run
 
 
 class TeacherCLI(MMEmbCLI):
