@@ -185,8 +185,10 @@ def test_ensemble_specs_and_the_default_command():
     assert evaluate.parse_ensemble("1,2", labels, sources) == [(0, 1.0), (1, 1.0)]
     assert evaluate.parse_ensemble("a:0.7, b:0.3", labels, sources) == [(0, 0.7), (1, 0.3)]
     assert evaluate.parse_ensemble("runs/b:2,1", labels, sources) == [(1, 2.0), (0, 1.0)]
+    from mmemb.errors import InputError
+
     for bad in ("3", "c", "1:-1", "1:0"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(InputError):  # printed as one line by the command
             evaluate.parse_ensemble(bad, labels, sources)
     assert evaluate._with_command(["--run", "runs/x"]) == ["tasks", "--run", "runs/x"]
     assert evaluate._with_command(["sweep", "--quick"]) == ["sweep", "--quick"]

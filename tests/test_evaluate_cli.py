@@ -309,14 +309,33 @@ def test_top_level_help_lists_the_commands(evaluate, capsys):
 
 
 def test_readme_evaluate_commands_parse(evaluate, monkeypatch):
+    """Every `python evaluate.py ...` and `mmemb eval ...` command of the README parses."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
              for line in block.replace("\\\n", " ").splitlines()]
-    commands = [part.strip() for line in lines for part in line.split("&&") if "evaluate.py" in part]
-    assert commands, "the README shows evaluate.py commands"
+    commands = [part.strip() for line in lines for part in line.split("&&")
+                if "evaluate.py" in part or "mmemb eval" in part]
+    assert commands, "the README shows evaluation commands"
     parser = evaluate.build_parser()
     monkeypatch.setattr(sys, "argv", ["evaluate.py"])
     for cmd in commands:
         argv = shlex.split(cmd.split("#")[0])
-        argv = argv[argv.index(next(a for a in argv if a.endswith("evaluate.py"))) + 1:]
-        parser.parse_args(evaluate._with_command(argv))  # exits (fails the test) on an unknown command or option
+        start = next(i for i, a in enumerate(argv) if a.endswith("evaluate.py") or a == "eval") + 1
+        parser.parse_args(evaluate._with_command(argv[start:]))  # exits (fails the test) on an unknown command or option
+
+
+# ----------------------------------------------------------------------------- mmemb eval = evaluate.py
+
+
+def test_mmemb_eval_and_evaluate_py_give_the_same_result(evaluate, runs, tmp_path, capsys):
+    from mmemb.cli import main as mmemb
+
+    args = ["--run", str(runs["first"]), "--split", "val", "--num-workers", "0", "--no-probe", "--no-plot",
+            "--no-progress"]
+    ours = evaluate.main([*args, "--out", str(tmp_path / "script")])
+    assert mmemb(["eval", "tasks", *args, "--out", str(tmp_path / "command")]) == 0
+    script_out = capsys.readouterr().out
+    theirs = json.loads((tmp_path / "command" / "metrics.json").read_text())
+    assert theirs["checkpoint"] == ours["checkpoint"] and theirs["split"] == "val"
+    assert theirs["metrics"] == json.loads((tmp_path / "script" / "metrics.json").read_text())["metrics"]
+    assert script_out.count("| t2v_r1_category |") == 2  # both printed the table

@@ -15,7 +15,9 @@
 :func:`run_kuairec` is :func:`mmemb.eval.kuairec_bench.run_kuairec_benchmark` for several embedding
 functions at once: one data preparation and one set of baselines, then for each function the same
 one-vs-rest tagging classifier and the same category probe, on the same split.
-:func:`run_real_data` adds :func:`mmemb.eval.av_bench.run_av_benchmark` and returns every row.
+:func:`run_real_data` adds :func:`mmemb.eval.av_bench.run_av_benchmark` and returns every row;
+:func:`real_data_report` (``mmemb eval real-data``) adds the machine and timing header and writes
+``results.json``, ``results.csv``, ``results.md`` and ``results.png`` (:func:`write_outputs`).
 
 Caveat: the demo corpus takes its captions from KuaiRec, so a model trained on the demo corpus has
 seen some of the KuaiRec test texts (not their hashtags or categories) during pretraining.
@@ -34,7 +36,7 @@ import torch
 from . import av_bench, kuairec_bench
 from .report import progress
 
-__all__ = ["load_embedders", "run_kuairec", "run_real_data"]
+__all__ = ["load_embedders", "run_kuairec", "run_real_data", "real_data_report", "write_outputs"]
 
 TextEmbedFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -254,3 +256,24 @@ def write_outputs(rows: Sequence[dict], markdown: str, out: str | Path, plot: bo
             paths.append(plot_bars(labels, series, out / "results.png", reference=chance,
                                    reference_label="chance (majority class, 1/N)", title="real-data benchmarks"))
     return paths
+
+
+def real_data_report(csv_path: str | Path | None, clip_dir: str | Path | None, out: str | Path,
+                     ckpt: str | Path | None = None, config: str | Path | None = None, max_rows: int | None = None,
+                     device: str | None = None, show_progress: bool = True, plot: bool = True) -> dict:
+    """:func:`run_real_data` with a header (platform, CPUs, total time, checkpoint, rows used), written by
+    :func:`write_outputs` under ``out``; returns ``rows``, ``out``, ``checkpoint``, ``markdown``, ``files``."""
+    import os
+    import platform
+
+    t0 = time.perf_counter()
+    rows, tables = run_real_data(csv_path, clip_dir, ckpt, config, max_rows=max_rows, device=device,
+                                 show_progress=show_progress)
+    total = time.perf_counter() - t0
+    header = (f"## Real-data benchmarks\n\n{platform.platform()}, python {platform.python_version()}, "
+              f"{os.cpu_count()} CPU(s); total {total:.1f}s" + (f"; checkpoint {ckpt}" if ckpt else "")
+              + (f"; KuaiRec first {max_rows} rows" if max_rows else "") + "\n")
+    markdown = header + "\n" + tables
+    files = write_outputs(rows, markdown, out, plot=plot)
+    return {"rows": rows, "out": str(out), "checkpoint": str(ckpt) if ckpt else None, "markdown": markdown,
+            "files": [str(f) for f in files]}

@@ -1,4 +1,4 @@
-"""Reporting helpers of ``evaluate.py``: progress bars, JSON / CSV / Markdown outputs, bar charts.
+"""Reporting helpers of ``mmemb eval`` (``evaluate.py``): progress bars, JSON / CSV / Markdown outputs, bar charts.
 
 Progress (:func:`progress`)
 ---------------------------

@@ -1,4 +1,4 @@
-"""The evaluation tasks of ``evaluate.py`` on a model's outputs over a split.
+"""The evaluation tasks of ``mmemb eval`` (``evaluate.py``) on a model's outputs over a split.
 
 :func:`embed_split` runs a module (:class:`~mmemb.lit.pretrain.PretrainModule` or
 :class:`~mmemb.lit.teacher.TeacherModule`, any module whose ``module(batch)`` returns ``video`` and

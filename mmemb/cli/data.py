@@ -1,26 +1,25 @@
-"""The ``mmemb`` console script: data and utility commands.
-
-Training and evaluation have their own entry points (``train.py``, ``evaluate.py``).
+"""``mmemb data ...``: build, import, check and pack datasets.
 
     mmemb data build-demo [--out data/demo] [--videos-per-category 100] ...
     mmemb data check MANIFEST [--no-decode] [--workers 2] [--min-freq 5]
     mmemb data import-kuairec CSV OUT.jsonl [--category-level 1]
     mmemb data write-shards MANIFEST OUT_DIR [--samples-per-shard 256]
     mmemb data vocab MANIFEST OUT_DIR [--vocab-size 8000] [--hashtag-min-freq 5]
+
+Argument parsing only: the work is in :mod:`mmemb.data`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["add_data_commands"]
 
 
 def _cmd_build_demo(args: argparse.Namespace) -> int:
-    from .data.demo import DemoConfig, build_demo, default_demo_dir
+    from ..data.demo import DemoConfig, build_demo, default_demo_dir
 
     cfg_kwargs = {"num_categories": args.categories, "videos_per_category": args.videos_per_category,
                   "frame_size": args.frame_size, "seconds": args.seconds, "seed": args.seed, "workers": args.workers}
@@ -34,7 +33,7 @@ def _cmd_build_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .data.check import check
+    from ..data.check import check
 
     path = Path(args.manifest)
     if not path.exists():
@@ -47,7 +46,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_kuairec(args: argparse.Namespace) -> int:
-    from .data.kuairec import import_kuairec
+    from ..data.kuairec import import_kuairec
 
     report = import_kuairec(args.csv, args.out, category_level=args.category_level)
     print(report)
@@ -55,8 +54,8 @@ def _cmd_import_kuairec(args: argparse.Namespace) -> int:
 
 
 def _cmd_write_shards(args: argparse.Namespace) -> int:
-    from .data.manifest import read_manifest
-    from .data.shards import write_shards
+    from ..data.manifest import read_manifest
+    from ..data.shards import write_shards
 
     records = read_manifest(args.manifest)
     infos = write_shards(records, args.out, samples_per_shard=args.samples_per_shard, progress=not args.quiet)
@@ -65,9 +64,9 @@ def _cmd_write_shards(args: argparse.Namespace) -> int:
 
 
 def _cmd_vocab(args: argparse.Namespace) -> int:
-    from .data.datamodule import SplitConfig, split_records
-    from .data.manifest import read_manifest
-    from .data.vocab import LabelConfig, TextConfig, Vocabularies, summarize
+    from ..data.datamodule import SplitConfig, split_records
+    from ..data.manifest import read_manifest
+    from ..data.vocab import LabelConfig, TextConfig, Vocabularies, summarize
 
     records = read_manifest(args.manifest)
     train = split_records(records, SplitConfig(seed=args.split_seed))["train"]
@@ -80,13 +79,8 @@ def _cmd_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmemb", description="mmemb data and utility commands")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    groups = parser.add_subparsers(dest="group", required=True)
-    data = groups.add_parser("data", help="build, import, check and pack datasets")
-    sub = data.add_subparsers(dest="command", required=True)
-
+def add_data_commands(sub) -> None:
+    """The ``data`` subcommands, added to the subparsers action ``sub``."""
     p = sub.add_parser("build-demo", help="build the demo corpus (real KuaiRec text + synthetic clips)")
     p.add_argument("--out", default=None, help="output folder (default: data/demo in the repository)")
     p.add_argument("--csv", default=None, help="KuaiRec caption/category CSV (default: the copy in assets/)")
@@ -130,18 +124,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--top", type=int, default=30, help="removed tags to list")
     p.set_defaults(func=_cmd_vocab)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
