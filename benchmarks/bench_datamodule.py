@@ -50,7 +50,7 @@ def raw_rate(dm: VideoDataModule, clips: int) -> float:
         load_clip(records[0].video, dm.decode, train=True)  # warm-up (mel filterbank, codecs)
         start = time.perf_counter()
         for i, r in enumerate(records):
-            load_clip(r.video, dm.decode, train=True, generator=sample_generator(i, "bench"))
+            load_clip(r.video, dm.decode, train=True, generator=sample_generator(0, 0, i, "bench"))
         return len(records) / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)

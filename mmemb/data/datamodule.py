@@ -10,7 +10,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -81,19 +81,35 @@ class WeightedCollate:
 
 
 class _EpochLoader(DataLoader):
-    """A DataLoader that tells its sharded dataset the epoch before each pass, so that the shard
-    shuffle changes every epoch (workers are not persistent: each pass pickles the dataset anew)."""
+    """The training DataLoader: each pass tells the dataset and the sampler the epoch, so that the
+    shuffle and every sample's random choices change per epoch and depend on nothing else (workers are
+    not persistent: each pass pickles the dataset anew, with its epoch). ``resume_fn()`` gives
+    ``(epoch, batches)`` of a run resumed from a mid-epoch checkpoint: that epoch's first pass then
+    starts after its first ``batches`` batches (map-style datasets only).
 
-    def __init__(self, dataset: ShardedVideoDataset, epoch_fn, **kwargs):
+    A pass starts at its first ``next()``, not at ``iter()``: Lightning creates the first epoch's
+    iterator while it counts the steps for the LR schedule, before it restores the checkpoint, and
+    on resume it does not create it again."""
+
+    def __init__(self, dataset, epoch_fn, resume_fn=None, **kwargs):
         super().__init__(dataset, **kwargs)
         self._epoch_fn = epoch_fn
+        self._resume_fn = resume_fn
         self._passes = 0
 
     def __iter__(self):
         epoch = self._epoch_fn()
-        self.dataset.set_epoch(self._passes if epoch is None else epoch)
+        epoch = self._passes if epoch is None else epoch
+        self.dataset.set_epoch(epoch)
+        if isinstance(self.sampler, EpochShuffleSampler):
+            self.sampler.set_epoch(epoch)
+            resume = self._resume_fn() if self._resume_fn is not None else None
+            if resume is not None and resume[0] == epoch:
+                skip = resume[1] * self.batch_size
+                if skip < self.sampler.num_samples:  # a checkpoint at the epoch's end resumes at the next
+                    self.sampler.skip(skip)
         self._passes += 1
-        return super().__iter__()
+        yield from super().__iter__()
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -158,6 +174,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.skipped_records = 0  # invalid manifest records left out (only with skip_bad_records)
         self._splits: dict[Split, list[VideoRecord]] | None = None
         self._vocabs: Vocabularies | None = None
+        self._resume_from: tuple[int, int] | None = None  # set from a checkpoint (load_state_dict)
         self.now = time.time()  # reference time for freshness weights, fixed for the run
 
     # ------------------------------------------------------------------ records and vocabularies
@@ -278,20 +295,11 @@ class VideoDataModule(pl.LightningDataModule):
         return VideoDataset(self.splits[name], vocabs, self.decode, self.text, train=(name == "train"),
                             half_life_days=self.labels.half_life_days, now=self.now)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        # the train shuffle depends only on the seed and the epoch, so a resumed run sees the same order
-        # (the first resumed epoch's order is fixed here: workers draw indices before set_epoch is called)
-        sampler = EpochShuffleSampler(dataset, epoch=self._epoch() or 0) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
+    def _loader(self, dataset) -> DataLoader:
+        """A validation/test/predict loader (in order)."""
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          collate_fn=self.collate_fn, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
 
     def train_dataset(self):
         if self.shards is None:
@@ -304,21 +312,48 @@ class VideoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
+        common = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate_fn,
+                      pin_memory=self.pin_memory, persistent_workers=False)
         if isinstance(dataset, ShardedVideoDataset):
-            return _EpochLoader(dataset, self._epoch, batch_size=self.batch_size, num_workers=self.num_workers,
-                                collate_fn=self.collate_fn, pin_memory=self.pin_memory, persistent_workers=False)
+            return _EpochLoader(dataset, self._epoch, resume_fn=self._warn_shard_resume, **common)
         if len(dataset) == 0:
             raise ValueError("the train split is empty: lower split fractions or add videos")
-        return self._loader(dataset, shuffle=True)
+        rank, world = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        # the shuffle depends only on the seed and the epoch, so a resumed run sees the same order
+        sampler = EpochShuffleSampler(dataset, epoch=self._epoch() or 0, num_replicas=world, rank=rank)
+        return _EpochLoader(dataset, self._epoch, resume_fn=self._resume_position, sampler=sampler, **common)
 
     def _epoch(self) -> int | None:
         return None if self.trainer is None else self.trainer.current_epoch
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the epoch and how many of its batches were trained, which a
+        run resumed from a mid-epoch checkpoint skips (see :class:`_EpochLoader`)."""
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_position": [int(self.trainer.current_epoch), int(done)]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = state_dict.get("train_position")
+        self._resume_from = tuple(position) if position else None
+
+    def _resume_position(self) -> tuple[int, int] | None:
+        """``(epoch, batches trained in it)`` of the checkpoint this run resumed from, once (the first
+        pass of the train loader), else None."""
+        position, self._resume_from = self._resume_from, None
+        return position if position and position[1] > 0 else None
+
+    def _warn_shard_resume(self) -> None:
+        if self._resume_position() is not None:
+            log.warning("resuming mid-epoch from streamed shards: the epoch restarts at its first batch "
+                        "(an exact mid-epoch resume needs the map-style manifest loader)")
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val"), shuffle=False)
+        return self._loader(self._dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"), shuffle=False)
+        return self._loader(self._dataset("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"), shuffle=False)
+        return self._loader(self._dataset("test"))

@@ -7,6 +7,7 @@ missing, failed and partial modalities show) lives in :mod:`mmemb.data.batch`.
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import Any, Sequence
 
@@ -25,14 +26,15 @@ __all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_
 
 
 
-def sample_generator(index: int, key: str) -> torch.Generator:
-    """A generator for one sample's random choices, reproducible under a fixed seed.
+def sample_generator(seed: int, epoch: int, index: int, key: str) -> torch.Generator:
+    """A generator for one sample's random choices (clip segment, frame jitter) in one epoch.
 
-    It mixes the process's torch seed (which Lightning's ``seed_everything(workers=True)`` makes
-    depend on the global seed, the epoch and the worker) with the sample's index and id.
+    It depends only on the run's seed, the epoch, the sample's index and its id, not on the process
+    or its RNG state: every epoch draws new choices, any number of workers draws the same ones, and a
+    run resumed from a checkpoint draws what the uninterrupted run drew.
     """
-    seed = (torch.initial_seed() * 1_000_003 + index * 7919 + zlib.crc32(key.encode())) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
+    mixed = (((seed * 1_000_003 + epoch) * 1_000_003 + index) * 7919 + zlib.crc32(key.encode())) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
 
 
 def _multi_hot(num: int, ids: list[int], weights: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +160,7 @@ class VideoDataset(Dataset):
         train: bool,
         half_life_days: float | None = None,
         now: float | None = None,
+        seed: int | None = None,
     ):
         self.records = list(records)
         self.vocabs = vocabs
@@ -166,12 +169,17 @@ class VideoDataset(Dataset):
         self.train = train
         self.half_life_days = half_life_days
         self.now = now
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else int(seed)
+        self.epoch = 0  # set by the loader before each pass (workers receive a copy per pass)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        generator = sample_generator(index, record.id) if self.train else None
+        generator = sample_generator(self.seed, self.epoch, index, record.id) if self.train else None
         return encode_record(record, self.vocabs, self.decode, self.text, self.train, generator,
                              self.half_life_days, self.now)

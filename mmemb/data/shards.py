@@ -214,7 +214,7 @@ class ShardedVideoDataset(IterableDataset):
         for i, (record, clip) in enumerate(self._records(shards)):
             if i >= quota:
                 break
-            generator = sample_generator(i, record.id) if self.train else None
+            generator = sample_generator(self.seed, self.epoch, i, record.id) if self.train else None
             source = io.BytesIO(clip) if clip is not None else None
             yield encode_record(record, self.vocabs, self.decode, self.text, self.train, generator,
                                 self.half_life_days, self.now, video_source=source)

@@ -38,13 +38,15 @@ Mid-epoch checkpoints (``every_n_train_steps``) are left as they are. Written fr
 ``on_train_batch_end`` before ``batch_progress.increment_completed()`` (Lightning issue #19815), they
 read ``completed == processed - 1`` for the batch, which Lightning 2.6 itself compensates
 (``RESTARTED_ON_TRAIN_BATCH_END``): the counters, ``batch_idx``, ``global_step`` and the learning-rate
-schedule resume correctly. The data does not: a plain (non-stateful) ``DataLoader`` starts its epoch
-again from the first batch while Lightning counts on from batch ``k`` (it warns about it), so the
-resumed run trains on the first ``n - k`` batches of that epoch's order instead of its last ``n - k``
-and the subsequent losses differ from an uninterrupted run (unless the checkpoint fell on the last
-batch of an epoch, which Lightning resumes at the next epoch). Only a stateful loader (with
-``state_dict``/``load_state_dict``, saved by Lightning in ``loops.fit_loop.state_dict.combined_loader``)
-can skip ahead; resume from end-of-epoch checkpoints for an exact continuation.
+schedule resume correctly. The data does not by itself: a plain DataLoader starts its epoch again from
+the first batch while Lightning counts on from batch ``k``. The DataModule's train loader
+(``mmemb.data.datamodule._EpochLoader``) skips ahead instead: the DataModule saves ``(epoch, batches
+trained)`` in every checkpoint (``state_dict``) and the resumed epoch's first pass leaves out that many
+batches of the epoch's order (:meth:`EpochShuffleSampler.skip`), so a run killed mid-epoch and resumed
+from its last step checkpoint ends with the same weights as an uninterrupted one
+(``tests/test_resume_crash.py``). Lightning still warns that the loader "is not resumable": it only
+recognises loaders with their own ``state_dict``, which it restores too late for a loader it built
+before the checkpoint was read. Streamed shards restart the epoch (a warning says so).
 
 The data order
 --------------
@@ -56,9 +58,11 @@ with ``seed + epoch`` (as ``DistributedSampler`` does, which Lightning injects u
 on resume Lightning creates the first epoch's iterator (in ``FitLoop.setup_data``) before it calls
 ``set_epoch``; with ``num_workers=0`` the permutation is drawn lazily at the first batch, after
 ``set_epoch``, but worker processes prefetch indices at once, so the first resumed epoch is shuffled
-with the sampler's initial epoch. Build the sampler with ``epoch=trainer.current_epoch`` (right at that
-point once :func:`fix_loop_progress` ran). The ``DistributedSampler`` that Lightning substitutes under
-DDP starts at epoch 0 and has the same problem with workers, which only Lightning can fix.
+with the sampler's initial epoch. The DataModule's train loader therefore starts each pass (sets the
+epoch, draws the permutation, starts the workers) at its first ``next()``, after the checkpoint is
+restored. :class:`EpochShuffleSampler` is a ``DistributedSampler``, so Lightning keeps it under DDP
+instead of substituting its own. Every sample's random choices (clip segment, jitter) come from
+``mmemb.data.dataset.sample_generator(seed, epoch, index, id)``, not from the worker's RNG.
 """
 
 from __future__ import annotations
