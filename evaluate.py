@@ -68,7 +68,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mmemb.eval import report  # noqa: E402
-from mmemb.eval.loading import (  # noqa: E402,F401  (re-exported: evaluate.module_class etc.)
+from mmemb.eval.loading import (  # noqa: E402,F401  (re-exported: evaluate.load_run etc.)
     LoadedRun,
     best_checkpoint,
     build_datamodule,
@@ -76,7 +76,6 @@ from mmemb.eval.loading import (  # noqa: E402,F401  (re-exported: evaluate.modu
     find_config,
     find_vocab_dir,
     load_run,
-    module_class,
     resolve_checkpoint,
     split_loader,
 )

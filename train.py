@@ -24,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pytorch_lightning.cli import LightningCLI  # noqa: E402
 
 from mmemb.data.datamodule import VideoDataModule  # noqa: E402
-from mmemb.lit.pretrain import PretrainModule  # noqa: E402
+from mmemb.lit.module import EmbeddingModule  # noqa: E402
 
 TEACHER_PREFIX = "teacher_"
 
@@ -78,11 +78,9 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     argv = list(sys.argv[1:] if args is None else args)
     preset = _preset(argv)
     if preset is not None and str(preset).startswith(TEACHER_PREFIX):
-        from mmemb.lit.teacher import TeacherModule
-
-        cli_class, module = TeacherCLI, TeacherModule
+        cli_class, module = TeacherCLI, EmbeddingModule
     else:
-        cli_class, module = MMEmbCLI, PretrainModule
+        cli_class, module = MMEmbCLI, EmbeddingModule
     return cli_class(
         module,
         VideoDataModule,
