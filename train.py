@@ -5,9 +5,9 @@
     python train.py fit --config configs/teacher.yaml      # the multimodal teacher (issue #3)
     python train.py fit --help
 
-The LightningModule is :class:`~mmemb.lit.pretrain.PretrainModule` (the two-tower model), or
-:class:`~mmemb.lit.teacher.TeacherModule` when the model preset is a teacher preset (``teacher_*``,
-given in a ``--config`` file or as ``--model.preset``).
+The LightningModule is :class:`~mmemb.lit.module.EmbeddingModule` for every preset; a teacher preset
+(``teacher_*``, given in a ``--config`` file or as ``--model.preset``) also links ``data.num_queries`` and
+``data.ngram_buckets`` to the model.
 
 Runs write under ``trainer.default_root_dir`` (e.g. ``runs/quickstart/version_N/``): the resolved
 ``config.yaml``, CSV logs (``metrics.csv``), checkpoints (best by ``val/t2v_r1_category`` and

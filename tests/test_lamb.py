@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from mmemb.lamb import Lamb, trust_ratio
 from mmemb.lit.optim import _optimizer_class
-from mmemb.lit.teacher import TeacherModule
+from mmemb.lit.module import EmbeddingModule
 
 
 def _step(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[list[float]]) -> None:
@@ -211,8 +211,8 @@ def test_teacher_module_trains_a_step_with_lamb(tmp_path):
     if hasattr(torch.optim, "Lamb"):
         pytest.skip("this torch has its own torch.optim.Lamb")
     pl.seed_everything(0)
-    module = TeacherModule(preset="teacher_tiny", vocab_size=300, lr=1e-3, weight_decay=0.05, optimizer="lamb",
-                           warmup_fraction=0.0)
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=300, lr=1e-3, weight_decay=0.05, optimizer="lamb",
+                             warmup_fraction=0.0)
     batch = synthetic_batch(b=4, t=2, size=32, length=12, vocab=300, n_mels=64, mel_frames=40, num_hashtags=0)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_steps=1, logger=False,
