@@ -143,3 +143,14 @@ def test_strategy_config_builds(name, small_demo, tmp_path, monkeypatch):
 
         policy = strategy.kwargs["auto_wrap_policy"]  # a ModuleWrapPolicy over mmemb.lit.strategies.teacher_blocks
         assert Block in policy._module_classes
+
+
+def test_nested_overrides_from_the_command_line(small_demo, tmp_path, monkeypatch):
+    """A switch by name and a part by a dict of its fields, merged into the preset's part."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    args = ["--config", str(CONFIGS / "teacher_tiny.yaml"), "--data.manifest", str(small_demo),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path), *CPU,
+            "--model.overrides", "{use_gcn: false, audio: {depth: 2}, vision: {grad_checkpointing: true}}"]
+    cfg = _train_script().main(args, run=False).model.config
+    assert not cfg.use_gcn and cfg.audio.depth == 2 and cfg.vision.grad_checkpointing
+    assert cfg.audio.width == 64 and cfg.vision.width == 64  # the rest of teacher_tiny's parts stays

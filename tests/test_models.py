@@ -3,7 +3,6 @@ local weights. (The full model's parts: tests/test_teacher.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import subprocess
 import sys

@@ -94,7 +94,7 @@ def test_transformer_weights_are_minilms(tokenizer, minilm):
     types = tower.bert.embeddings.token_type_embeddings.weight  # one row per text field, all MiniLM's type 0
     assert types.shape[0] == 5 and report.token_type_rows == 5 and report.position_rows == MAX_LEN
     assert torch.equal(types, minilm.embeddings.token_type_embeddings.weight[0].expand_as(types))
-    assert tower.pool == "mean" and tower.max_length == MAX_LEN  # what TextEncoder adds is untouched
+    assert tower.max_length == MAX_LEN and tower.num_fields == 5  # what TextEncoder adds is untouched
 
 
 def test_word_rows_copied_by_token_and_new_rows_left_random(tokenizer, minilm, minilm_vocab):

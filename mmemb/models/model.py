@@ -285,7 +285,6 @@ class EmbeddingModel(nn.Module):
         when ``use_fusion="multiscale"``, read from ``fusion_text_ids`` when given, the clean text
         otherwise) and ``text_token_mask`` ``(B, L)``.
         """
-        cfg = self.cfg
         b = batch["frames"].shape[0]
         dev = batch["frames"].device
         ones = torch.ones(b, dtype=torch.bool, device=dev)
