@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from mmemb.lit.cli import _preset, main, select_module  # noqa: F401  (train.main, train._preset: the library's)
+from mmemb.lit.cli import main  # noqa: F401  (train.main: the library's)
 
 if __name__ == "__main__":
     from mmemb.cli import run_lightning

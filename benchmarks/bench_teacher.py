@@ -6,7 +6,7 @@
     python benchmarks/bench_teacher.py --presets teacher_small --ngram-buckets 32768 --optimizer dense  # quickstart
 
 For every preset (each in a fresh subprocess, so that its peak memory is its own) it builds a randomly
-initialised :class:`mmemb.models.teacher.TeacherModel` and a synthetic batch of the data's contract:
+initialised :class:`mmemb.models.model.EmbeddingModel` and a synthetic batch of the data's contract:
 
 * ``--frames`` (4) RGB frames per clip at the preset's ``frame_size``;
 * a log-mel of ``--audio-seconds`` (2 s) at 16 kHz, 64 bands, 10 ms hop (201 frames);
@@ -66,12 +66,12 @@ import torch  # noqa: E402
 from torch.utils import flop_counter  # noqa: E402
 
 from mmemb.data.decode import DecodeConfig  # noqa: E402
-from mmemb.models.teacher import LabelInputs, TeacherConfig, TeacherModel  # noqa: E402
 from mmemb.lit.optim import build_optimizer  # noqa: E402
-from mmemb.models.teacher_registry import create_teacher, get_teacher_config, list_teachers  # noqa: E402
+from mmemb.models import EmbeddingModel, LabelInputs, ModelConfig, create_model, get_model_config  # noqa: E402
+from mmemb.models import list_models  # noqa: E402
 
 DEFAULT_PRESETS = ("teacher_tiny", "teacher_small", "teacher_base")
-# Parameter-name prefixes of every tower (TeacherModel attribute names).
+# Parameter-name prefixes of every tower (EmbeddingModel attribute names).
 TOWERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("visual", ("visual.", "temporal_pool.", "visual_proj.")),
     ("text", ("text.", "text_proj.", "ngram_bag.", "text_attention.")),
@@ -114,37 +114,37 @@ def mel_frames(seconds: float) -> int:
     return DecodeConfig(audio_seconds=seconds, sample_rate=16000, n_mels=64).mel_frames
 
 
-def _label_inputs(n: int, cfg: TeacherConfig, g: torch.Generator) -> Optional[LabelInputs]:
+def _label_inputs(n: int, cfg: ModelConfig, g: torch.Generator) -> Optional[LabelInputs]:
     """``n`` random label names of 3 tokens (``[CLS] a b [SEP]``-like) and a ring graph; ``None`` for 0."""
     if n == 0:
         return None
-    ids = torch.zeros(n, cfg.label_max_length, dtype=torch.long)
-    ids[:, :4] = torch.randint(5, cfg.vocab_size, (n, 4), generator=g)
+    ids = torch.zeros(n, cfg.heads.label_max_length, dtype=torch.long)
+    ids[:, :4] = torch.randint(5, cfg.text.vocab_size, (n, 4), generator=g)
     att = (ids != 0).long()
     ring = torch.arange(n)
     return LabelInputs(ids, att, torch.stack([ring, (ring + 1) % n]), torch.ones(n))
 
 
-def build_model(w: Workload) -> TeacherModel:
+def build_model(w: Workload) -> EmbeddingModel:
     """The preset's teacher, randomly initialised, on ``w.device``, in train mode."""
     torch.manual_seed(w.seed)
-    cfg = get_teacher_config(w.preset, vocab_size=w.vocab_size, num_hashtags=w.num_hashtags,
-                             num_queries=w.num_queries, ngram_buckets=w.ngram_buckets)
-    if w.text_length > cfg.text_max_length:
-        raise ValueError(f"--text-length {w.text_length} > {w.preset}'s text_max_length {cfg.text_max_length}")
+    cfg = get_model_config(w.preset, text={"vocab_size": w.vocab_size, "ngram_buckets": w.ngram_buckets},
+                           heads={"num_hashtags": w.num_hashtags, "num_queries": w.num_queries})
+    if w.text_length > cfg.text.max_length:
+        raise ValueError(f"--text-length {w.text_length} > {w.preset}'s text.max_length {cfg.text.max_length}")
     g = torch.Generator().manual_seed(w.seed)
-    model = create_teacher(cfg, hashtags=_label_inputs(w.num_hashtags, cfg, g),
-                           queries=_label_inputs(w.num_queries, cfg, g))
+    model = create_model(cfg, hashtags=_label_inputs(w.num_hashtags, cfg, g),
+                         queries=_label_inputs(w.num_queries, cfg, g))
     return model.to(w.device).train()
 
 
-def synthetic_batch(cfg: TeacherConfig, w: Workload) -> dict[str, Any]:
+def synthetic_batch(cfg: ModelConfig, w: Workload) -> dict[str, Any]:
     """A batch of the data's contract (uint8 frames, log-mels, token ids with field ids) on ``w.device``."""
     g = torch.Generator().manual_seed(w.seed + 1)
-    b, t, length, s = w.batch_size, w.frames, w.text_length, cfg.frame_size
-    text_ids = torch.randint(5, cfg.vocab_size, (b, length), generator=g)
+    b, t, length, s = w.batch_size, w.frames, w.text_length, cfg.vision.frame_size
+    text_ids = torch.randint(5, cfg.text.vocab_size, (b, length), generator=g)
     text_ids[:, 0] = 2  # [CLS]
-    field_ids = torch.randint(1, cfg.num_text_fields, (b, length), generator=g)
+    field_ids = torch.randint(1, cfg.text.num_fields, (b, length), generator=g)
     field_ids[:, 0] = 0
     batch = {
         "frames": torch.randint(0, 256, (b, t, 3, s, s), generator=g, dtype=torch.uint8),
@@ -162,7 +162,7 @@ def synthetic_batch(cfg: TeacherConfig, w: Workload) -> dict[str, Any]:
     return {k: v.to(w.device) for k, v in batch.items()}
 
 
-def forward_kwargs(cfg: TeacherConfig, batch: Mapping[str, Any]) -> dict[str, Any]:
+def forward_kwargs(cfg: ModelConfig, batch: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword head's inputs: slots 1..3 of every text masked (``[MASK]`` = 4); empty without the head."""
     if not cfg.keyword_head:
         return {}
@@ -327,7 +327,7 @@ def run_preset(w: Workload) -> dict[str, Any]:
     model = build_model(w)
     batch = synthetic_batch(model.cfg, w)
     result: dict[str, Any] = {"preset": w.preset, "workload": dataclasses.asdict(w),
-                              "mel_frames": mel_frames(w.audio_seconds), "frame_size": model.cfg.frame_size,
+                              "mel_frames": mel_frames(w.audio_seconds), "frame_size": model.cfg.vision.frame_size,
                               "params": parameter_counts(model)}
     result["time"] = time_steps(model, batch, w)  # before the FLOP count: the memory growth is the steps'
     result["flops"] = count_flops(model, batch)
@@ -403,7 +403,7 @@ def markdown(results: Sequence[Mapping[str, Any]]) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=list_teachers())
+    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=list_models())
     parser.add_argument("--batch-size", type=int, default=None,
                         help="clips per batch for every preset (default 32; teacher_base on CPU: 2)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median); teacher_base on CPU: 1")
@@ -465,7 +465,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     results = []
     for preset in args.presets:
         w = workload(preset, args)
-        print(f"{preset}: batch {w.batch_size}, {w.frames} frames of {get_teacher_config(preset).frame_size} px, "
+        print(f"{preset}: batch {w.batch_size}, {w.frames} frames of {get_model_config(preset).vision.frame_size} px, "
               f"{w.audio_seconds:g} s audio ({mel_frames(w.audio_seconds)} mel frames x 64), {w.text_length} tokens, "
               f"{w.steps} steps after {w.warmup} warmup on {w.device}", flush=True)
         results.append(run_preset(w) if args.in_process else run_in_subprocess(preset, args))

@@ -3,7 +3,7 @@
 Two runs of ``configs/teacher_tiny.yaml`` (8 epochs) on the learning demo corpus, same seed, one with
 ``configs/ablations/no_hashtag_head.yaml`` added. With the head, hashtags are scored by the head over
 the tag GCN; without it, zero-shot (video embedding vs the text embedding of each hashtag name, as for
-the first model; :mod:`mmemb.lit.labels`). Hashtags used by at least 2 training videos enter the
+the first model; :mod:`mmemb.lit.hashtag_scoring`). Hashtags used by at least 2 training videos enter the
 vocabulary (the corpus is small: at the default 5 there would be only a few labelled validation videos).
 """
 

@@ -17,8 +17,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from mmemb.lit.pretrain import PretrainModule
-from mmemb.lit.teacher import TeacherModule
+from mmemb.lit.module import EmbeddingModule
 
 CONFIGS = REPO / "configs"
 STANDALONE = sorted(p.name for p in CONFIGS.glob("*.yaml"))
@@ -53,7 +52,8 @@ def _check_one_step(cli, root: Path) -> None:
     assert cli.trainer.global_step == 1
     metrics = cli.trainer.callback_metrics
     assert {"train/loss", "val/t2v_r1_category", "val/chance_r1_category"} <= set(metrics)
-    assert cli.model.config.vocab_size == cli.datamodule.vocab_size  # linked from the data
+    assert isinstance(cli.model, EmbeddingModule)
+    assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size  # linked from the data
     assert (root / "vocab" / "vocab.json").exists()
 
 
@@ -66,6 +66,9 @@ def test_the_config_lists_are_what_the_docs_name():
     assert {"minilm_text.yaml"} <= set(VARIANTS)
     quick = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text(encoding="utf-8"))
     assert quick["model"]["preset"].startswith("teacher_")  # the quickstart trains the full model
+    first = yaml.safe_load((CONFIGS / "first_model.yaml").read_text(encoding="utf-8"))["model"]
+    assert first["preset"] == "two_tower_small"  # the baseline row, with its own loss
+    assert first["loss_weights"] == {"clip_v2t": 0.5, "clip_t2v": 0.5}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in STANDALONE])
@@ -76,7 +79,9 @@ def test_standalone_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch)
     _check_one_step(cli, tmp_path)
     preset = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))["model"]["preset"]
     assert cli.model.hparams.preset == preset
-    assert isinstance(cli.model, TeacherModule if preset.startswith("teacher_") else PretrainModule)
+    if preset.startswith("two_tower_"):  # the first model: the towers and the video-text InfoNCE alone
+        assert set(cli.trainer.callback_metrics) & {"train/simclr", "train/keyword", "train/hashtag_bce"} == set()
+        assert cli.model.model.audio is None and cli.model.model.fusion is None
 
 
 @pytest.mark.parametrize("name", ABLATIONS)
@@ -84,7 +89,7 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train.py"])
     cli = _run([CONFIGS / "quickstart.yaml", CONFIGS / "ablations" / name], small_demo, tmp_path)
     _check_one_step(cli, tmp_path)
-    assert isinstance(cli.model, TeacherModule) and cli.model.hparams.preset == "teacher_small"
+    assert cli.model.hparams.preset == "teacher_small"
     if name != "no_ngram_bag.yaml":  # the quickstart's bag, its buckets linked from the data
         assert cli.model.model.ngram_bag.num_buckets == cli.datamodule.ngram_buckets == 32768
     cfg, model = cli.model.config, cli.model.model
@@ -96,7 +101,7 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_hashtag_head.yaml": lambda: model.hashtag_branch is None and "train/hashtag_bce" not in metrics,
         "no_keyword.yaml": lambda: not cfg.keyword_head and "train/keyword" not in metrics,
         "no_simclr.yaml": lambda: cli.model.loss_weights["simclr"] == 0 and "train/simclr" not in metrics,
-        "no_ngram_bag.yaml": lambda: cfg.ngram_buckets == 32768 and model.ngram_bag is None
+        "no_ngram_bag.yaml": lambda: cfg.text.ngram_buckets == 32768 and model.ngram_bag is None
         and "train/text_weight_ngram" not in metrics,
     }
     assert switched_off[name](), f"{name} did not switch its component off"
@@ -138,3 +143,14 @@ def test_strategy_config_builds(name, small_demo, tmp_path, monkeypatch):
 
         policy = strategy.kwargs["auto_wrap_policy"]  # a ModuleWrapPolicy over mmemb.lit.strategies.teacher_blocks
         assert Block in policy._module_classes
+
+
+def test_nested_overrides_from_the_command_line(small_demo, tmp_path, monkeypatch):
+    """A switch by name and a part by a dict of its fields, merged into the preset's part."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    args = ["--config", str(CONFIGS / "teacher_tiny.yaml"), "--data.manifest", str(small_demo),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path), *CPU,
+            "--model.overrides", "{use_gcn: false, audio: {depth: 2}, vision: {grad_checkpointing: true}}"]
+    cfg = _train_script().main(args, run=False).model.config
+    assert not cfg.use_gcn and cfg.audio.depth == 2 and cfg.vision.grad_checkpointing
+    assert cfg.audio.width == 64 and cfg.vision.width == 64  # the rest of teacher_tiny's parts stays

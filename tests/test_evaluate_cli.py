@@ -1,11 +1,10 @@
-"""evaluate.py's commands end to end on tiny untrained checkpoints (teacher_tiny and tiny) of the small
+"""evaluate.py's commands end to end on tiny untrained checkpoints (teacher_tiny and two_tower_tiny) of the small
 demo corpus: each runs, writes its files, and agrees with the code it wraps."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
-import inspect
 import json
 import re
 import shlex
@@ -51,8 +50,7 @@ def runs(small_demo, tmp_path_factory) -> dict[str, Path]:
     (teacher_tiny: hashtag head, fused path, audio tower) and ``first`` (the tiny two-tower model)."""
     from mmemb.data.labels import normalize_label
     from mmemb.eval.loading import build_datamodule
-    from mmemb.lit.pretrain import PretrainModule
-    from mmemb.lit.teacher import TeacherModule
+    from mmemb.lit.module import EmbeddingModule
 
     base = tmp_path_factory.mktemp("eval_runs")
     data = {"manifest": str(small_demo), "batch_size": 16, "num_workers": 0,
@@ -61,14 +59,12 @@ def runs(small_demo, tmp_path_factory) -> dict[str, Path]:
     dm = build_datamodule({"data": data})
     assert dm.num_hashtags > 0
     torch.manual_seed(0)
-    teacher = TeacherModule(preset="teacher_tiny", vocab_size=dm.vocab_size, num_hashtags=dm.num_hashtags,
-                            num_queries=dm.num_queries)
-    extra = {"num_hashtags": dm.num_hashtags} if "num_hashtags" in inspect.signature(PretrainModule).parameters else {}
-    first = PretrainModule(preset="tiny", vocab_size=dm.vocab_size, **extra)
+    sizes = {"vocab_size": dm.vocab_size, "num_hashtags": dm.num_hashtags, "num_queries": dm.num_queries}
+    teacher = EmbeddingModule(preset="teacher_tiny", **sizes)
+    first = EmbeddingModule(preset="two_tower_tiny", loss_weights={"clip_v2t": 0.5, "clip_t2v": 0.5}, **sizes)
     out = {}
     for name, module in (("teacher", teacher), ("first", first)):
-        if hasattr(module, "set_vocabularies"):
-            module.set_vocabularies(dm.vocabs)  # label names, as the module's setup does in training
+        module.set_vocabularies(dm.vocabs)  # label names, as the module's setup does in training
         config = {"model": {"preset": module.hparams["preset"]}, "data": data,
                   "trainer": {"default_root_dir": str(base / name)}}
         out[name] = _save_run(base / name, module, config, dm.vocabs)

@@ -1,34 +1,49 @@
-"""Hashtag scores for models with and without a hashtag head (mmemb.lit.labels)."""
+"""Hashtag scores for models with and without a hashtag head (mmemb.lit.hashtag_scoring), and the label
+names the module takes from the data's vocabularies."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from mmemb.data.labels import LabelVocab
 from mmemb.data.text import TextTokenizer
-from mmemb.lit.labels import name_token_ids
-from mmemb.lit.pretrain import PretrainModule
-from mmemb.lit.teacher import TeacherModule
+from mmemb.data.vocab import Vocabularies
+from mmemb.lit.hashtag_scoring import name_token_ids
+from mmemb.lit.module import EmbeddingModule
 
 NAMES = ["美食", "舞蹈", "搞笑"]
 COUNTS = [5, 9, 2]
+QUERIES = ["好吃的", "跳舞"]
 
 
 def _tokenizer() -> TextTokenizer:
     return TextTokenizer.train(["美食 舞蹈 搞笑 今天 吃饭", "舞蹈 跳舞 美食 好吃"] * 3, vocab_size=200, min_frequency=1)
 
 
+def _vocabs(hashtags=NAMES, counts=COUNTS, queries=()) -> Vocabularies:
+    return Vocabularies(tokenizer=_tokenizer(), hashtags=LabelVocab(list(hashtags), list(counts), 1),
+                        queries=LabelVocab(list(queries), [1] * len(queries), 1),
+                        hashtag_idf=np.ones(len(hashtags), np.float32), query_idf=np.ones(len(queries), np.float32),
+                        categories=[], removed_hashtags={})
+
+
+def _two_tower(**kwargs) -> EmbeddingModule:
+    return EmbeddingModule(preset="two_tower_tiny", vocab_size=200, loss_weights={"clip_v2t": 0.5, "clip_t2v": 0.5},
+                           **kwargs)
+
+
 def _batch(module, b: int = 4) -> dict:
     g = torch.Generator().manual_seed(0)
-    size = module.config.frame_size
+    size = module.config.vision.frame_size
     return {
         "frames": torch.randint(0, 255, (b, 2, 3, size, size), generator=g, dtype=torch.uint8),
         "video_mask": torch.ones(b, dtype=torch.bool),
         "text_ids": torch.randint(5, 50, (b, 6), generator=g),
         "text_attention": torch.ones(b, 6, dtype=torch.long),
         "text_mask": torch.ones(b, dtype=torch.bool),
-        "mel": torch.randn(b, module.config.audio.n_mels, 40, generator=g) if hasattr(module.config, "audio")
-        else None,
+        "mel": torch.randn(b, module.config.audio.n_mels, 40, generator=g),
     }
 
 
@@ -42,31 +57,30 @@ def test_name_token_ids_are_cls_name_sep_and_padded():
 
 
 def test_first_model_scores_hashtags_zero_shot():
-    module = PretrainModule(preset="tiny", vocab_size=200, num_hashtags=3).eval()
+    module = _two_tower(num_hashtags=3).eval()
     batch = _batch(module)
-    batch.pop("mel")
     with torch.no_grad():
         out = module(batch)
         assert module.hashtag_scores(out) is None  # names not known yet
-        module.set_hashtag_names(_tokenizer(), NAMES, COUNTS)
+        module.set_vocabularies(_vocabs())
         scores = module.hashtag_scores(out)
         ids, att = name_token_ids(_tokenizer(), NAMES, module.hashtag_name_ids.shape[1])
         names = module.model.encode_text({"text_ids": ids, "text_attention": att})  # (3, D)
     assert scores.shape == (4, 3)
     torch.testing.assert_close(scores, out["video"] @ names.T)  # cosines of unit vectors
     assert scores.abs().max() <= 1 + 1e-5
-    with pytest.raises(ValueError, match="num_hashtags"):
-        module.set_hashtag_names(_tokenizer(), NAMES[:2], COUNTS[:2])
-    assert PretrainModule(preset="tiny", vocab_size=200).hashtag_scores(out) is None  # no hashtags at all
+    assert _two_tower().hashtag_scores(out) is None  # no hashtags at all
 
 
 def test_teacher_uses_its_head_and_zero_shot_without_it():
     tok = _tokenizer()
-    with_head = TeacherModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3).eval()
-    without = TeacherModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3,
-                            overrides={"hashtag_head": False}).eval()
+    with_head = EmbeddingModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3).eval()
+    without = EmbeddingModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3,
+                              overrides={"hashtag_head": False}).eval()
     for m in (with_head, without):
-        m.set_hashtag_names(tok, NAMES, COUNTS)
+        m.set_vocabularies(_vocabs())
+    ids, _ = name_token_ids(tok, NAMES, 8)
+    assert torch.equal(with_head.model.hashtag_branch.name_ids, ids)  # the head's label names are set
     batch = _batch(with_head)
     with torch.no_grad():
         out = with_head(batch)
@@ -79,11 +93,12 @@ def test_teacher_uses_its_head_and_zero_shot_without_it():
 
 
 def test_hashtag_metrics_and_popularity_baseline_by_hand():
-    module = PretrainModule(preset="tiny", vocab_size=200, num_hashtags=3)
-    module.set_hashtag_names(_tokenizer(), NAMES, COUNTS)  # popularity order: 舞蹈 (9), 美食 (5), 搞笑 (2)
+    from mmemb.lit.hashtag_scoring import hashtag_metrics
+
+    counts = torch.tensor(COUNTS, dtype=torch.float32)  # popularity order: 舞蹈 (9), 美食 (5), 搞笑 (2)
     targets = torch.tensor([[0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=torch.float32)  # row 3 has no label
     scores = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8], [1.0, 0.0, 0.0]])
-    m = module._hashtag_metrics({"hashtag_scores": scores, "hashtag_targets": targets})
+    m = hashtag_metrics(scores, targets, counts)
     # model: row 1 ranks its label 2nd (AP 1/2), row 2 ranks it 1st (AP 1) -> mAP 0.75, P@1 0.5
     assert m["hashtag_map"] == pytest.approx(0.75) and m["hashtag_p1"] == pytest.approx(0.5)
     assert m["hashtag_n_samples"] == 2 and m["hashtag_n_excluded"] == 1
@@ -92,10 +107,31 @@ def test_hashtag_metrics_and_popularity_baseline_by_hand():
 
 
 def test_hashtag_names_travel_with_the_checkpoint(tmp_path):
-    module = PretrainModule(preset="tiny", vocab_size=200, num_hashtags=3)
-    module.set_hashtag_names(_tokenizer(), NAMES, COUNTS)
+    module = _two_tower(num_hashtags=3)
+    module.set_vocabularies(_vocabs())
     path = tmp_path / "m.ckpt"
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
-    back = PretrainModule.from_checkpoint_weights(str(path))
+    back = EmbeddingModule.from_checkpoint_weights(str(path))
     assert torch.equal(back.hashtag_name_ids, module.hashtag_name_ids)
     assert back.hashtag_train_counts.tolist() == COUNTS
+
+
+@pytest.mark.parametrize("preset, hashtag_head", [("teacher_tiny", True), ("teacher_tiny", False),
+                                                  ("two_tower_tiny", False)])
+def test_a_hashtag_vocabulary_of_another_size_is_an_error(preset, hashtag_head):
+    """The names of a module built for 3 hashtags cannot come from a vocabulary of 2: they would stay
+    placeholders (the head's, or the zero-shot names), so this raises instead of skipping silently."""
+    module = EmbeddingModule(preset=preset, vocab_size=200, num_hashtags=3,
+                             overrides={} if hashtag_head else {"hashtag_head": False})
+    with pytest.raises(ValueError, match="the data has 2 hashtags but the model was built for 3"):
+        module.set_vocabularies(_vocabs(NAMES[:2], COUNTS[:2]))
+
+
+def test_a_query_vocabulary_of_another_size_is_an_error():
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3, num_queries=3)
+    with pytest.raises(ValueError, match="the data has 2 queries but the model was built for 3"):
+        module.set_vocabularies(_vocabs(queries=QUERIES))
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3, num_queries=2)
+    module.set_vocabularies(_vocabs(queries=QUERIES))
+    ids, _ = name_token_ids(_tokenizer(), QUERIES, 8)
+    assert torch.equal(module.model.query_branch.name_ids, ids)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmemb.lit.optim import DenseSparseOptimizer, build_optimizer, weight_decay_split
-from mmemb.lit.teacher import TeacherModule
+from mmemb.lit.module import EmbeddingModule
 
 
 def test_lamb_builds_timm_lamb_with_our_groups():
@@ -53,7 +53,7 @@ def test_lamb_adapts_the_decayed_group_layer_wise():
 
 def test_teacher_module_trains_a_step_with_lamb(tmp_path):
     pl.seed_everything(0)
-    module = TeacherModule(preset="teacher_tiny", vocab_size=300, lr=1e-3, weight_decay=0.05, optimizer="lamb",
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=300, lr=1e-3, weight_decay=0.05, optimizer="lamb",
                            warmup_fraction=0.0, ngram_buckets=16)
     batch = synthetic_batch(b=4, t=2, size=32, length=12, vocab=300, n_mels=64, mel_frames=40, num_hashtags=0)
     batch["text_ngrams"] = torch.randint(0, 17, (4, 6), generator=torch.Generator().manual_seed(0))  # (B, G)

@@ -1,8 +1,8 @@
-"""The video-text model: shapes, masks, gradients, presets, local weights."""
+"""The model config, the registry and the two-tower presets of the one model: shapes, masks, gradients,
+local weights. (The full model's parts: tests/test_teacher.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import subprocess
 import sys
@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from mmemb.losses import DEFAULT_WEIGHTS, clip_infonce, total_loss
-from mmemb.models import ModelConfig, ModelOverrides, create_model, get_model_config, list_models
+from mmemb.models import (HeadsConfig, ModelConfig, TextEncoderConfig, VisionConfig, create_model, get_model_config,
+                          list_models)
+from mmemb.models.fusion import FusionConfig
 
 VOCAB = 300
 
@@ -50,7 +52,16 @@ def synthetic_batch(b: int = 4, t: int = 3, size: int = 32, length: int = 16, vo
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return create_model("tiny", vocab_size=VOCAB).eval()
+    return create_model("two_tower_tiny", text={"vocab_size": VOCAB}).eval()
+
+
+def test_two_tower_preset_is_the_towers_alone(model):
+    assert [name for name, _ in model.named_children()] == ["visual", "text", "visual_proj", "text_proj"]
+    cfg = model.cfg
+    assert not cfg.use_audio and cfg.use_fusion == "none" and not cfg.has_multimodal and not cfg.has_ngram_bag
+    assert cfg.vision.temporal_pool == "mean"
+    out = model(synthetic_batch())
+    assert "multimodal" not in out and "hashtag_logits" not in out
 
 
 def test_forward_shapes_and_unit_norm(model):
@@ -61,7 +72,7 @@ def test_forward_shapes_and_unit_norm(model):
     assert out["logit_scale"].shape == ()
     torch.testing.assert_close(out["video"].norm(dim=-1), torch.ones(4))
     torch.testing.assert_close(out["text"].norm(dim=-1), torch.ones(4))
-    assert model.visual.forward_frames(batch["frames"]).shape == (4, 3, model.cfg.vision_width)
+    assert out["video_weights"].shape == (4, 1) and torch.all(out["video_weights"] == 1)
 
 
 def test_missing_modality_is_a_zero_row_and_makes_no_pair(model):
@@ -95,7 +106,7 @@ def test_masked_sample_content_cannot_change_the_loss(model):
 
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    model = create_model("tiny", vocab_size=VOCAB).train()
+    model = create_model("two_tower_tiny", text={"vocab_size": VOCAB}).train()
     batch = synthetic_batch(b=6)
     out = model(batch)
     loss = total_loss(clip_infonce(out["video"], out["text"], out["logit_scale"]), DEFAULT_WEIGHTS)
@@ -132,51 +143,76 @@ def test_frames_of_the_wrong_size_are_refused(model):
 
 
 def test_text_longer_than_positions_is_refused():
-    model = create_model("tiny", vocab_size=VOCAB, text_max_length=8)
-    with pytest.raises(ValueError, match="text_max_length"):
+    model = create_model("two_tower_tiny", text={"vocab_size": VOCAB, "max_length": 8})
+    with pytest.raises(ValueError, match="text.max_length"):
         model.encode_text(synthetic_batch(length=12))
 
 
 def test_logit_scale_init_and_clamp():
-    model = create_model("tiny", vocab_size=VOCAB)
+    model = create_model("two_tower_tiny", text={"vocab_size": VOCAB})
     assert model.get_logit_scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))
     assert model.get_logit_scale().item() == pytest.approx(100.0)
-    frozen = create_model("tiny", vocab_size=VOCAB, learn_logit_scale=False)
+    frozen = create_model("two_tower_tiny", text={"vocab_size": VOCAB}, learn_logit_scale=False)
     assert not frozen.logit_scale.requires_grad
 
 
 def test_registry_presets_and_errors():
-    assert list_models() == ["base", "small", "tiny"]
+    assert list_models() == ["teacher_base", "teacher_small", "teacher_small_minilm", "teacher_tiny",
+                             "two_tower_base", "two_tower_small", "two_tower_tiny"]
     with pytest.raises(KeyError) as err:
         create_model("huge")
-    assert "base" in str(err.value) and "small" in str(err.value) and "tiny" in str(err.value)
+    assert all(name in str(err.value) for name in list_models())  # the error lists the valid names
+    with pytest.raises(KeyError, match="'tiny' is now 'two_tower_tiny'"):
+        get_model_config("tiny")
     with pytest.raises(TypeError, match="no_such_field"):
-        get_model_config("tiny", no_such_field=3)
-    cfg = get_model_config("small", vision_depth=1, vocab_size=123)
-    assert (cfg.vision_depth, cfg.vocab_size, cfg.frame_size) == (1, 123, 64)
-    base = get_model_config("base")
-    assert (base.frame_size, base.patch_size, base.vision_width, base.vision_depth) == (224, 16, 768, 12)
+        get_model_config("two_tower_tiny", no_such_field=3)
+    with pytest.raises(TypeError, match=r"vision_depth -> vision: \{depth"):  # the flat name of earlier versions
+        get_model_config("two_tower_tiny", vision_depth=3)
+    with pytest.raises(TypeError, match="bogus"):
+        get_model_config("teacher_tiny", audio={"bogus": 1})
+    cfg = get_model_config("two_tower_small", vision={"depth": 1}, text={"vocab_size": 123})
+    assert (cfg.vision.depth, cfg.text.vocab_size, cfg.vision.frame_size, cfg.vision.width) == (1, 123, 64, 128)
+    base = get_model_config("two_tower_base")
+    assert (base.vision.frame_size, base.vision.patch_size, base.vision.width, base.vision.depth) == (224, 16, 768, 12)
 
 
-@pytest.mark.parametrize("bad", [dict(frame_size=30), dict(vision_heads=3), dict(text_pool="max"),
-                                 dict(init_temperature=0.001), dict(embed_dim=0)])
-def test_config_checks(bad):
-    with pytest.raises(ValueError):
-        get_model_config("tiny", **bad)
+def test_parts_are_dataclasses_or_dicts_and_fusion_fields_are_derived():
+    cfg = ModelConfig(vision={"width": 32, "heads": 2, "depth": 3, "fusion_depths": [0, -1]},
+                      text=TextEncoderConfig(width=48, heads=4), heads={"num_hashtags": 5}, use_audio=False)
+    assert isinstance(cfg.vision, VisionConfig) and isinstance(cfg.heads, HeadsConfig)
+    assert cfg.vision.fusion_blocks == [0, 2] and cfg.heads.num_hashtags == 5
+    f = cfg.fusion
+    assert (f.text_width, f.visual_width, f.num_layers, f.modalities) == (48, 32, 2, ("text", "visual"))
+    with pytest.raises(TypeError, match="ModelConfig.fusion must be a FusionConfig"):
+        ModelConfig(fusion=3)
+    assert isinstance(get_model_config("teacher_tiny", fusion={"heads": 4}).fusion, FusionConfig)
 
 
-def test_overrides_mirror_config_fields():
-    fields = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size"]  # vocab comes from the data
-    assert [f.name for f in dataclasses.fields(ModelOverrides)] == fields
-    assert all(v is None for v in dataclasses.asdict(ModelOverrides()).values())
+@pytest.mark.parametrize("bad, match", [
+    (dict(vision={"frame_size": 30}), "VisionConfig.frame_size"),
+    (dict(vision={"heads": 3}), "VisionConfig.width"),
+    (dict(vision={"temporal_pool": "max"}), "VisionConfig.temporal_pool"),
+    (dict(vision={"fusion_depths": [1, 0]}), "fusion_depths"),
+    (dict(vision={"fusion_depths": [0, 5]}), "fusion_depths"),
+    (dict(text={"heads": 5}), "TextEncoderConfig.width"),
+    (dict(text={"ngram_buckets": -1}), "ngram_buckets"),
+    (dict(heads={"label_init_prob": 1.0}), "label_init_prob"),
+    (dict(init_temperature=0.001), "init_temperature"),
+    (dict(embed_dim=0), "embed_dim"),
+    (dict(use_fusion="late"), "use_fusion"),
+    (dict(use_fusion="multiscale"), "heads"),  # fusing for no head
+])
+def test_config_checks(bad, match):
+    with pytest.raises(ValueError, match=match):
+        get_model_config("two_tower_tiny", **bad)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_vit_weights_are_loaded(tmp_path, suffix):
     torch.manual_seed(1)
-    source = create_model("tiny", vocab_size=VOCAB)
+    source = create_model("two_tower_tiny", text={"vocab_size": VOCAB})
     state = {k: v.contiguous() for k, v in source.visual.vit.state_dict().items()}
     path = tmp_path / f"vit{suffix}"
     if suffix == ".safetensors":
@@ -186,11 +222,11 @@ def test_local_vit_weights_are_loaded(tmp_path, suffix):
     else:
         torch.save({"state_dict": state}, path)
     torch.manual_seed(2)
-    loaded = create_model("tiny", vocab_size=VOCAB, vision_pretrained_path=str(path))
+    loaded = create_model("two_tower_tiny", text={"vocab_size": VOCAB}, vision={"pretrained_path": str(path)})
     for k, v in loaded.visual.vit.state_dict().items():
         torch.testing.assert_close(v, state[k], msg=k)
     with pytest.raises(FileNotFoundError):
-        create_model("tiny", vocab_size=VOCAB, vision_pretrained_path=str(tmp_path / "missing.pth"))
+        create_model("two_tower_tiny", text={"vocab_size": VOCAB}, vision={"pretrained_path": str(tmp_path / "missing.pth")})
 
 
 def test_model_code_does_not_import_lightning():
@@ -204,10 +240,12 @@ def test_uint8_frames_are_normalised_by_the_model(model):
     from mmemb.models.visual import normalize_frames
 
     g = torch.Generator().manual_seed(1)
-    raw = torch.randint(0, 256, (2, 3, 3, model.cfg.frame_size, model.cfg.frame_size), dtype=torch.uint8, generator=g)
+    size = model.cfg.vision.frame_size
+    raw = torch.randint(0, 256, (2, 3, 3, size, size), dtype=torch.uint8, generator=g)
     by_hand = (raw.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(3, 1, 1)
     torch.testing.assert_close(normalize_frames(raw), by_hand)
-    model.eval()
+    batch = synthetic_batch(b=2)
     with torch.no_grad():
-        torch.testing.assert_close(model.visual.forward_frames(raw), model.visual.forward_frames(by_hand))
+        torch.testing.assert_close(model.encode_video(dict(batch, frames=raw)),
+                                   model.encode_video(dict(batch, frames=by_hand)))

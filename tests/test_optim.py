@@ -19,9 +19,9 @@ from mmemb.lit.optim import (
     configure_warmup_cosine,
     weight_decay_split,
 )
-from mmemb.lit.teacher import TeacherModule
+from mmemb.lit.module import EmbeddingModule
 from mmemb.models.ngram import NgramBag
-from mmemb.models.teacher_registry import create_teacher, get_teacher_config
+from mmemb.models import create_model
 
 VOCAB, NB = 300, 64
 
@@ -37,7 +37,7 @@ def _one_thread():
 
 def _teacher() -> nn.Module:
     torch.manual_seed(0)
-    return create_teacher(get_teacher_config("teacher_tiny", vocab_size=VOCAB, ngram_buckets=NB))
+    return create_model("teacher_tiny", text={"vocab_size": VOCAB, "ngram_buckets": NB})
 
 
 def _stub_module(weight_decay: float = 0.05) -> types.SimpleNamespace:
@@ -250,9 +250,9 @@ def test_teacher_with_ngram_bag_resumes_exactly(tmp_path):
         batch["text_ngrams"] = torch.randint(0, NB + 1, (4, 10), generator=torch.Generator().manual_seed(seed))
         batches.append(batch)
 
-    def fit(root, ckpt_path=None, callbacks=()) -> TeacherModule:
+    def fit(root, ckpt_path=None, callbacks=()) -> EmbeddingModule:
         pl.seed_everything(0)
-        module = TeacherModule(preset="teacher_tiny", vocab_size=VOCAB, ngram_buckets=NB, lr=1e-2,
+        module = EmbeddingModule(preset="teacher_tiny", vocab_size=VOCAB, ngram_buckets=NB, lr=1e-2,
                                warmup_fraction=0.0)
         trainer = pl.Trainer(default_root_dir=root, accelerator="cpu", devices=1, max_epochs=2, logger=False,
                              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

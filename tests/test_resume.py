@@ -1,5 +1,6 @@
 """Resuming from a checkpoint continues exactly like an uninterrupted run (mmemb/lit/resume.py): the
-loop-progress repair of end-of-epoch checkpoints and the epoch-seeded shuffle, for both modules."""
+loop-progress repair of end-of-epoch checkpoints and the epoch-seeded shuffle, for the two-tower and the
+full presets."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ import torch
 from test_models import synthetic_batch
 from torch.utils.data import DataLoader
 
-from mmemb.lit import mixins
-from mmemb.lit.pretrain import PretrainModule
+from mmemb.lit import module as lit_module
+from mmemb.lit.module import EmbeddingModule
 from mmemb.lit.resume import EpochShuffleSampler, fix_loop_progress
-from mmemb.lit.teacher import TeacherModule
 
 VOCAB = 300
 H, Q = 10, 6  # hashtags, queries
@@ -117,16 +117,16 @@ def _teacher_batch(seed: int) -> dict:
     return batch
 
 
-def _pretrain_module() -> PretrainModule:
+def _pretrain_module() -> EmbeddingModule:
     pl.seed_everything(0)
-    return PretrainModule(preset="tiny", vocab_size=VOCAB, overrides={"embed_dim": 32}, lr=1e-3,
-                          warmup_fraction=0.25)
+    return EmbeddingModule(preset="two_tower_tiny", vocab_size=VOCAB, overrides={"embed_dim": 32}, lr=1e-3,
+                           warmup_fraction=0.25, loss_weights={"clip_v2t": 0.5, "clip_t2v": 0.5})
 
 
-def _teacher_module() -> TeacherModule:
+def _teacher_module() -> EmbeddingModule:
     pl.seed_everything(0)
-    return TeacherModule(preset="teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q, lr=1e-3,
-                         warmup_fraction=0.25)
+    return EmbeddingModule(preset="teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q, lr=1e-3,
+                           warmup_fraction=0.25)
 
 
 KINDS = {"pretrain": (_pretrain_module, _pretrain_batch), "teacher": (_teacher_module, _teacher_batch)}
@@ -218,7 +218,7 @@ def test_resume_from_an_epoch_end_matches_an_uninterrupted_run(straight, tmp_pat
     assert resumed.positions == [(1, i) for i in range(N)]
     assert resumed.losses == pytest.approx(straight.steps.losses[N:], rel=1e-5)
 
-    monkeypatch.setattr(mixins, "fix_loop_progress", lambda checkpoint: False)  # Lightning as it is
+    monkeypatch.setattr(lit_module, "fix_loop_progress", lambda checkpoint: False)  # Lightning as it is
     unrepaired = _Steps()
     _fit(tmp_path / "raw", straight.kind, straight.validate, [unrepaired], ckpt_path=straight.epoch_end)
     assert unrepaired.losses != pytest.approx(straight.steps.losses[N:], rel=1e-5)

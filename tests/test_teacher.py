@@ -1,4 +1,5 @@
-"""The teacher (issue #3): shapes with missing modalities, gradients, ablations, the CLI and resuming."""
+"""The full model (``teacher_*`` presets) and the LightningModule: shapes with missing modalities,
+gradients, ablations, the CLI."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from conftest import REPO
 from test_models import synthetic_batch
 from torch.utils.data import DataLoader
 
-from mmemb.lit.teacher import TeacherModule
-from mmemb.models.teacher import LabelInputs, TeacherConfig
-from mmemb.models.teacher_registry import create_teacher, get_teacher_config, list_teachers
+from mmemb.lit.module import EmbeddingModule
+from mmemb.models import LabelInputs, create_model, get_model_config
 
 VOCAB = 300
 H, Q = 10, 6
@@ -46,9 +46,9 @@ def label_inputs(n: int, edges: int = 6) -> LabelInputs:
 
 def tiny(**overrides):
     torch.manual_seed(0)
-    return create_teacher("teacher_tiny", hashtags=label_inputs(H), queries=label_inputs(Q),
-                          **{"vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q, "ngram_buckets": NB,
-                             **overrides})
+    return create_model("teacher_tiny", hashtags=label_inputs(H), queries=label_inputs(Q),
+                        **{"text": {"vocab_size": VOCAB, "ngram_buckets": NB},
+                           "heads": {"num_hashtags": H, "num_queries": Q}, **overrides})
 
 
 def _keywords(batch, k: int = 2):
@@ -61,27 +61,15 @@ def _keywords(batch, k: int = 2):
 # ----------------------------------------------------------------------------- config and presets
 
 
-def test_presets_and_config_checks():
-    assert list_teachers() == ["teacher_base", "teacher_small", "teacher_small_minilm", "teacher_tiny"]
-    base = get_teacher_config("teacher_base", vocab_size=21128)
-    assert (base.vision_width, base.vision_depth, base.patch_size, base.frame_size) == (768, 12, 16, 224)
+def test_presets_and_nested_overrides():
+    base = get_model_config("teacher_base", text={"vocab_size": 21128})
+    assert (base.vision.width, base.vision.depth, base.vision.patch_size, base.vision.frame_size) == (768, 12, 16, 224)
     assert base.fusion.num_layers == 3 and base.fusion.visual_width == 768 and base.fusion.text_width == 768
-    cfg = get_teacher_config("teacher_tiny", audio={"depth": 2}, fusion={"heads": 4}, use_audio=False)
+    cfg = get_model_config("teacher_tiny", audio={"depth": 2}, fusion={"heads": 4}, use_audio=False)
     assert cfg.audio.depth == 2 and cfg.fusion.heads == 4 and cfg.fusion.modalities == ("text", "visual")
-    with pytest.raises(KeyError, match="teacher_tiny"):
-        get_teacher_config("nope")
-    with pytest.raises(TypeError, match="bogus"):
-        get_teacher_config("teacher_tiny", bogus=1)
-    with pytest.raises(TypeError, match="bogus"):
-        get_teacher_config("teacher_tiny", audio={"bogus": 1})
-    with pytest.raises(ValueError, match="fusion_depths"):
-        TeacherConfig(vision_depth=2, fusion_depths=[1, 0])
-    with pytest.raises(ValueError, match="fusion_depths"):
-        TeacherConfig(vision_depth=2, fusion_depths=[0, 5])
-    with pytest.raises(ValueError, match="use_fusion"):
-        TeacherConfig(use_fusion="late")
-    with pytest.raises(ValueError, match="patch_size"):
-        TeacherConfig(frame_size=30)
+    assert cfg.audio.width == 64  # the preset's other audio fields stay
+    minilm = get_model_config("teacher_small_minilm")
+    assert (minilm.text.width, minilm.text.depth, minilm.text.init, minilm.vision.width) == (384, 6, "minilm", 128)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -144,9 +132,9 @@ def test_every_parameter_gets_a_gradient():
     {"use_audio": False},
     {"use_fusion": "none"},
     {"use_gcn": False},
-    {"hashtag_head": False, "query_head": False, "keyword_head": False},
+    {"hashtag_head": False, "query_head": False, "keyword_head": False, "use_fusion": "none"},
     {"use_audio": False, "use_fusion": "none", "use_gcn": False},
-    {"fusion_visual_tokens": "all"},
+    {"vision": {"fusion_tokens": "all"}},
     {"use_ngram_bag": False},
 ])
 def test_ablation_switches_build_and_run(switches):
@@ -154,8 +142,11 @@ def test_ablation_switches_build_and_run(switches):
     batch = teacher_batch(b=3)
     with torch.no_grad():
         out = model(batch, **_keywords(batch))
-    assert out["video"].shape == (3, 64) and torch.isfinite(out["multimodal"]).all()
+    heads = switches.get("hashtag_head", True) or switches.get("keyword_head", True)
+    assert out["video"].shape == (3, 64) and ("multimodal" in out) == heads
+    assert all(torch.isfinite(v).all() for v in out.values() if torch.is_tensor(v))
     assert out["video_weights"].shape[1] == (1 if switches.get("use_audio") is False else 2)
+    assert (model.video_attention is None) == (switches.get("use_audio") is False)  # one channel: no attention
     assert ("hashtag_logits" in out) == switches.get("hashtag_head", True)
     assert ("keyword_logits" in out) == switches.get("keyword_head", True)
     assert (model.audio is None) == (switches.get("use_audio") is False)
@@ -221,8 +212,8 @@ def test_keyword_head_never_sees_the_masked_words(fusion):
 
 def test_label_buffers_travel_with_the_state_dict():
     model = tiny()
-    fresh = create_teacher("teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q,
-                           ngram_buckets=NB)  # placeholder labels
+    fresh = create_model("teacher_tiny", text={"vocab_size": VOCAB, "ngram_buckets": NB},
+                         heads={"num_hashtags": H, "num_queries": Q})  # placeholder labels
     assert fresh.hashtag_branch.edge_index.shape[1] == 0
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh.hashtag_branch.edge_index, model.hashtag_branch.edge_index)
@@ -242,9 +233,9 @@ def _loader(n: int, seed: int = 0) -> DataLoader:
     return DataLoader(batches, batch_size=None, shuffle=False)
 
 
-def _module(**kwargs) -> TeacherModule:
+def _module(**kwargs) -> EmbeddingModule:
     pl.seed_everything(0)
-    return TeacherModule(**{"preset": "teacher_tiny", "vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q,
+    return EmbeddingModule(**{"preset": "teacher_tiny", "vocab_size": VOCAB, "num_hashtags": H, "num_queries": Q,
                             "ngram_buckets": NB, "lr": 1e-3, "warmup_fraction": 0.25, **kwargs})
 
 
@@ -269,7 +260,7 @@ def test_module_fits_validates_predicts_and_reloads(tmp_path):
     trainer.save_checkpoint(path)
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["hyper_parameters"]["preset"] == "teacher_tiny"
-    rebuilt = TeacherModule.from_checkpoint_weights(str(path)).eval()
+    rebuilt = EmbeddingModule.from_checkpoint_weights(str(path)).eval()
     module.eval()
     batch = teacher_batch(b=3, seed=99)
     with torch.no_grad():
@@ -299,11 +290,11 @@ def test_teacher_tiny_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
             "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.fast_dev_run=true", "--data.batch_size=8", "--data.num_workers=0"]
     cli = train.main(args)
-    assert isinstance(cli.model, TeacherModule)
-    assert cli.model.config.vocab_size == cli.datamodule.vocab_size
-    assert cli.model.config.num_hashtags == cli.datamodule.num_hashtags
-    assert cli.model.config.num_queries == cli.datamodule.num_queries
-    assert cli.model.config.ngram_buckets == cli.datamodule.ngram_buckets == 4096  # teacher_tiny.yaml
+    assert isinstance(cli.model, EmbeddingModule)
+    assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size
+    assert cli.model.config.heads.num_hashtags == cli.datamodule.num_hashtags
+    assert cli.model.config.heads.num_queries == cli.datamodule.num_queries
+    assert cli.model.config.text.ngram_buckets == cli.datamodule.ngram_buckets == 4096  # teacher_tiny.yaml
     assert cli.model.model.ngram_bag.num_buckets == 4096
     assert cli.trainer.global_step == 1
     metrics = cli.trainer.callback_metrics
@@ -315,11 +306,20 @@ def test_teacher_tiny_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
     assert cli.model.keyword_idf.max() > 1.0  # learned from the train texts
 
 
-def test_train_picks_the_module_by_preset():
-    train = _script("train")
-    assert train._preset(["fit", "--config", str(REPO / "configs" / "quickstart.yaml")]) == "teacher_small"
-    assert train._preset(["fit", "--config", str(REPO / "configs" / "first_model.yaml")]) == "small"
-    assert train._preset(["fit", "-c", str(REPO / "configs" / "first_model.yaml"), "--model.preset=teacher_tiny"]) \
-        == "teacher_tiny"
-    ablation = str(REPO / "configs" / "ablations" / "no_audio.yaml")  # sets no preset: the first config's holds
-    assert train._preset(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "-c", ablation]) == "teacher_small"
+def test_the_cli_reads_the_preset_however_it_is_given(small_demo, tmp_path, monkeypatch):
+    """One LightningModule for every preset, nothing sniffed from argv or YAML: the preset in a config
+    file, in a ``--model`` file or as ``--model.preset`` builds the same class with that preset."""
+    from mmemb.lit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text("preset: two_tower_tiny\nloss_weights: {clip_v2t: 0.5, clip_t2v: 0.5}\n")
+    base = ["--config", str(REPO / "configs" / "teacher_tiny.yaml"), "--data.manifest", str(small_demo),
+            "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "run")]
+    for extra, preset in (([], "teacher_tiny"), (["--model", str(model_file)], "two_tower_tiny"),
+                          (["--model.preset", "two_tower_tiny"], "two_tower_tiny")):
+        cli = main(base + extra, run=False)
+        assert type(cli.model) is EmbeddingModule and cli.model.hparams.preset == preset
+        assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size  # linked from the data
+
+

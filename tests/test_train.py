@@ -17,7 +17,14 @@ from conftest import REPO
 from test_models import synthetic_batch
 from torch.utils.data import DataLoader
 
-from mmemb.lit.pretrain import PretrainModule, warmup_cosine
+from mmemb.lit.module import EmbeddingModule
+from mmemb.lit.optim import warmup_cosine
+
+CLIP_ONLY = {"clip_v2t": 0.5, "clip_t2v": 0.5}  # the two-tower model's loss (configs/tiny.yaml)
+
+
+def _two_tower(**kwargs) -> EmbeddingModule:
+    return EmbeddingModule(**{"preset": "two_tower_tiny", "vocab_size": 300, "loss_weights": CLIP_ONLY, **kwargs})
 
 
 def _script(name: str):
@@ -67,9 +74,8 @@ def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
 
 def test_module_fits_logs_checkpoints_and_predicts(tmp_path):
     pl.seed_everything(0)
-    module = PretrainModule(preset="tiny", vocab_size=300, overrides={"embed_dim": 32}, lr=1e-3,
-                            warmup_fraction=0.25)
-    assert module.config.embed_dim == 32 and module.config.vocab_size == 300
+    module = _two_tower(overrides={"embed_dim": 32}, lr=1e-3, warmup_fraction=0.25)
+    assert module.config.embed_dim == 32 and module.config.text.vocab_size == 300
     trainer = _trainer(tmp_path)
     trainer.fit(module, train_dataloaders=_loader(3), val_dataloaders=_loader(2, seed=10))
     metrics = trainer.callback_metrics
@@ -91,7 +97,7 @@ def test_module_fits_logs_checkpoints_and_predicts(tmp_path):
     raw = torch.load(last, map_location="cpu", weights_only=True)
     assert raw["global_step"] == trainer.global_step == 6  # written after the last epoch, best or not
     assert raw["hyper_parameters"]["overrides"] == {"embed_dim": 32}
-    rebuilt = PretrainModule.from_checkpoint_weights(str(last)).eval()
+    rebuilt = EmbeddingModule.from_checkpoint_weights(str(last)).eval()
     batch = synthetic_batch(b=6, seed=99)
     module.eval()
     with torch.no_grad():
@@ -105,14 +111,16 @@ def test_module_fits_logs_checkpoints_and_predicts(tmp_path):
 
 
 def test_module_arguments_are_checked():
-    with pytest.raises(KeyError, match="tiny"):
-        PretrainModule(preset="nope")
+    with pytest.raises(KeyError, match="two_tower_tiny"):
+        EmbeddingModule(preset="nope")
     with pytest.raises(ValueError, match="warmup_fraction"):
-        PretrainModule(preset="tiny", vocab_size=100, warmup_fraction=1.5)
+        _two_tower(warmup_fraction=1.5)
+    with pytest.raises(KeyError, match="clip_v2t"):
+        _two_tower(loss_weights={"bogus": 1.0})
 
 
 def test_module_test_step_uses_test_prefix(tmp_path):
-    module = PretrainModule(preset="tiny", vocab_size=300)
+    module = _two_tower()
     trainer = _trainer(tmp_path, logger=False, enable_checkpointing=False, callbacks=[])
     (result,) = trainer.test(module, dataloaders=_loader(2), verbose=False)
     assert {"test/t2v_r1_category", "test/t2v_r1_instance", "test/chance_r1_category", "test/loss"} <= set(result)
@@ -169,12 +177,12 @@ def test_checkpoint_rebuild_does_not_need_the_pretrained_file(tmp_path):
     from mmemb.models import create_model
 
     vit = tmp_path / "vit.safetensors"
-    save_file({k: v.contiguous() for k, v in create_model("tiny", vocab_size=50).visual.vit.state_dict().items()},
-              str(vit))
-    module = PretrainModule(preset="tiny", vocab_size=50, overrides={"vision_pretrained_path": str(vit)})
+    save_file({k: v.contiguous() for k, v in
+               create_model("two_tower_tiny", text={"vocab_size": 50}).visual.vit.state_dict().items()}, str(vit))
+    module = _two_tower(vocab_size=50, overrides={"vision": {"pretrained_path": str(vit)}})
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt")
     vit.unlink()  # moved or deleted after training: the checkpoint holds the weights
-    rebuilt = PretrainModule.from_checkpoint_weights(str(tmp_path / "m.ckpt"))
+    rebuilt = EmbeddingModule.from_checkpoint_weights(str(tmp_path / "m.ckpt"))
     torch.testing.assert_close(rebuilt.model.visual.vit.pos_embed, module.model.visual.vit.pos_embed)
 
 

@@ -26,7 +26,6 @@ __all__ = [
     "find_config",
     "find_vocab_dir",
     "build_datamodule",
-    "module_class",
     "load_run",
     "split_records",
     "split_loader",
@@ -133,19 +132,6 @@ def build_datamodule(config: dict, **overrides: Any):
     return instantiate(cfg).data
 
 
-def module_class(ckpt: Path):
-    """The LightningModule that wrote ``ckpt``: :class:`~mmemb.lit.teacher.TeacherModule` for a teacher
-    preset (``teacher_*``), else :class:`~mmemb.lit.pretrain.PretrainModule` (read with ``weights_only``)."""
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
-    if str(hparams.get("preset", "")).startswith("teacher_"):
-        from ..lit.teacher import TeacherModule
-
-        return TeacherModule
-    from ..lit.pretrain import PretrainModule
-
-    return PretrainModule
-
-
 @dataclass
 class LoadedRun:
     """A checkpoint's module (in eval mode, on the CPU) and its run's data module and config."""
@@ -154,7 +140,7 @@ class LoadedRun:
     config_path: Path
     config: dict
     vocab_dir: str | None
-    module: Any  # PretrainModule or TeacherModule
+    module: Any  # EmbeddingModule
     datamodule: Any  # VideoDataModule
 
     @property
@@ -179,10 +165,12 @@ def load_run(ckpt: str | Path, config_path: str | Path | None = None, batch_size
     dm = build_datamodule(config, batch_size=batch_size, num_workers=num_workers, vocab_dir=vocab_dir,
                           manifest=manifest)
     dm.prepare_data()  # builds the demo corpus when the run used it and it is missing
-    module = module_class(ckpt).from_checkpoint_weights(str(ckpt))
-    if dm.vocab_size != module.config.vocab_size:
+    from ..lit.module import EmbeddingModule
+
+    module = EmbeddingModule.from_checkpoint_weights(str(ckpt))
+    if dm.vocab_size != module.config.text.vocab_size:
         raise ValueError(f"the data's vocabulary ({dm.vocab_size} tokens, from {vocab_dir or 'a rebuild'}) is not "
-                         f"the model's ({module.config.vocab_size}); pass the run's config and vocabulary")
+                         f"the model's ({module.config.text.vocab_size}); pass the run's config and vocabulary")
     module.eval()
     return LoadedRun(ckpt, config_path, config, vocab_dir, module, dm)
 

@@ -118,7 +118,7 @@ def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_siz
     av_fn = None
     audio = getattr(model, "audio", None)
     if audio is not None and hasattr(model, "encode_video"):
-        frame_size = int(module.config.frame_size)
+        frame_size = int(module.config.vision.frame_size)
         n_mels = int(audio.cfg.n_mels)
 
         def av_fn(frames: torch.Tensor, mel: torch.Tensor):

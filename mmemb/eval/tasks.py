@@ -1,8 +1,7 @@
 """The evaluation tasks of ``mmemb eval`` (``evaluate.py``) on a model's outputs over a split.
 
-:func:`embed_split` runs a module (:class:`~mmemb.lit.pretrain.PretrainModule` or
-:class:`~mmemb.lit.teacher.TeacherModule`, any module whose ``module(batch)`` returns ``video`` and
-``text`` embeddings) over a DataLoader and keeps, per sample: the id, the ``video`` and ``text``
+:func:`embed_split` runs a module (:class:`~mmemb.lit.module.EmbeddingModule`, or any module whose
+``module(batch)`` returns ``video`` and ``text`` embeddings) over a DataLoader and keeps, per sample: the id, the ``video`` and ``text``
 embeddings, ``multimodal`` when the model has a fused path, the masks, the category and, when the
 model scores hashtags, the hashtag scores and targets. :func:`task_metrics` turns that into one flat
 dict of metrics:

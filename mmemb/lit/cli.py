@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,11 +34,10 @@ from ..data.datamodule import VideoDataModule  # noqa: E402
 from ..data.manifest import ManifestError  # noqa: E402
 from ..errors import ConfigError, InputError  # noqa: E402
 from .loggers import RunCSVLogger  # noqa: E402
-from .pretrain import PretrainModule  # noqa: E402
+from .module import EmbeddingModule  # noqa: E402
 
-__all__ = ["MMEmbCLI", "TeacherCLI", "RUN_LOGGER", "place_run_outputs", "select_module", "main"]
+__all__ = ["MMEmbCLI", "RUN_LOGGER", "place_run_outputs", "main"]
 
-TEACHER_PREFIX = "teacher_"
 # the logger a run gets when its config names none: CSV logs in <default_root_dir>/version_N
 RUN_LOGGER = {"class_path": f"{RunCSVLogger.__module__}.{RunCSVLogger.__name__}"}
 
@@ -71,13 +69,14 @@ def _sources(config: Namespace) -> str:
 
 
 class MMEmbCLI(LightningCLI):
-    """LightningCLI whose model takes the sizes of its text and hashtag vocabularies from the data
-    module (the hashtag names are read from the data in ``setup``), and whose run writes everything
-    under ``trainer.default_root_dir`` (:func:`place_run_outputs`)."""
+    """LightningCLI of :class:`~mmemb.lit.module.EmbeddingModule` (every preset) whose model takes the
+    sizes of its text, hashtag and query vocabularies and the n-gram buckets from the data module (the
+    label names, tag graph and keyword IDF are read from the data in ``setup``), and whose run writes
+    everything under ``trainer.default_root_dir`` (:func:`place_run_outputs`)."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
-        parser.link_arguments("data.num_hashtags", "model.num_hashtags", apply_on="instantiate")
+        for key in ("vocab_size", "num_hashtags", "num_queries", "ngram_buckets"):
+            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def _parsed(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -103,58 +102,9 @@ class MMEmbCLI(LightningCLI):
             trainer["logger"] = given  # rerunning it with another default_root_dir moves the whole run
 
 
-class TeacherCLI(MMEmbCLI):
-    """The teacher also takes the size of the query vocabulary from the data module (the tag graph
-    and the keyword IDF are read from the data in ``setup``)."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        super().add_arguments_to_parser(parser)
-        parser.link_arguments("data.num_queries", "model.num_queries", apply_on="instantiate")
-        parser.link_arguments("data.ngram_buckets", "model.ngram_buckets", apply_on="instantiate")
-
-
-def _preset(args: list[str]) -> str | None:
-    """The model preset named by the arguments (the last ``--model.preset`` or ``--config`` that sets it)."""
-    import yaml
-
-    preset = None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, _, value = arg.partition("=")
-        if key in ("--config", "-c", "--model.preset") and not value and i + 1 < len(args):
-            value = args[i + 1]
-            i += 1
-        if key == "--model.preset" and value:
-            preset = value
-        elif key in ("--config", "-c") and value:
-            try:
-                with open(value, encoding="utf-8") as fh:
-                    cfg = yaml.safe_load(fh) or {}
-                found = (cfg.get("model") or {}).get("preset") if isinstance(cfg, dict) else None
-            except (OSError, yaml.YAMLError):
-                found = None  # LightningCLI reports the missing or malformed file
-            preset = found or preset
-        i += 1
-    return preset
-
-
-def select_module(args: list[str]) -> tuple[type[MMEmbCLI], type]:
-    """The CLI class and LightningModule for a command line: the teacher's for a teacher preset
-    (``teacher_*``, from ``--model.preset`` or a ``--config`` file), else the two-tower model's."""
-    preset = _preset(args)
-    if preset is not None and str(preset).startswith(TEACHER_PREFIX):
-        from .teacher import TeacherModule
-
-        return TeacherCLI, TeacherModule
-    return MMEmbCLI, PretrainModule
-
-
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Run the LightningCLI on ``args`` (default ``sys.argv[1:]``): ``fit|validate|test|predict ...``,
     or, with ``run=False``, only build the model, data module and trainer (no subcommand)."""
-    argv = list(sys.argv[1:] if args is None else args)
-    cli_class, module = select_module(argv)
     kwargs: dict[str, Any] = dict(save_config_kwargs={"overwrite": True}, trainer_defaults={"logger": RUN_LOGGER},
                                   parser_kwargs={"exit_on_error": False})
-    return cli_class(module, VideoDataModule, args=args, run=run, **kwargs)
+    return MMEmbCLI(EmbeddingModule, VideoDataModule, args=args, run=run, **kwargs)

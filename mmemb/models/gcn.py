@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GCNConv
 
 from mmemb.data.labels import TagGraph
 
@@ -86,6 +85,8 @@ class TagGCN(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or TagGCNConfig()
         dims = [cfg.in_dim] + [cfg.hidden] * (cfg.num_layers - 1) + [cfg.out_dim]
+        from torch_geometric.nn import GCNConv  # slow to import: only when a TagGCN is built
+
         self.convs = nn.ModuleList(GCNConv(dims[i], dims[i + 1]) for i in range(cfg.num_layers))
         self.skip: nn.Module | None = None
         if cfg.input_mix > 0:

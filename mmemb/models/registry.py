@@ -1,21 +1,35 @@
 """Named model presets and :func:`create_model`.
 
->>> model = create_model("tiny", vocab_size=500)
->>> sorted(list_models())
-['base', 'small', 'tiny']
+>>> model = create_model("teacher_tiny", text={"vocab_size": 500}, heads={"num_hashtags": 20})
+>>> list_models()
+['teacher_base', 'teacher_small', 'teacher_small_minilm', 'teacher_tiny', 'two_tower_base', 'two_tower_small', 'two_tower_tiny']
+
+* ``teacher_*``: the full model (visual, audio and text towers, multi-scale fusion, label heads);
+* ``two_tower_*``: the first model, the baseline row of every comparison: the same model with the
+  ViT and BERT towers only (no audio, no fusion, no heads, no n-gram bag, frames mean-pooled over time),
+  trained with the video-text InfoNCE alone.
+
+Overrides are :class:`ModelConfig` fields; a part (``vision``, ``text``, ``audio``, ``fusion``,
+``heads``) takes a dict of the fields to change, merged into the preset's part, e.g.
+``create_model("teacher_tiny", audio={"depth": 1}, use_fusion="none")``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
-from .config import ModelConfig
-from .embedder import VideoTextModel
+from .audio import AudioConfig
+from .config import HeadsConfig, ModelConfig, TextEncoderConfig, VisionConfig, apply_overrides
+from .fusion import FusionConfig
+from .model import EmbeddingModel, LabelInputs
 
-__all__ = ["register_model", "list_models", "get_model_config", "create_model"]
+__all__ = ["register_model", "list_models", "get_model_config", "create_model", "RENAMED_PRESETS"]
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {}
+
+# Preset names of earlier versions -> their name now (the error for an old name says which).
+RENAMED_PRESETS = {"tiny": "two_tower_tiny", "small": "two_tower_small", "base": "two_tower_base"}
 
 
 def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
@@ -31,51 +45,103 @@ def list_models() -> list[str]:
     return sorted(_PRESETS)
 
 
-def get_model_config(name: str, **overrides) -> ModelConfig:
-    """The preset ``name`` with ``overrides`` applied (validated by ``ModelConfig.__post_init__``)."""
+def get_model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The preset ``name`` with ``overrides`` applied (see :func:`mmemb.models.config.apply_overrides`)."""
     if name not in _PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; valid names: {', '.join(list_models())}")
-    cfg = _PRESETS[name]()
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
-    if unknown:
-        raise TypeError(f"unknown ModelConfig fields {sorted(unknown)}")
-    return dataclasses.replace(cfg, **overrides)
+        renamed = f" ({name!r} is now {RENAMED_PRESETS[name]!r})" if name in RENAMED_PRESETS else ""
+        raise KeyError(f"unknown model preset {name!r}{renamed}; valid names: {', '.join(list_models())}")
+    return apply_overrides(_PRESETS[name](), overrides)
 
 
-def create_model(name_or_config: str | ModelConfig, **overrides) -> VideoTextModel:
-    """A randomly initialised :class:`VideoTextModel` (local ``vision_pretrained_path`` weights aside)."""
+def create_model(name_or_config: str | ModelConfig, hashtags: LabelInputs | None = None,
+                 queries: LabelInputs | None = None, **overrides: Any) -> EmbeddingModel:
+    """A randomly initialised :class:`EmbeddingModel` (local ``vision.pretrained_path`` weights aside)."""
     if isinstance(name_or_config, ModelConfig):
-        cfg = dataclasses.replace(name_or_config, **overrides)
+        cfg = apply_overrides(name_or_config, overrides)
     else:
         cfg = get_model_config(name_or_config, **overrides)
-    return VideoTextModel(cfg)
+    return EmbeddingModel(cfg, hashtags=hashtags, queries=queries)
 
 
-# ----------------------------------------------------------------------------- presets
+# ----------------------------------------------------------------------------- the full model
 
 
 @register_model
-def tiny() -> ModelConfig:
-    """For tests: 32 px frames, 2-block ViT and 2-layer BERT of width 64 (~0.2M parameters besides word embeddings)."""
+def teacher_tiny() -> ModelConfig:
+    """For tests: 32 px frames, 2-block ViT, 2-layer BERT, 1-layer audio tower, all of width 64."""
     return ModelConfig(
-        frame_size=32, patch_size=8, vision_width=64, vision_depth=2, vision_heads=2,
-        text_width=64, text_depth=2, text_heads=2, text_max_length=128, embed_dim=64,
+        vision=VisionConfig(frame_size=32, patch_size=8, width=64, depth=2, heads=2, fusion_depths=[0, 1]),
+        text=TextEncoderConfig(width=64, depth=2, heads=2, max_length=128),
+        audio=AudioConfig(n_mels=64, patch_frames=16, width=64, depth=1, heads=2, max_tokens=64),
+        fusion=FusionConfig(width=64, heads=2, mlp_ratio=2.0),
+        heads=HeadsConfig(gcn_hidden=64, gcn_layers=2, label_max_length=8),
+        embed_dim=64,
     )
 
 
 @register_model
-def small() -> ModelConfig:
-    """For the CPU quickstart: 64 px frames in 16x16 patches, 4-block ViT of width 128, 2-layer BERT of width 128."""
+def teacher_small() -> ModelConfig:
+    """For the CPU quickstart: 64 px frames in 16x16 patches, 4-block ViT of width 128 fused at blocks
+    1 and 3, 2-layer BERT and audio tower of width 128."""
     return ModelConfig(
-        frame_size=64, patch_size=16, vision_width=128, vision_depth=4, vision_heads=4,
-        text_width=128, text_depth=2, text_heads=4, text_max_length=128, embed_dim=128,
+        vision=VisionConfig(frame_size=64, patch_size=16, width=128, depth=4, heads=4, fusion_depths=[1, 3]),
+        text=TextEncoderConfig(width=128, depth=2, heads=4, max_length=128),
+        audio=AudioConfig(n_mels=64, patch_frames=8, width=128, depth=2, heads=4, max_tokens=128),
+        fusion=FusionConfig(width=128, heads=4),
+        heads=HeadsConfig(gcn_hidden=128, gcn_layers=2, label_max_length=8),
+        embed_dim=128,
     )
 
 
 @register_model
-def base() -> ModelConfig:
+def teacher_small_minilm() -> ModelConfig:
+    """``teacher_small`` with the text tower of all-MiniLM-L6-v2 (6 x 384, 12 heads), initialised from
+    its pretrained weights (``text.init="minilm"``; train with ``data.text.base_vocab: minilm``)."""
+    return apply_overrides(teacher_small(), {"text": {"width": 384, "depth": 6, "heads": 12, "init": "minilm"}})
+
+
+@register_model
+def teacher_base() -> ModelConfig:
+    """For GPUs: ViT-B/16 at 224 px (timm ``vit_base_patch16_224`` layout) fused at blocks 3, 7, 11,
+    a BERT-base sized text tower (12 x 768), a 4-layer audio tower of width 384, fusion of width 512."""
+    return ModelConfig(
+        vision=VisionConfig(frame_size=224, patch_size=16, width=768, depth=12, heads=12, drop_path=0.1,
+                            fusion_depths=[3, 7, 11]),
+        text=TextEncoderConfig(width=768, depth=12, heads=12, max_length=512),
+        audio=AudioConfig(n_mels=64, patch_frames=4, width=384, depth=4, heads=6, max_tokens=256),
+        fusion=FusionConfig(width=512, heads=8),
+        heads=HeadsConfig(gcn_hidden=1024, gcn_layers=2, label_max_length=16),
+        embed_dim=512,
+    )
+
+
+# ----------------------------------------------------------------------------- the first (two-tower) model
+
+
+def _two_tower(vision: VisionConfig, text: TextEncoderConfig, embed_dim: int) -> ModelConfig:
+    """The towers of ``vision`` and ``text`` and nothing else: frames mean-pooled over time, no audio,
+    no fusion, no heads (hashtags are scored zero-shot), no n-gram bag."""
+    return ModelConfig(vision=dataclasses.replace(vision, temporal_pool="mean"), text=text, embed_dim=embed_dim,
+                       use_audio=False, use_fusion="none", use_ngram_bag=False, use_gcn=False,
+                       hashtag_head=False, query_head=False, keyword_head=False)
+
+
+@register_model
+def two_tower_tiny() -> ModelConfig:
+    """For tests: 32 px frames, 2-block ViT and 2-layer BERT of width 64."""
+    return _two_tower(VisionConfig(frame_size=32, patch_size=8, width=64, depth=2, heads=2),
+                      TextEncoderConfig(width=64, depth=2, heads=2, max_length=128), embed_dim=64)
+
+
+@register_model
+def two_tower_small() -> ModelConfig:
+    """For the CPU baseline: 64 px frames in 16x16 patches, 4-block ViT of width 128, 2-layer BERT of width 128."""
+    return _two_tower(VisionConfig(frame_size=64, patch_size=16, width=128, depth=4, heads=4),
+                      TextEncoderConfig(width=128, depth=2, heads=4, max_length=128), embed_dim=128)
+
+
+@register_model
+def two_tower_base() -> ModelConfig:
     """For GPUs: ViT-B/16 at 224 px (timm ``vit_base_patch16_224`` layout) and a 6-layer BERT of width 384."""
-    return ModelConfig(
-        frame_size=224, patch_size=16, vision_width=768, vision_depth=12, vision_heads=12, drop_path=0.1,
-        text_width=384, text_depth=6, text_heads=6, text_max_length=512, embed_dim=512,
-    )
+    return _two_tower(VisionConfig(frame_size=224, patch_size=16, width=768, depth=12, heads=12, drop_path=0.1),
+                      TextEncoderConfig(width=384, depth=6, heads=6, max_length=512), embed_dim=512)

@@ -6,43 +6,42 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from .config import ModelConfig
+from .config import TextEncoderConfig
 
 __all__ = ["TextEncoder", "bert_config"]
 
 
-def bert_config(cfg: ModelConfig) -> BertConfig:
-    """The :class:`transformers.BertConfig` of the text tower of ``cfg``."""
+def bert_config(cfg: TextEncoderConfig) -> BertConfig:
+    """The :class:`transformers.BertConfig` of the text tower ``cfg``."""
     return BertConfig(
         vocab_size=cfg.vocab_size,
-        hidden_size=cfg.text_width,
-        num_hidden_layers=cfg.text_depth,
-        num_attention_heads=cfg.text_heads,
-        intermediate_size=4 * cfg.text_width,
-        max_position_embeddings=cfg.text_max_length,
-        type_vocab_size=cfg.num_text_fields,  # token_type_ids = text_field_ids: a learned embedding per field
-        hidden_dropout_prob=cfg.text_dropout,
-        attention_probs_dropout_prob=cfg.text_dropout,
+        hidden_size=cfg.width,
+        num_hidden_layers=cfg.depth,
+        num_attention_heads=cfg.heads,
+        intermediate_size=4 * cfg.width,
+        max_position_embeddings=cfg.max_length,
+        type_vocab_size=cfg.num_fields,  # token_type_ids = text_field_ids: a learned embedding per field
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
         pad_token_id=0,
     )
 
 
 class TextEncoder(nn.Module):
-    """Token ids ``(B, L)`` -> pooled text features ``(B, text_width)``."""
+    """Token ids ``(B, L)`` -> token features ``(B, L, width)`` or their mean ``(B, width)``."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TextEncoderConfig):
         super().__init__()
         self.bert = BertModel(bert_config(cfg), add_pooling_layer=False)
-        self.pool = cfg.text_pool
-        self.max_length = cfg.text_max_length
-        self.num_fields = cfg.num_text_fields
+        self.max_length = cfg.max_length
+        self.num_fields = cfg.num_fields
 
     def forward_features(self, ids: torch.Tensor, attention: torch.Tensor,
                          field_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Token features ``(B, L, W)``."""
         if ids.shape[1] > self.max_length:
-            raise ValueError(f"text of {ids.shape[1]} tokens exceeds text_max_length={self.max_length}; "
-                             "raise the model's text_max_length or lower the data's text.max_length")
+            raise ValueError(f"text of {ids.shape[1]} tokens exceeds the model's text.max_length={self.max_length}; "
+                             "raise the model's text.max_length or lower the data's text.max_length")
         if field_ids is not None:
             field_ids = field_ids.clamp(0, self.num_fields - 1)
         out = self.bert(input_ids=ids, attention_mask=attention, token_type_ids=field_ids)
@@ -50,8 +49,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, attention: torch.Tensor,
                 field_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the token features over the attended tokens ``(B, W)``."""
         x = self.forward_features(ids, attention, field_ids)  # (B, L, W)
-        if self.pool == "cls":
-            return x[:, 0]  # (B, W)
         weights = attention.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, W)

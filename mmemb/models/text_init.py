@@ -8,9 +8,9 @@ downloaded.
 What is copied into ``encoder.bert`` (a ``BertModel`` built from the config, no pooler):
 
 * every encoder layer, the embedding LayerNorm: as they are;
-* position embeddings: MiniLM's first ``text_max_length`` rows (MiniLM has 512);
+* position embeddings: MiniLM's first ``text.max_length`` rows (MiniLM has 512);
 * token type embeddings: MiniLM has 2 types and was trained as a sentence encoder with type 0 only,
-  while the tower uses one type per text field (``num_text_fields``). *Choice*: every field row gets
+  while the tower uses one type per text field (``text.num_fields``). *Choice*: every field row gets
   MiniLM's type-0 row, so the initialised tower computes exactly MiniLM's function whatever the field
   ids; the fields can drift apart in training;
 * word embeddings: the row of each of our tokens that MiniLM's vocabulary has (the token itself, else
@@ -19,9 +19,8 @@ What is copied into ``encoder.bert`` (a ``BertModel`` built from the config, no 
   random initialisation, rescaled by default to the element standard deviation of MiniLM's table so
   that they are not drowned by the position embeddings after the embedding LayerNorm.
 
-What ``TextEncoder`` puts around the ``BertModel`` (the field-id clamp, the ``cls``/``mean`` pooling,
-``text_dropout``) is left as it is; MiniLM's sentence embedding is the mean over the attended tokens,
-i.e. ``text_pool="mean"`` (the teacher's text channel also mean-pools).
+What ``TextEncoder`` puts around the ``BertModel`` (the field-id clamp, the mean pooling, ``text.dropout``)
+is left as it is; MiniLM's sentence embedding is the mean over the attended tokens, as the text channel's.
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ TokenNames = Union[Callable[[int], Optional[str]], Sequence[str]]
 
 # (our name, BertConfig attribute) of the fields the tower must share with the pretrained BERT
 _SHAPE_FIELDS = (
-    ("text_width", "hidden_size"),
-    ("text_depth", "num_hidden_layers"),
-    ("text_heads", "num_attention_heads"),
+    ("text.width", "hidden_size"),
+    ("text.depth", "num_hidden_layers"),
+    ("text.heads", "num_attention_heads"),
     ("intermediate_size", "intermediate_size"),
     ("hidden_act", "hidden_act"),
 )
@@ -74,8 +73,8 @@ class TextInitReport:
         unnamed_rows: ids for which ``id_to_token`` gave no token (left at their random init).
         special_tokens: our special token -> its MiniLM id, for those the tower's vocabulary has.
         tensors_copied: names (in ``encoder.bert``) of every parameter written, whole or in part.
-        position_rows: position-embedding rows copied (the tower's ``text_max_length``).
-        token_type_rows: token-type rows set to MiniLM's type-0 row (the tower's ``num_text_fields``).
+        position_rows: position-embedding rows copied (the tower's ``text.max_length``).
+        token_type_rows: token-type rows set to MiniLM's type-0 row (the tower's ``text.num_fields``).
         new_rows_std: element std the random rows were rescaled to (``None``: left as initialised).
     """
 
@@ -162,19 +161,19 @@ def _vocabulary(model: BertModel, path: str) -> dict[str, int]:
 
 def check_minilm_shape(encoder: TextEncoder, minilm: BertModel) -> None:
     """Raise ``ValueError`` naming every field where the tower's BERT differs from ``minilm``'s, with the
-    value ``minilm`` needs, or when ``text_max_length`` exceeds its position embeddings."""
+    value ``minilm`` needs, or when ``text.max_length`` exceeds its position embeddings."""
     ours, theirs = encoder.bert.config, minilm.config
     bad = [(name, getattr(ours, attr), getattr(theirs, attr)) for name, attr in _SHAPE_FIELDS
            if getattr(ours, attr) != getattr(theirs, attr)]
     if ours.max_position_embeddings > theirs.max_position_embeddings:
-        bad.append(("text_max_length", ours.max_position_embeddings,
+        bad.append(("text.max_length", ours.max_position_embeddings,
                     f"<= {theirs.max_position_embeddings}"))
     if bad:
         fields = ", ".join(f"{name}={have} (MiniLM needs {need})" for name, have, need in bad)
         raise ValueError(
             f"the text tower does not match MiniLM: {fields}. MiniLM is width {theirs.hidden_size}, depth "
             f"{theirs.num_hidden_layers}, heads {theirs.num_attention_heads}, intermediate size "
-            f"{theirs.intermediate_size} (the tower's intermediate size is 4 * text_width)")
+            f"{theirs.intermediate_size} (the tower's intermediate size is 4 * text.width)")
 
 
 def _token_names(id_to_token: TokenNames, rows: int) -> list[Optional[str]]:
@@ -265,8 +264,8 @@ def init_text_from_minilm(
     """Overwrite ``encoder``'s BERT with all-MiniLM-L6-v2's weights, in place (see the module docstring).
 
     Args:
-        encoder: the text tower; it must be MiniLM's shape (``text_width=384``, ``text_depth=6``,
-            ``text_heads=12``, hence intermediate size 1536) with ``text_max_length <= 512``.
+        encoder: the text tower; it must be MiniLM's shape (``text.width=384``, ``text.depth=6``,
+            ``text.heads=12``, hence intermediate size 1536) with ``text.max_length <= 512``.
         id_to_token: our token of every id: a callable (e.g. ``TextTokenizer.id_to_token``; ``None`` for
             an id without token) or a sequence of ``vocab_size`` tokens.
         path: folder of MiniLM's ``config.json``, weights and ``vocab.txt``; default: the

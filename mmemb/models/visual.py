@@ -1,4 +1,4 @@
-"""Visual tower: a timm ViT applied to every frame, frame features pooled over time."""
+"""Visual tower: a timm ViT applied to every frame; ImageNet normalisation of the frames; local ViT weights."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from .config import ModelConfig
+from .config import VisionConfig
 
 __all__ = ["FrameEncoder", "load_vit_weights", "normalize_frames"]
 
@@ -60,41 +60,21 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
 
 
 class FrameEncoder(nn.Module):
-    """Frames ``(B, T, 3, S, S)`` -> per-video features ``(B, vision_width)``."""
+    """The ViT of the visual tower (``vit``), applied to every frame by the model
+    (:func:`mmemb.models.vit_features.vit_multiscale_tokens`); local weights from ``pretrained_path``."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.vit = VisionTransformer(
             img_size=cfg.frame_size,
             patch_size=cfg.patch_size,
-            num_classes=0,  # no classifier: forward_head(pre_logits) gives pooled features
-            global_pool=cfg.vision_pool,
-            embed_dim=cfg.vision_width,
-            depth=cfg.vision_depth,
-            num_heads=cfg.vision_heads,
-            mlp_ratio=cfg.vision_mlp_ratio,
+            num_classes=0,  # no classifier
+            global_pool="token",
+            embed_dim=cfg.width,
+            depth=cfg.depth,
+            num_heads=cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
             drop_path_rate=cfg.drop_path,
         )
-        if cfg.vision_pretrained_path:
-            load_vit_weights(self.vit, cfg.vision_pretrained_path)
-        self.width = cfg.vision_width
-        self.frame_size = cfg.frame_size
-
-    def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Per-frame features: ``(B, T, 3, S, S)`` (uint8 RGB or normalised float) -> ``(B, T, W)``."""
-        b, t = frames.shape[:2]
-        if tuple(frames.shape[-2:]) != (self.frame_size, self.frame_size):
-            raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the model's frame_size is {self.frame_size}: "
-                             "make the data's decode.frame_size and the model's frame_size equal")
-        x = normalize_frames(frames).reshape(b * t, *frames.shape[2:])  # (B*T, 3, S, S)
-        x = self.vit.forward_features(x)  # (B*T, N, W)
-        x = self.vit.forward_head(x, pre_logits=True)  # (B*T, W)
-        return x.reshape(b, t, self.width)  # (B, T, W)
-
-    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean of the frame features over valid frames (all frames when ``frame_mask`` is None)."""
-        x = self.forward_frames(frames)  # (B, T, W)
-        if frame_mask is None:
-            return x.mean(dim=1)  # (B, W)
-        weights = frame_mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, W)
+        if cfg.pretrained_path:
+            load_vit_weights(self.vit, cfg.pretrained_path)

@@ -1,19 +1,24 @@
-"""The teacher: visual, audio and text towers, multi-scale fusion, channel attention and label heads.
+"""The embedding model: visual, audio and text towers, multi-scale fusion, channel attention and label heads.
+
+Every preset of :mod:`mmemb.models.registry` is this model: the full one (``teacher_*``) and the
+first two-tower model (``two_tower_*``: the ViT and BERT towers alone, frames mean-pooled over time).
 
 Data flow (``B`` videos, ``T`` frames)::
 
-    frames -> ViT (tokens of the blocks ``fusion_depths`` and of the last block)
-           -> per-frame [CLS] of the last block -> TemporalAttentionPool -> visual channel
+    frames -> ViT (tokens of the blocks ``vision.fusion_depths`` and of the last block)
+           -> per-frame [CLS] of the last block -> TemporalAttentionPool (or mean) -> visual channel
     mel    -> AudioEncoder tokens -> masked mean                           -> audio channel
     text   -> BERT tokens -> masked mean                                   -> text channel
-    text_ngrams -> NgramBag (hashed char-3-grams, mean)                    -> ngram channel (ngram_buckets > 0)
+    text_ngrams -> NgramBag (hashed char-3-grams, mean)                    -> ngram channel (text.ngram_buckets > 0)
     channel vectors -> Linear to embed_dim each (the bag is embed_dim wide already)
 
-    video      = ChannelAttention(visual, audio)       never reads text (text->video retrieval is fair)
+    video      = ChannelAttention(visual, audio)       never reads text (text->video retrieval is fair);
+                                                       the visual channel alone without audio
     text       = ChannelAttention(text, ngram)         the text tower alone (video-text retrieval);
                                                        the text channel alone without the bag
     multimodal = ChannelAttention(fused text, fused visual, fused audio)   with ``use_fusion="multiscale"``
                = ChannelAttention(visual, audio, text)                     with ``use_fusion="none"``
+                 (only when a head reads it: hashtag, query or keyword head on)
 
     hashtag / query logits = LabelHead(multimodal, label embeddings)
         label embeddings = TagGCN(text-tower embeddings of the label names, tag graph)   (use_gcn)
@@ -33,23 +38,23 @@ keywords.
 
 Missing modalities (``video_mask``/``audio_mask``/``text_mask`` False) are masked everywhere: a
 channel missing in a row gets channel weight 0, and an embedding with no available channel is a zero
-row (never NaN).
+row (never NaN). An embedding of a single channel is that channel (weight 1 where available): channel
+attention over one channel would learn nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import AudioConfig, AudioEncoder
+from .audio import AudioEncoder
 from .config import ModelConfig
-from .fusion import ChannelAttentionFusion, FusionConfig, MultiScaleFusion, masked_mean
+from .fusion import ChannelAttentionFusion, MultiScaleFusion, masked_mean
 from .gcn import LabelHead, TagGCN, TagGCNConfig
 from .keywords import gather_slots
 from .ngram import NgramBag
@@ -58,145 +63,7 @@ from .text import TextEncoder
 from .visual import FrameEncoder, normalize_frames
 from .vit_features import vit_multiscale_tokens
 
-__all__ = ["TeacherConfig", "TeacherModel", "LabelInputs"]
-
-
-@dataclass
-class TeacherConfig:
-    """Architecture of :class:`TeacherModel`.
-
-    The widths that the nested configs take from the towers (``fusion.text_width``,
-    ``fusion.visual_width``, ``fusion.audio_width``, ``fusion.num_layers``, ``fusion.modalities``) are
-    *derived* and set by ``__post_init__``; pass the nested configs as dataclasses or dicts.
-    """
-
-    # --- visual tower: a timm ViT per frame (as ModelConfig)
-    frame_size: int = 32  # frames are (S, S); must equal the data's decode.frame_size
-    patch_size: int = 8  # ViT patch side; frame_size must be a multiple of it
-    vision_width: int = 64  # ViT embed_dim
-    vision_depth: int = 2  # ViT blocks
-    vision_heads: int = 2  # attention heads; must divide vision_width
-    vision_mlp_ratio: float = 4.0  # MLP hidden = ratio * width
-    drop_path: float = 0.0  # stochastic depth rate of the ViT
-    vision_pretrained_path: Optional[str] = None  # local timm ViT weights; never downloaded
-    # ViT blocks (0-based, strictly increasing) whose tokens are fused, one per fusion layer
-    fusion_depths: list[int] = field(default_factory=lambda: [0, 1])
-    fusion_visual_tokens: Literal["cls", "all"] = "cls"  # tokens per depth: the T frame [CLS], or all T*N
-    grad_checkpointing: bool = False  # recompute the ViT blocks in backward (memory for compute)
-
-    # --- text tower: BERT from a config (as ModelConfig)
-    vocab_size: int = 8000  # tokenizer size, linked from the data (``data.vocab_size``)
-    text_width: int = 64  # hidden size
-    text_depth: int = 2  # encoder layers
-    text_heads: int = 2  # attention heads; must divide text_width
-    text_max_length: int = 128  # position embeddings; >= the data's text max_length
-    num_text_fields: int = 5  # token_type vocabulary (0 [CLS]/pad, 1 caption, 2 cover, 3 asr, 4 comments)
-    text_dropout: float = 0.0  # hidden and attention dropout of BERT
-    # "minilm": start the text tower from all-MiniLM-L6-v2 (mmemb.models.text_init) once the data's
-    # tokenizer is known; needs text_width 384, text_depth 6, text_heads 12 and data.text.base_vocab: minilm
-    text_init: Literal["random", "minilm"] = "random"
-    # hashed char-n-gram bag channel (mmemb.models.ngram): its buckets, linked from the data
-    # (``data.ngram_buckets``; the batches then carry ``text_ngrams``); 0 = no bag channel
-    ngram_buckets: int = 0
-    use_ngram_bag: bool = True  # the bag channel (also needs ngram_buckets > 0)
-
-    # --- audio tower and fusion
-    audio: AudioConfig = field(default_factory=lambda: AudioConfig(width=64, heads=2))
-    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(width=64, heads=2))
-
-    # --- labels: tag GCN and heads
-    num_hashtags: int = 0  # hashtag vocabulary size, linked from the data; 0 disables the hashtag head
-    num_queries: int = 0  # query vocabulary size, linked from the data; 0 disables the query head
-    label_max_length: int = 8  # tokens per label name ([CLS] name [SEP], 0-padded)
-    gcn_hidden: int = 128  # hidden width of the TagGCN
-    gcn_layers: int = 2  # GCNConv layers
-    gcn_dropout: float = 0.0  # dropout between GCN layers
-    label_init_prob: float = 0.01  # every label starts at this probability (bias = -log((1-p)/p))
-
-    # --- shared space
-    embed_dim: int = 64  # dimension of the L2-normalised embeddings
-    init_temperature: float = 0.07  # CLIP logit scale starts at 1 / init_temperature
-    max_logit_scale: float = 100.0  # the logit scale is clamped at this value
-    learn_logit_scale: bool = True  # False freezes the temperature
-
-    # --- component switches (ablations)
-    use_audio: bool = True  # the audio tower and channel
-    use_fusion: Literal["multiscale", "none"] = "multiscale"  # cross-attention fusion, or channel attention only
-    use_gcn: bool = True  # label embeddings by the TagGCN over the tag graph (else a Linear of the names)
-    hashtag_head: bool = True  # hashtag logits (also needs num_hashtags > 0)
-    query_head: bool = True  # query logits (also needs num_queries > 0)
-    keyword_head: bool = True  # masked keyword prediction logits
-
-    def __post_init__(self) -> None:
-        if isinstance(self.audio, Mapping):
-            self.audio = AudioConfig(**self.audio)
-        if isinstance(self.fusion, Mapping):
-            self.fusion = FusionConfig(**self.fusion)
-        self.fusion_depths = [int(d) for d in self.fusion_depths]
-        positive = ("frame_size", "patch_size", "vision_width", "vision_depth", "vision_heads", "vocab_size",
-                    "text_width", "text_depth", "text_heads", "text_max_length", "num_text_fields", "embed_dim",
-                    "label_max_length", "gcn_hidden", "gcn_layers")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TeacherConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_hashtags < 0 or self.num_queries < 0:
-            raise ValueError("TeacherConfig.num_hashtags and num_queries must be >= 0")
-        if self.ngram_buckets < 0:
-            raise ValueError(f"TeacherConfig.ngram_buckets must be >= 0 (0 = no n-gram bag), got {self.ngram_buckets}")
-        if self.frame_size % self.patch_size:
-            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
-        if self.vision_width % self.vision_heads:
-            raise ValueError(f"vision_width {self.vision_width} is not divisible by vision_heads {self.vision_heads}")
-        if self.text_width % self.text_heads:
-            raise ValueError(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
-        if self.use_fusion not in ("multiscale", "none"):
-            raise ValueError(f"use_fusion must be 'multiscale' or 'none', got {self.use_fusion!r}")
-        if self.fusion_visual_tokens not in ("cls", "all"):
-            raise ValueError(f"fusion_visual_tokens must be 'cls' or 'all', got {self.fusion_visual_tokens!r}")
-        if not self.fusion_depths:
-            raise ValueError("fusion_depths must name at least one ViT block")
-        resolved = []
-        for d in self.fusion_depths:
-            if not -self.vision_depth <= d < self.vision_depth:
-                raise ValueError(f"fusion_depths: block {d} is out of range for vision_depth={self.vision_depth}")
-            resolved.append(d % self.vision_depth)
-        if any(a >= b for a, b in zip(resolved, resolved[1:])):
-            raise ValueError(f"fusion_depths must be strictly increasing blocks, got {self.fusion_depths}")
-        if self.init_temperature <= 0 or 1 / self.init_temperature > self.max_logit_scale:
-            raise ValueError(f"init_temperature must be > 0 and 1 / init_temperature <= max_logit_scale "
-                             f"({self.max_logit_scale}), got {self.init_temperature}")
-        if not (0 <= self.drop_path < 1 and 0 <= self.text_dropout < 1 and 0 <= self.gcn_dropout < 1):
-            raise ValueError("drop_path, text_dropout and gcn_dropout must lie in [0, 1)")
-        if not 0 < self.label_init_prob < 1:
-            raise ValueError(f"label_init_prob must lie in (0, 1), got {self.label_init_prob}")
-        # derived fields of the fusion
-        modalities = ("text", "visual", "audio") if self.use_audio else ("text", "visual")
-        self.fusion = dataclasses.replace(self.fusion, text_width=self.text_width, visual_width=self.vision_width,
-                                          audio_width=self.audio.width, num_layers=len(self.fusion_depths),
-                                          modalities=modalities)
-
-    def tower_config(self) -> ModelConfig:
-        """The :class:`ModelConfig` whose visual and text fields build the ViT and BERT towers."""
-        return ModelConfig(
-            frame_size=self.frame_size, patch_size=self.patch_size, vision_width=self.vision_width,
-            vision_depth=self.vision_depth, vision_heads=self.vision_heads, vision_mlp_ratio=self.vision_mlp_ratio,
-            vision_pool="token", drop_path=self.drop_path, vision_pretrained_path=self.vision_pretrained_path,
-            vocab_size=self.vocab_size, text_width=self.text_width, text_depth=self.text_depth,
-            text_heads=self.text_heads, text_max_length=self.text_max_length, num_text_fields=self.num_text_fields,
-            text_pool="mean", text_dropout=self.text_dropout, embed_dim=self.embed_dim,
-        )
-
-    @property
-    def has_ngram_bag(self) -> bool:
-        return self.use_ngram_bag and self.ngram_buckets > 0
-
-    @property
-    def has_hashtag_head(self) -> bool:
-        return self.hashtag_head and self.num_hashtags > 0
-
-    @property
-    def has_query_head(self) -> bool:
-        return self.query_head and self.num_queries > 0
+__all__ = ["EmbeddingModel", "LabelInputs"]
 
 
 @dataclass
@@ -216,19 +83,20 @@ class _LabelBranch(nn.Module):
     their sizes may change on load (a different graph): ``_load_from_state_dict`` resizes them.
     """
 
-    def __init__(self, cfg: TeacherConfig, num_labels: int):
+    def __init__(self, cfg: ModelConfig, num_labels: int):
         super().__init__()
-        self.register_buffer("name_ids", torch.zeros(num_labels, cfg.label_max_length, dtype=torch.long))
-        self.register_buffer("name_attention", torch.zeros(num_labels, cfg.label_max_length, dtype=torch.long))
+        heads = cfg.heads
+        self.register_buffer("name_ids", torch.zeros(num_labels, heads.label_max_length, dtype=torch.long))
+        self.register_buffer("name_attention", torch.zeros(num_labels, heads.label_max_length, dtype=torch.long))
         self.name_attention[:, 0] = 1  # placeholder: a lone [PAD] token until set_inputs
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
         if cfg.use_gcn:
-            self.embed = TagGCN(TagGCNConfig(in_dim=cfg.text_width, hidden=cfg.gcn_hidden, out_dim=cfg.embed_dim,
-                                             num_layers=cfg.gcn_layers, dropout=cfg.gcn_dropout))
+            self.embed = TagGCN(TagGCNConfig(in_dim=cfg.text.width, hidden=heads.gcn_hidden, out_dim=cfg.embed_dim,
+                                             num_layers=heads.gcn_layers, dropout=heads.gcn_dropout))
         else:
-            self.embed = nn.Linear(cfg.text_width, cfg.embed_dim)
-        p = cfg.label_init_prob
+            self.embed = nn.Linear(cfg.text.width, cfg.embed_dim)
+        p = heads.label_init_prob
         self.head = LabelHead(num_labels, init_bias=-math.log((1 - p) / p))
         self.use_gcn = cfg.use_gcn
 
@@ -254,7 +122,7 @@ class _LabelBranch(nn.Module):
 
     def label_embeddings(self, text: TextEncoder) -> torch.Tensor:
         """``(N, embed_dim)``: the text tower's mean-pooled name embeddings through the GCN (or Linear)."""
-        names = text(self.name_ids, self.name_attention)  # (N, text_width)
+        names = text(self.name_ids, self.name_attention)  # (N, text.width)
         if self.use_gcn:
             return self.embed(names, self.edge_index, self.edge_weight)  # (N, D)
         return self.embed(names)  # (N, D)
@@ -267,8 +135,23 @@ def _masked_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x * mask.to(x.dtype).unsqueeze(-1)
 
 
-class TeacherModel(nn.Module):
-    """The multimodal teacher (see the module docstring).
+def _channel_attention(width: int, channels: tuple[str, ...]) -> ChannelAttentionFusion | None:
+    """Channel attention over ``channels``; None for a single channel (see :func:`_combine`)."""
+    return ChannelAttentionFusion(width, channels) if len(channels) > 1 else None
+
+
+def _combine(attention: ChannelAttentionFusion | None, vectors: Mapping[str, torch.Tensor],
+             available: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused vector ``(B, D)`` and channel weights ``(B, C)`` of named channel vectors; without an
+    attention (one channel) the channel itself, weight 1 where available."""
+    if attention is not None:
+        return attention(vectors, available)
+    (name, vec), = vectors.items()
+    return vec, available[name].to(vec.dtype).unsqueeze(1)  # (B, D), (B, 1)
+
+
+class EmbeddingModel(nn.Module):
+    """The embedding model of every preset (see the module docstring).
 
     Args:
         cfg: the architecture.
@@ -277,42 +160,39 @@ class TeacherModel(nn.Module):
             state dict; until then the names are placeholders.
     """
 
-    def __init__(self, cfg: TeacherConfig, hashtags: LabelInputs | None = None, queries: LabelInputs | None = None):
+    def __init__(self, cfg: ModelConfig, hashtags: LabelInputs | None = None, queries: LabelInputs | None = None):
         super().__init__()
         self.cfg = cfg
-        towers = cfg.tower_config()
-        self.visual = FrameEncoder(towers)
-        self.text = TextEncoder(towers)
-        self.temporal_pool = TemporalAttentionPool(cfg.vision_width, cfg.vision_heads)
+        vision, text = cfg.vision, cfg.text
+        self.visual = FrameEncoder(vision)
+        self.text = TextEncoder(text)
+        self.temporal_pool = (TemporalAttentionPool(vision.width, vision.heads)
+                              if vision.temporal_pool == "attention" else None)  # None: mean over frames
         self.audio = AudioEncoder(cfg.audio) if cfg.use_audio else None
         d = cfg.embed_dim
-        self.visual_proj = nn.Linear(cfg.vision_width, d)
-        self.text_proj = nn.Linear(cfg.text_width, d)
+        self.visual_proj = nn.Linear(vision.width, d)
+        self.text_proj = nn.Linear(text.width, d)
         self.audio_proj = nn.Linear(cfg.audio.width, d) if cfg.use_audio else None
         self.video_channels = ("visual", "audio") if cfg.use_audio else ("visual",)
-        self.video_attention = ChannelAttentionFusion(d, self.video_channels)
+        self.video_attention = _channel_attention(d, self.video_channels)
         mm_channels = ("text",) + self.video_channels
-        if cfg.use_fusion == "multiscale":
-            self.fusion = MultiScaleFusion(cfg.fusion)
-            self.fused_proj = nn.ModuleDict({m: nn.Linear(cfg.fusion.width, d) for m in mm_channels})
-            token_width = cfg.fusion.width
-        else:
-            self.fusion = None
-            self.fused_proj = None
-            token_width = cfg.text_width
-        self.multimodal_attention = ChannelAttentionFusion(d, mm_channels)
-        self.ngram_bag = NgramBag(cfg.ngram_buckets, d) if cfg.has_ngram_bag else None
+        self.fusion = MultiScaleFusion(cfg.fusion) if cfg.use_fusion == "multiscale" else None
+        self.fused_proj = (nn.ModuleDict({m: nn.Linear(cfg.fusion.width, d) for m in mm_channels})
+                           if self.fusion is not None else None)
+        token_width = cfg.fusion.width if self.fusion is not None else text.width
+        self.multimodal_attention = ChannelAttentionFusion(d, mm_channels) if cfg.has_multimodal else None
+        self.ngram_bag = NgramBag(text.ngram_buckets, d) if cfg.has_ngram_bag else None
         self.text_channels = ("text", "ngram") if cfg.has_ngram_bag else ("text",)
-        self.text_attention = ChannelAttentionFusion(d, self.text_channels) if cfg.has_ngram_bag else None
+        self.text_attention = _channel_attention(d, self.text_channels)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)),
                                         requires_grad=cfg.learn_logit_scale)
-        self.hashtag_branch = _LabelBranch(cfg, cfg.num_hashtags) if cfg.has_hashtag_head else None
-        self.query_branch = _LabelBranch(cfg, cfg.num_queries) if cfg.has_query_head else None
+        self.hashtag_branch = _LabelBranch(cfg, cfg.heads.num_hashtags) if cfg.has_hashtag_head else None
+        self.query_branch = _LabelBranch(cfg, cfg.heads.num_queries) if cfg.has_query_head else None
         if cfg.keyword_head:
-            self.keyword_token = nn.Linear(token_width, cfg.text_width)
-            self.keyword_context = nn.Linear(d, cfg.text_width)
-            self.keyword_norm = nn.LayerNorm(cfg.text_width)
-            self.keyword_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+            self.keyword_token = nn.Linear(token_width, text.width)
+            self.keyword_context = nn.Linear(d, text.width)
+            self.keyword_norm = nn.LayerNorm(text.width)
+            self.keyword_bias = nn.Parameter(torch.zeros(text.vocab_size))
         self.set_label_inputs(hashtags, queries)
 
     # ------------------------------------------------------------------ labels
@@ -327,18 +207,18 @@ class TeacherModel(nn.Module):
 
     def _visual_tokens(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Visual channel ``(B, Wv)``, fusion tokens per depth ``[(B, Nv, Wv)]`` and their mask ``(B, Nv)``."""
-        cfg = self.cfg
+        vision = self.cfg.vision
         frames = batch["frames"]
         b, t = frames.shape[:2]
-        if tuple(frames.shape[-2:]) != (cfg.frame_size, cfg.frame_size):
-            raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the teacher's frame_size is "
-                             f"{cfg.frame_size}: make the data's decode.frame_size and frame_size equal")
+        if tuple(frames.shape[-2:]) != (vision.frame_size, vision.frame_size):
+            raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the model's vision.frame_size is "
+                             f"{vision.frame_size}: make the data's decode.frame_size and vision.frame_size equal")
         x = normalize_frames(frames).reshape(b * t, *frames.shape[2:])  # (B*T, 3, S, S)
-        fuse = cfg.use_fusion == "multiscale"
-        last = cfg.vision_depth - 1
-        depths = sorted({d % cfg.vision_depth for d in cfg.fusion_depths} | {last}) if fuse else [last]
+        fuse = self.fusion is not None
+        last = vision.depth - 1
+        depths = sorted(set(vision.fusion_blocks) | {last}) if fuse else [last]
         outs = vit_multiscale_tokens(self.visual.vit, x, depths, norm="all",
-                                     grad_checkpointing=cfg.grad_checkpointing)  # [(B*T, N, Wv)]
+                                     grad_checkpointing=vision.grad_checkpointing)  # [(B*T, N, Wv)]
         by_depth = dict(zip(depths, outs))
         video_mask = batch.get("video_mask")
         video_mask = torch.ones(b, dtype=torch.bool, device=frames.device) if video_mask is None else video_mask.bool()
@@ -346,17 +226,20 @@ class TeacherModel(nn.Module):
         if batch.get("frame_mask") is not None:
             frame_mask = frame_mask & batch["frame_mask"].bool()
         cls = by_depth[last][:, 0].reshape(b, t, -1)  # (B, T, Wv)
-        channel = self.temporal_pool(cls, frame_mask)  # (B, Wv); zeros without frames
+        if self.temporal_pool is not None:
+            channel = self.temporal_pool(cls, frame_mask)  # (B, Wv); zeros without frames
+        else:
+            channel = masked_mean(cls, frame_mask)  # (B, Wv); zeros without frames
         tokens: list[torch.Tensor] = []
         token_mask = frame_mask
         if fuse:
-            for d in cfg.fusion_depths:
-                out = by_depth[d % cfg.vision_depth]  # (B*T, N, Wv)
-                if cfg.fusion_visual_tokens == "cls":
+            for d in vision.fusion_blocks:
+                out = by_depth[d]  # (B*T, N, Wv)
+                if vision.fusion_tokens == "cls":
                     tokens.append(out[:, 0].reshape(b, t, -1))  # (B, T, Wv)
                 else:
                     tokens.append(out.reshape(b, t * out.shape[1], -1))  # (B, T*N, Wv)
-            if cfg.fusion_visual_tokens == "all":
+            if vision.fusion_tokens == "all":
                 token_mask = frame_mask.repeat_interleave(outs[0].shape[1], dim=1)  # (B, T*N)
         return channel, tokens, token_mask
 
@@ -377,15 +260,15 @@ class TeacherModel(nn.Module):
         A batch without ``text_ngrams`` leaves the bag channel unavailable."""
         vec = _masked_rows(self.text_proj(masked_mean(tokens, token_mask)), text_ok)  # (B, D)
         if self.ngram_bag is None:
-            return vec, text_ok.to(vec.dtype).unsqueeze(1)  # (B, 1)
+            return _combine(None, {"text": vec}, {"text": text_ok})
         ngrams = batch.get("text_ngrams")
         if ngrams is None:
             ngram_vec, ngram_ok = torch.zeros_like(vec), torch.zeros_like(text_ok)
         else:
             ngram_vec, ngram_ok = self.ngram_bag(ngrams)  # (B, D), (B,)
             ngram_ok = ngram_ok & text_ok
-        return self.text_attention({"text": vec, "ngram": _masked_rows(ngram_vec, ngram_ok)},
-                                   {"text": text_ok, "ngram": ngram_ok})
+        return _combine(self.text_attention, {"text": vec, "ngram": _masked_rows(ngram_vec, ngram_ok)},
+                        {"text": text_ok, "ngram": ngram_ok})
 
     # ------------------------------------------------------------------ features
 
@@ -397,11 +280,11 @@ class TeacherModel(nn.Module):
         missing; ``audio`` absent without the audio tower), ``video`` ``(B, D)`` (visual+audio only),
         ``video_weights`` ``(B, C_v)``, ``available`` (name -> ``(B,)`` bool), and when ``need_text``:
         ``text`` is the text embedding (the transformer channel, with the n-gram bag by channel attention)
-        and ``text_weights`` ``(B, C_t)`` its channel weights; ``multimodal`` ``(B, D)``,
-        ``multimodal_weights`` ``(B, C_m)``, ``text_tokens`` ``(B, L, W)`` (fused when ``use_fusion="multiscale"``, read from ``fusion_text_ids`` when given, the clean
-        text otherwise) and ``text_token_mask`` ``(B, L)``.
+        and ``text_weights`` ``(B, C_t)`` its channel weights; when a head reads them (``has_multimodal``):
+        ``multimodal`` ``(B, D)``, ``multimodal_weights`` ``(B, C_m)``, ``text_tokens`` ``(B, L, W)`` (fused
+        when ``use_fusion="multiscale"``, read from ``fusion_text_ids`` when given, the clean text
+        otherwise) and ``text_token_mask`` ``(B, L)``.
         """
-        cfg = self.cfg
         b = batch["frames"].shape[0]
         dev = batch["frames"].device
         ones = torch.ones(b, dtype=torch.bool, device=dev)
@@ -419,8 +302,8 @@ class TeacherModel(nn.Module):
             available["audio"] = audio_token_mask.any(dim=-1)
             out["audio"] = _masked_rows(self.audio_proj(masked_mean(audio_tokens, audio_token_mask)),
                                         available["audio"])
-        out["video"], out["video_weights"] = self.video_attention(
-            {c: out[c] for c in self.video_channels}, {c: available[c] for c in self.video_channels})
+        out["video"], out["video_weights"] = _combine(
+            self.video_attention, {c: out[c] for c in self.video_channels}, {c: available[c] for c in self.video_channels})
         out["available"] = available
         if not need_text:
             return out
@@ -428,6 +311,8 @@ class TeacherModel(nn.Module):
         clean_tokens, text_token_mask = self._text_tokens(batch)  # (B, L, Wt)
         out["text"], out["text_weights"] = self._text_embedding(batch, clean_tokens, text_token_mask,
                                                                 available["text"])  # (B, D), (B, C_t)
+        if self.multimodal_attention is None:
+            return out
         if fusion_text_ids is not None:
             fusion_tokens, _ = self._text_tokens(batch, fusion_text_ids)  # (B, L, Wt)
         else:
@@ -474,7 +359,7 @@ class TeacherModel(nn.Module):
         """``(B, K, vocab_size)`` scores at the masked ``positions`` ``(B, L)`` (slot order as
         :func:`mmemb.models.keywords.select_keywords`' targets); ``context`` ``(B, D)``."""
         if not self.cfg.keyword_head:
-            raise RuntimeError("the keyword head is off (TeacherConfig.keyword_head=False)")
+            raise RuntimeError("the keyword head is off (ModelConfig.keyword_head=False)")
         slots = gather_slots(text_tokens, positions, k)  # (B, K, W)
         h = self.keyword_token(slots) + self.keyword_context(context).unsqueeze(1)  # (B, K, Wt)
         h = self.keyword_norm(F.gelu(h))
@@ -483,25 +368,29 @@ class TeacherModel(nn.Module):
 
     def forward(self, batch: Mapping[str, Any], masked_text_ids: torch.Tensor | None = None,
                 keyword_positions: torch.Tensor | None = None, num_keywords: int | None = None) -> dict[str, Any]:
-        """Every output: ``video``, ``text``, ``multimodal`` (L2-normalised, zero rows where nothing is
-        available), ``logit_scale``, ``video_weights``, ``text_weights``, ``multimodal_weights``, and when the heads are
-        on ``hashtag_logits`` ``(B, H)``, ``query_logits`` ``(B, Q)``, ``keyword_logits`` ``(B, K, V)``
-        (the latter only given ``masked_text_ids``, ``keyword_positions`` and ``num_keywords``: the
-        fusion then reads the masked text)."""
+        """Every output: ``video``, ``text`` (L2-normalised, zero rows where nothing is available),
+        ``video_mask`` ``(B,)`` (a video channel is available), ``logit_scale``, ``video_weights``,
+        ``text_weights``; when a head reads it (``ModelConfig.has_multimodal``) ``multimodal`` (as the
+        others), ``multimodal_weights`` and ``multimodal_mask``; and when the heads are on
+        ``hashtag_logits`` ``(B, H)``, ``query_logits`` ``(B, Q)``, ``keyword_logits`` ``(B, K, V)`` (the
+        latter only given ``masked_text_ids``, ``keyword_positions`` and ``num_keywords``: the fusion then
+        reads the masked text)."""
         f = self.forward_features(batch, fusion_text_ids=masked_text_ids)
         avail = f["available"]
         video_ok = self._video_available(avail)
-        mm_ok = video_ok | avail["text"]
         out = {
             "video": _masked_rows(F.normalize(f["video"], dim=-1), video_ok),
             "text": _masked_rows(F.normalize(f["text"], dim=-1), avail["text"]),
-            "multimodal": _masked_rows(F.normalize(f["multimodal"], dim=-1), mm_ok),
+            "video_mask": video_ok,
             "logit_scale": self.get_logit_scale(),
             "video_weights": f["video_weights"],
             "text_weights": f["text_weights"],
-            "multimodal_weights": f["multimodal_weights"],
-            "multimodal_mask": mm_ok,
         }
+        if "multimodal" not in f:
+            return out
+        mm_ok = video_ok | avail["text"]
+        out.update(multimodal=_masked_rows(F.normalize(f["multimodal"], dim=-1), mm_ok),
+                   multimodal_weights=f["multimodal_weights"], multimodal_mask=mm_ok)
         if self.hashtag_branch is not None:
             out["hashtag_logits"] = self.hashtag_branch(f["multimodal"], self.text)
         if self.query_branch is not None:

@@ -1,0 +1,404 @@
+"""Training and evaluation of the embedding model (:class:`mmemb.models.model.EmbeddingModel`, every
+preset) as one LightningModule.
+
+Loss = weighted sum of the terms (each logged as ``train/<term>``; a term whose weight is 0 or absent
+from ``loss_weights`` is not computed, nor one whose head is off or whose data is absent):
+
+* ``clip_v2t``, ``clip_t2v``: video (visual + audio) vs text-tower InfoNCE with the negatives of every
+  DDP rank (:func:`mmemb.losses.clip_infonce_global`);
+* ``simclr``: NT-Xent between the video embeddings of two augmented views
+  (:func:`mmemb.data.augment.two_views`; the first view also feeds every other term);
+* ``hashtag_bce``, ``query_bce``: TF-IDF weighted multi-label BCE of the label heads, over the rows
+  that carry at least one label;
+* ``keyword``: cross-entropy of the masked keywords (highest-IDF words, :mod:`mmemb.models.keywords`),
+  predicted from the fused representation of the masked text.
+
+The two-tower presets train with ``loss_weights: {clip_v2t: 0.5, clip_t2v: 0.5}`` (their configs say
+so); the default weights are those of the full model.
+
+The augmentations draw from a generator seeded by (``augment_seed``, global rank, global step,
+micro-batch index within the step's gradient accumulation) (:func:`augment_generator`): every rank and
+every micro-batch draws its own views, and a run resumed from a checkpoint draws the same views as an
+uninterrupted one.
+
+Validation and test collect the embeddings, masks, categories and hashtag scores of every batch,
+merge them across DDP ranks at the end of the epoch and log retrieval and hashtag metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ..data.augment import AugmentConfig, two_views
+from ..eval.metrics import retrieval_metrics
+from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
+from ..models.config import apply_overrides
+from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
+from ..models.registry import create_model, get_model_config
+from .checkpoints import read_checkpoint, upgrade_state_dict
+from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_scores
+from .optim import configure_warmup_cosine
+from .resume import fix_loop_progress
+
+__all__ = ["EmbeddingModule", "DEFAULT_LOSS_WEIGHTS", "augment_generator", "PROGRESS_METRICS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOSS_WEIGHTS = {"clip_v2t": 0.5, "clip_t2v": 0.5, "simclr": 0.5, "hashtag_bce": 1.0, "query_bce": 1.0,
+                        "keyword": 0.5}
+MASK_ID = 4  # [MASK] in a TextTokenizer vocabulary (SPECIAL_TOKENS order); the data's tokenizer is used when known
+PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")  # also shown in the progress bar
+
+
+def augment_generator(seed: int, rank: int, step: int, micro_batch: int) -> torch.Generator:
+    """A CPU generator of its own for every (seed, global rank, global step, micro-batch) (mixed by
+    :class:`numpy.random.SeedSequence`, so that nearby tuples give unrelated streams)."""
+    state = np.random.SeedSequence([seed, rank, step, micro_batch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class _IdTokenizer:
+    """Fallback for keyword selection without the data's tokenizer: every id is a word of its own."""
+
+    def id_to_token(self, idx: int) -> str:
+        from ..data.text import SPECIAL_TOKENS
+
+        return SPECIAL_TOKENS[idx] if 0 <= idx < len(SPECIAL_TOKENS) else f"w{idx}"
+
+
+def _plain(x: Any) -> Any:
+    """Dataclasses -> dicts (checkpoints then load with ``weights_only=True``)."""
+    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+
+
+class EmbeddingModule(pl.LightningModule):
+    """Multi-objective training of an :class:`~mmemb.models.model.EmbeddingModel` preset.
+
+    Args:
+        preset: model preset (``mmemb.models.list_models()``).
+        vocab_size, num_hashtags, num_queries: linked from the data module by the CLI
+            (``data.vocab_size`` ...); they set ``text.vocab_size``, ``heads.num_hashtags`` and
+            ``heads.num_queries`` of the model config.
+        ngram_buckets: hash buckets of the n-gram bag channel, linked from ``data.ngram_buckets``
+            (``text.ngram_buckets``); 0 = no bag; None = the preset's (0).
+        overrides: preset fields to change: top-level fields by name (``use_gcn: false``), a part as a
+            dict of its fields (``audio: {depth: 1}``, ``vision: {pretrained_path: vit.safetensors}``).
+        lr, weight_decay, betas: optimizer settings (no decay on 1-D parameters and embeddings).
+        optimizer: ``"adamw"`` or ``"lamb"`` (for very large batches).
+        warmup_fraction, min_lr_ratio: warmup + cosine schedule (:func:`mmemb.lit.optim.warmup_cosine`).
+        loss_weights: weight per term (default :data:`DEFAULT_LOSS_WEIGHTS`); 0 or absent disables a term.
+        simclr_temperature: NT-Xent temperature.
+        augment: augmentation strength of the SimCLR views (None = ``AugmentConfig()``).
+        augment_seed: seed of the augmentations (see :func:`augment_generator`), >= 0.
+        keywords: keyword selection (None = ``KeywordConfig()``).
+        label_neg_weight: weight of every negative label in the BCE terms.
+    """
+
+    def __init__(
+        self,
+        preset: str = "teacher_small",
+        vocab_size: int = 8000,
+        num_hashtags: int = 0,
+        num_queries: int = 0,
+        ngram_buckets: int | None = None,
+        overrides: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.98),
+        optimizer: Literal["adamw", "lamb"] = "adamw",
+        warmup_fraction: float = 0.05,
+        min_lr_ratio: float = 0.0,
+        loss_weights: dict[str, float] | None = None,
+        simclr_temperature: float = 0.1,
+        augment: AugmentConfig | dict | None = None,
+        augment_seed: int = 0,
+        keywords: KeywordConfig | dict | None = None,
+        label_neg_weight: float = 1.0,
+    ):
+        super().__init__()
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+        if optimizer not in ("adamw", "lamb"):
+            raise ValueError(f"optimizer must be 'adamw' or 'lamb', got {optimizer!r}")
+        if simclr_temperature <= 0:
+            raise ValueError(f"simclr_temperature must be > 0, got {simclr_temperature}")
+        if augment_seed < 0:
+            raise ValueError(f"augment_seed must be >= 0, got {augment_seed}")
+        weights = dict(DEFAULT_LOSS_WEIGHTS if loss_weights is None else loss_weights)
+        unknown = set(weights) - set(DEFAULT_LOSS_WEIGHTS)
+        if unknown:
+            raise KeyError(f"unknown loss terms {sorted(unknown)}; valid: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+        self.augment_cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(**(augment or {}))
+        self.keyword_cfg = keywords if isinstance(keywords, KeywordConfig) else KeywordConfig(**(keywords or {}))
+        self.save_hyperparameters(ignore=["overrides", "augment", "keywords"])
+        self.hparams["overrides"] = dict(overrides or {})  # plain containers: weights_only checkpoints
+        self.hparams["augment"] = _plain(self.augment_cfg)
+        self.hparams["keywords"] = _plain(self.keyword_cfg)
+        linked = {"text": {"vocab_size": vocab_size, **({} if ngram_buckets is None else
+                                                          {"ngram_buckets": ngram_buckets})},
+                  "heads": {"num_hashtags": num_hashtags, "num_queries": num_queries}}
+        self.config = apply_overrides(get_model_config(preset, **self.hparams["overrides"]), linked)
+        self.model = create_model(self.config)
+        self.loss_weights = weights
+        # hashtag names (zero-shot scores without a head) and train counts (the popularity baseline)
+        if num_hashtags > 0:
+            length = self.config.heads.label_max_length
+            self.register_buffer("hashtag_name_ids", torch.zeros(num_hashtags, length, dtype=torch.long))
+            self.register_buffer("hashtag_name_attention", torch.zeros(num_hashtags, length, dtype=torch.long))
+            self.register_buffer("hashtag_train_counts", torch.zeros(num_hashtags))
+        self.register_buffer("keyword_idf", torch.ones(vocab_size))  # set from the train texts in setup
+        self._tokenizer: Any = _IdTokenizer()
+        self._mask_id = MASK_ID
+        self._eval_outputs: list[dict[str, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @classmethod
+    def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu") -> "EmbeddingModule":
+        """The module rebuilt from the hyper-parameters and weights of a Lightning checkpoint, read with
+        ``torch.load(weights_only=True)`` (no pickled code runs); checkpoints of earlier versions are
+        upgraded (:mod:`mmemb.lit.checkpoints`)."""
+        hparams, state_dict = read_checkpoint(path, map_location)
+        module = cls(**hparams)
+        module.load_state_dict(upgrade_state_dict(state_dict, module))
+        return module
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this (``restore_model``) before it restores the loops from
+        ``checkpoint["loops"]`` (``restore_training_state``), so patching the dict here takes effect."""
+        super().on_load_checkpoint(checkpoint)
+        fix_loop_progress(checkpoint)
+
+    # ------------------------------------------------------------------ data-dependent inputs
+
+    def set_vocabularies(self, vocabs, train_records=None, text_max_length: int | None = None,
+                         init_text: bool = False) -> None:
+        """Label names, tag graph, hashtag train counts, tokenizer and keyword IDF from the data's
+        :class:`~mmemb.data.vocab.Vocabularies`; with ``init_text`` and ``text.init="minilm"``, the text
+        tower starts from MiniLM's weights. A label vocabulary whose size is not the model's is an error
+        (its names would stay placeholders)."""
+        cfg = self.config
+        tok = vocabs.tokenizer
+        num_hashtags, num_queries = cfg.heads.num_hashtags, cfg.heads.num_queries
+        if num_hashtags and len(vocabs.hashtags) != num_hashtags:
+            raise ValueError(f"the data has {len(vocabs.hashtags)} hashtags but the model was built for "
+                             f"{num_hashtags}: link model.num_hashtags to data.num_hashtags")
+        if cfg.has_query_head and len(vocabs.queries) != num_queries:
+            raise ValueError(f"the data has {len(vocabs.queries)} queries but the model was built for "
+                             f"{num_queries}: link model.num_queries to data.num_queries")
+        if init_text and cfg.text.init == "minilm":
+            self._init_text_from_minilm(tok)
+        self._tokenizer = tok
+        self._mask_id = getattr(tok, "mask_id", MASK_ID)
+        length = cfg.heads.label_max_length
+        hashtags = queries = None
+        if cfg.has_hashtag_head:
+            hashtags = label_inputs(tok, list(vocabs.hashtags.labels), length, vocabs.tag_graph)
+        if cfg.has_query_head:
+            queries = label_inputs(tok, list(vocabs.queries.labels), length)
+        self.model.set_label_inputs(hashtags, queries)
+        if num_hashtags:
+            ids, att = name_token_ids(tok, list(vocabs.hashtags.labels), length)
+            dev = self.hashtag_name_ids.device
+            self.hashtag_name_ids.copy_(ids.to(dev))
+            self.hashtag_name_attention.copy_(att.to(dev))
+            self.hashtag_train_counts.copy_(torch.as_tensor(list(vocabs.hashtags.counts), dtype=torch.float32,
+                                                            device=dev))
+        if train_records is not None and cfg.keyword_head:
+            from ..data.vocab import record_texts
+
+            length = text_max_length or cfg.text.max_length
+            lists = [tok.encode_fields(record_texts(r), length)[0] for r in train_records]
+            lists = [[i for i in ids if i >= 5] for ids in lists]  # no special tokens
+            self.keyword_idf = token_idf(lists, cfg.text.vocab_size).to(self.keyword_idf.device)
+
+    def _init_text_from_minilm(self, tokenizer) -> None:
+        from ..models.text_init import init_text_from_minilm
+
+        if self.config.text.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"text.init='minilm' maps the tokenizer's {tokenizer.vocab_size} tokens onto MiniLM's, "
+                             f"but the model has text.vocab_size={self.config.text.vocab_size}")
+        report = init_text_from_minilm(self.model.text, tokenizer.id_to_token)
+        log.info("text tower initialised from MiniLM: %s", report.summary())
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "vocabs"):
+            return
+        records = dm.splits["train"] if hasattr(dm, "splits") else None
+        text_len = getattr(getattr(dm, "text", None), "max_length", None)
+        # MiniLM weights only when training starts (a resumed run's checkpoint then overwrites them)
+        self.set_vocabularies(dm.vocabs, records, text_len, init_text=(stage == "fit"))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model(batch)
+
+    # ------------------------------------------------------------------ losses
+
+    def _weight(self, term: str) -> float:
+        return float(self.loss_weights.get(term, 0.0))
+
+    def _augment_generator(self, batch_idx: int) -> torch.Generator:
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        return augment_generator(int(self.hparams.augment_seed), int(self.global_rank), int(self.global_step),
+                                 batch_idx % accumulate)
+
+    def _losses(self, batch: dict[str, Any],
+                batch_idx: int | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Forward outputs and loss terms; ``batch_idx`` given = a training step (with augmentations)."""
+        cfg = self.config
+        view1 = view2 = None
+        use_simclr = batch_idx is not None and self._weight("simclr") > 0
+        if use_simclr:
+            view1, view2 = two_views(batch, self.augment_cfg, self._augment_generator(batch_idx))
+        main = view1 if view1 is not None else batch
+        kw_args: dict[str, Any] = {}
+        kw = None
+        if cfg.keyword_head and self._weight("keyword") > 0:
+            positions, target_ids, valid = select_keywords(batch["text_ids"], batch["text_attention"],
+                                                           self.keyword_idf, self._tokenizer, self.keyword_cfg)
+            kw = (target_ids, valid)
+            kw_args = {"masked_text_ids": apply_mask(batch["text_ids"], positions, self._mask_id),
+                       "keyword_positions": positions, "num_keywords": target_ids.shape[1]}
+        out = self.model(main, **kw_args)
+        terms: dict[str, torch.Tensor] = {}
+        if self._weight("clip_v2t") > 0 or self._weight("clip_t2v") > 0:
+            terms.update(clip_infonce_global(out["video"], out["text"], out["logit_scale"], out["video_mask"],
+                                             batch.get("text_mask")))
+        if use_simclr:
+            z2 = self.model.encode_video(view2)
+            ok = out["video_mask"] & (z2 != 0).any(dim=-1)
+            terms.update(nt_xent(out["video"], z2, self.hparams.simclr_temperature, ok))
+        for name in ("hashtag", "query"):
+            key = f"{name}_logits"
+            if key in out and self._weight(f"{name}_bce") > 0 and f"{name}_targets" in batch:
+                targets = batch[f"{name}_targets"]
+                terms.update(weighted_multilabel_bce(out[key], targets, batch[f"{name}_weights"],
+                                                     self.hparams.label_neg_weight, name, targets.sum(-1) > 0))
+        if kw is not None and "keyword_logits" in out:
+            terms.update(keyword_mask_loss(out["keyword_logits"], *kw))
+        return out, terms
+
+    def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return total_loss(terms, {k: self._weight(k) for k in terms})
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out, terms = self._losses(batch, batch_idx)
+        loss = self._total(terms)
+        bs = len(batch["ids"])
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", out["logit_scale"], batch_size=bs)
+        for kind, channels in (("video", self.model.video_channels), ("text", self.model.text_channels)):
+            w = out[f"{kind}_weights"]
+            for i, c in enumerate(channels):  # mean channel weight (channel attention)
+                self.log(f"train/{kind}_weight_{c}", w[:, i].mean(), batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):
+        return configure_warmup_cosine(self, self.model, self.hparams.optimizer)
+
+    # ------------------------------------------------------------------ hashtag scores
+
+    def _has_hashtag_names(self) -> bool:
+        return self.config.heads.num_hashtags > 0 and bool(self.hashtag_name_attention.any())
+
+    def hashtag_scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """``(B, H)`` hashtag scores of a forward output: the head's logits when there is a head, else
+        the zero-shot cosines (:func:`~mmemb.lit.hashtag_scoring.zero_shot_scores`); None when the
+        module knows no hashtag names."""
+        if "hashtag_logits" in out:
+            return out["hashtag_logits"]
+        if not self._has_hashtag_names():
+            return None
+        return zero_shot_scores(self.model, out["video"], self.hashtag_name_ids, self.hashtag_name_attention)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:
+        out, terms = self._losses(batch)
+        if terms:
+            self.log(f"{prefix}/loss", self._total(terms), batch_size=len(batch["ids"]))
+        if "keyword_logits" in out:  # the losses' fusion read keyword-masked text: score the clean text
+            out = self.model(batch)
+        row = {
+            "video": out["video"].detach().float().cpu(),
+            "text": out["text"].detach().float().cpu(),
+            "video_mask": out["video_mask"].cpu(),
+            "text_mask": batch["text_mask"].cpu(),
+            "category": batch["category"].cpu(),
+        }
+        scores = self.hashtag_scores(out) if "hashtag_targets" in batch else None
+        if scores is not None:  # head logits, else zero-shot cosines
+            row.update(hashtag_scores=scores.detach().float().cpu(), hashtag_targets=batch["hashtag_targets"].cpu())
+        self._eval_outputs.append(row)
+
+    def _merged_eval_outputs(self) -> dict[str, torch.Tensor] | None:
+        """The epoch's outputs concatenated per key (then cleared); on several ranks, every rank gets
+        the whole split (the DistributedSampler pads equal shards). None when nothing was collected."""
+        if not self._eval_outputs:
+            return None
+        keys = self._eval_outputs[0].keys()
+        merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in keys}
+        self._eval_outputs.clear()
+        if self.trainer.world_size > 1:
+            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}
+        return merged
+
+    def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
+        """Retrieval metrics and hashtag metrics (with the popularity baseline) of the epoch, logged."""
+        merged = self._merged_eval_outputs()
+        if merged is None:
+            return {}
+        metrics = retrieval_metrics(merged["video"], merged["text"], merged["category"],
+                                    merged["video_mask"], merged["text_mask"])
+        logged = {k: v for k, v in metrics.items() if not k.endswith("_chance") and k not in PROGRESS_METRICS}
+        if "hashtag_scores" in merged:
+            counts = self.hashtag_train_counts if self._has_hashtag_names() else None
+            for k, v in hashtag_metrics(merged["hashtag_scores"], merged["hashtag_targets"], counts).items():
+                metrics[k] = v
+                if not math.isnan(v):
+                    logged[k] = v
+        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
+        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_outputs.clear()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_outputs.clear()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``ids`` and the embeddings of a batch (``video`` reads no text; zero rows where missing)."""
+        out = self.model(batch)
+        pred = {"ids": list(batch["ids"]), "video": out["video"], "text": out["text"],
+                "video_mask": out["video_mask"], "text_mask": batch["text_mask"], "category": batch["category"]}
+        if "multimodal" in out:
+            pred["multimodal"] = out["multimodal"]
+        if "hashtag_logits" in out:
+            pred["hashtag_scores"] = out["hashtag_logits"].sigmoid()
+        elif (scores := self.hashtag_scores(out)) is not None:
+            pred["hashtag_scores"] = scores  # zero-shot cosines (no hashtag head)
+        return pred

@@ -1,0 +1,151 @@
+"""The one LightningModule (mmemb.lit.module): augmentation seeds per rank and micro-batch, and
+checkpoints of earlier versions (TeacherModule, PretrainModule) that still load (mmemb.lit.checkpoints)."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from test_models import synthetic_batch
+from torch.utils.data import DataLoader
+
+from mmemb.lit import module as lit_module
+from mmemb.lit.module import EmbeddingModule, augment_generator
+
+VOCAB = 300
+H, Q = 10, 6
+CLIP_SIMCLR = {"clip_v2t": 0.5, "clip_t2v": 0.5, "simclr": 0.5}
+TWO_VIEWS = lit_module.two_views
+
+
+# ----------------------------------------------------------------------------- augmentation seeds
+
+
+def _draw(g: torch.Generator) -> float:
+    return torch.rand(1, generator=g).item()
+
+
+def test_augment_generator_depends_on_every_part_of_its_key():
+    key = (3, 0, 5, 0)
+    assert _draw(augment_generator(*key)) == _draw(augment_generator(*key))  # reproducible (resume)
+    draws = {_draw(augment_generator(*k)) for k in [key, (4, 0, 5, 0), (3, 1, 5, 0), (3, 0, 6, 0), (3, 0, 5, 1)]}
+    assert len(draws) == 5
+
+
+def _seeds_of_a_run(tmp_path, monkeypatch, rank: int, accumulate: int, batches: int = 4) -> list[float]:
+    """The first draw of the augmentation generator of every training micro-batch."""
+    draws: list[float] = []
+
+    def spy(batch, cfg, generator):
+        copy = torch.Generator()
+        copy.set_state(generator.get_state())  # the draw of a copy leaves the views as they are
+        draws.append(_draw(copy))
+        return TWO_VIEWS(batch, cfg, generator)
+
+    monkeypatch.setattr(lit_module, "two_views", spy)
+    monkeypatch.setattr(EmbeddingModule, "global_rank", property(lambda self: rank))
+    pl.seed_everything(0)
+    module = EmbeddingModule(preset="two_tower_tiny", vocab_size=VOCAB, loss_weights=CLIP_SIMCLR, lr=1e-3)
+    loader = DataLoader([synthetic_batch(b=4, seed=i) for i in range(batches)], batch_size=None)
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accumulate_grad_batches=accumulate)
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == batches // accumulate
+    return draws
+
+
+def test_every_micro_batch_and_every_rank_draws_its_own_views(tmp_path, monkeypatch):
+    """Seeded by (seed, global step) alone, the two micro-batches of one accumulated step drew the same
+    views, and so did every DDP rank at the same step."""
+    rank0 = _seeds_of_a_run(tmp_path / "r0", monkeypatch, rank=0, accumulate=2)
+    assert len(rank0) == 4 and len(set(rank0)) == 4  # 2 steps x 2 micro-batches
+    rank1 = _seeds_of_a_run(tmp_path / "r1", monkeypatch, rank=1, accumulate=2)
+    assert set(rank0).isdisjoint(rank1)
+    again = _seeds_of_a_run(tmp_path / "again", monkeypatch, rank=0, accumulate=2)
+    assert again == rank0  # the same run draws the same views (a resumed run as well: tests/test_resume.py)
+
+
+# ----------------------------------------------------------------------------- checkpoints of earlier versions
+
+
+def _teacher_batch(b: int = 3, seed: int = 0) -> dict:
+    batch = synthetic_batch(b=b, t=2, size=32, length=12, vocab=VOCAB, n_mels=64, mel_frames=40, num_hashtags=H,
+                            seed=seed)
+    batch["frames"] = (torch.rand(batch["frames"].shape, generator=torch.Generator().manual_seed(seed)) * 255
+                       ).to(torch.uint8)
+    return batch
+
+
+def _outputs(module: EmbeddingModule, batch: dict) -> dict[str, torch.Tensor]:
+    module.eval()
+    with torch.no_grad():
+        out = module(batch)
+    return {k: v for k, v in out.items() if torch.is_tensor(v)}
+
+
+def test_a_teacher_checkpoint_of_the_flat_config_loads(tmp_path):
+    """TeacherModule wrote ``preset: teacher_*`` with the tower fields flat in ``overrides``, and a
+    channel attention over the one visual channel of a model without audio."""
+    pl.seed_everything(0)
+    new = EmbeddingModule(preset="teacher_tiny", vocab_size=VOCAB, num_hashtags=H, num_queries=Q,
+                          overrides={"use_audio": False, "vision": {"fusion_tokens": "all"},
+                                     "heads": {"gcn_hidden": 32}, "text": {"dropout": 0.1}})
+    state = dict(new.state_dict())
+    state["model.video_attention.score.0.weight"] = torch.randn(64, 64)  # the old one-channel attention
+    state["model.video_attention.score.0.bias"] = torch.zeros(64)
+    state["model.video_attention.score.2.weight"] = torch.randn(1, 64)
+    state["model.video_attention.channel_bias"] = torch.zeros(1)
+    hparams = {**{k: v for k, v in new.hparams.items() if k != "overrides"},
+               "overrides": {"use_audio": False, "fusion_visual_tokens": "all", "gcn_hidden": 32,
+                             "text_dropout": 0.1, "vision_pretrained_path": str(tmp_path / "gone.safetensors")}}
+    path = tmp_path / "teacher.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": state}, path)
+
+    loaded = EmbeddingModule.from_checkpoint_weights(str(path))
+    assert loaded.hparams.preset == "teacher_tiny"
+    assert loaded.hparams.overrides == {"use_audio": False, "vision": {"fusion_tokens": "all"},
+                                        "heads": {"gcn_hidden": 32}, "text": {"dropout": 0.1}}
+    batch = _teacher_batch()
+    want, got = _outputs(new, batch), _outputs(loaded, batch)
+    assert set(got) == set(want) and "hashtag_logits" in got
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], msg=key)
+
+
+def _old_two_tower_checkpoint(tmp_path, **hparams) -> tuple[EmbeddingModule, str]:
+    """A PretrainModule checkpoint: preset ``tiny``, bias-free ``video_proj``/``text_proj``, no keyword IDF.
+    Built from a two-tower module with zero projection biases, so that both must embed alike."""
+    pl.seed_everything(0)
+    new = EmbeddingModule(preset="two_tower_tiny", vocab_size=VOCAB, num_hashtags=3,
+                          overrides={"embed_dim": 32}, loss_weights={"clip_v2t": 0.5, "clip_t2v": 0.5})
+    with torch.no_grad():
+        new.model.visual_proj.bias.zero_()
+        new.model.text_proj.bias.zero_()
+    state = {k: v for k, v in new.state_dict().items()
+             if k not in ("keyword_idf", "model.visual_proj.bias", "model.text_proj.bias")}
+    state["model.video_proj.weight"] = state.pop("model.visual_proj.weight")
+    old = {"preset": "tiny", "vocab_size": VOCAB, "overrides": {"embed_dim": 32, "text_pool": "mean"}, "lr": 1e-3,
+           "weight_decay": 0.05, "betas": (0.9, 0.98), "warmup_fraction": 0.05, "min_lr_ratio": 0.0,
+           "loss_weights": None, "num_hashtags": 3, **hparams}
+    path = tmp_path / "pretrain.ckpt"
+    torch.save({"hyper_parameters": old, "state_dict": state}, path)
+    return new, str(path)
+
+
+def test_a_first_model_checkpoint_loads_as_the_two_tower_preset(tmp_path):
+    new, path = _old_two_tower_checkpoint(tmp_path)
+    loaded = EmbeddingModule.from_checkpoint_weights(path)
+    assert loaded.hparams.preset == "two_tower_tiny"
+    assert loaded.loss_weights == {"clip_v2t": 0.5, "clip_t2v": 0.5}  # the first model's loss
+    assert torch.equal(loaded.hashtag_name_ids, new.hashtag_name_ids)
+    batch = synthetic_batch(b=4)
+    want, got = _outputs(new, batch), _outputs(loaded, batch)
+    for key in ("video", "text", "video_mask"):
+        torch.testing.assert_close(got[key], want[key], msg=key)
+
+
+def test_a_first_model_variant_without_equivalent_fails_with_the_way_out(tmp_path):
+    _, path = _old_two_tower_checkpoint(tmp_path, overrides={"vision_pool": "avg"})
+    with pytest.raises(ValueError, match=r"vision_pool='avg'.*retrain it with the two_tower preset"):
+        EmbeddingModule.from_checkpoint_weights(path)
