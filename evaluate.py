@@ -33,7 +33,6 @@ from mmemb.eval.loading import (  # noqa: F401
     find_config,
     find_vocab_dir,
     load_run,
-    module_class,
     resolve_checkpoint,
     split_loader,
 )

@@ -91,7 +91,7 @@ def test_teacher_weight_decay_by_module_type_and_name():
 def test_two_tower_model_weight_decay():
     from mmemb.models.registry import create_model
 
-    model = create_model("tiny", vocab_size=VOCAB)
+    model = create_model("two_tower_tiny", text={"vocab_size": VOCAB})
     decay, no_decay = weight_decay_split(model)
     exempt = {n for n, _ in no_decay}
     assert {"text.bert.embeddings.word_embeddings.weight", "text.bert.embeddings.position_embeddings.weight",

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -55,34 +54,6 @@ def test_train_samples_depend_on_epoch_not_on_the_process_rng(small_demo):
     assert not torch.equal(ds[0]["frames"], first)  # a new random segment in the next epoch
 
 
-_KILLER = textwrap.dedent("""
-    import os
-    import signal
-
-    import pytorch_lightning as pl
-
-
-    class KillAtStep(pl.Callback):
-        '''Kills its own process with SIGKILL (no clean-up, like a crash) after global step ``step``.'''
-
-        def __init__(self, step: int):
-            self.step = step
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step == self.step:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-    class RecordBatches(pl.Callback):
-        '''Appends "global_step id id ..." of every training batch to ``path``.'''
-
-        def __init__(self, path: str):
-            self.path = path
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            with open(self.path, "a") as fh:
-                fh.write(" ".join([str(trainer.global_step), *map(str, batch["ids"])]) + "\\n")
-""")
 
 
 def _config(path: Path, kill: bool, record: Path) -> Path:
@@ -96,9 +67,9 @@ def _config(path: Path, kill: bool, record: Path) -> Path:
         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
          "init_args": {"save_top_k": 1, "filename": "last", "monitor": None}},
     ]
-    callbacks.append({"class_path": "killer.RecordBatches", "init_args": {"path": str(record)}})
+    callbacks.append({"class_path": "run_callbacks.RecordBatches", "init_args": {"path": str(record)}})
     if kill:
-        callbacks.append({"class_path": "killer.KillAtStep", "init_args": {"step": KILL_AT}})
+        callbacks.append({"class_path": "run_callbacks.KillAtStep", "init_args": {"step": KILL_AT}})
     import yaml
 
     path.write_text(yaml.safe_dump({"trainer": {"logger": False, "max_epochs": 2, "callbacks": callbacks}}))
@@ -106,8 +77,7 @@ def _config(path: Path, kill: bool, record: Path) -> Path:
 
 
 def _train(tmp: Path, manifest: Path, root: Path, kill: bool, ckpt: Path | None = None) -> subprocess.CompletedProcess:
-    (tmp / "killer.py").write_text(_KILLER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/teacher_tiny.yaml"),
            "--config", str(_config(tmp / f"extra_{root.name}.yaml", kill, root.with_suffix(".batches"))), "--data.manifest", str(manifest),
@@ -139,7 +109,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(small_demo, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     def batches(name: str) -> dict[int, str]:
-        lines = (tmp_path / f"{name}.batches").read_text().splitlines()
+        lines = (tmp_path / f"{name}.batches.0").read_text().splitlines()
         return {int(line.split()[0]): line for line in lines}
 
     assert batches("crashed") == batches("straight")  # the same batches at the same steps, resumed ones included

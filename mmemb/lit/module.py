@@ -47,7 +47,7 @@ from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero
 from .optim import configure_warmup_cosine
 from .resume import fix_loop_progress
 
-__all__ = ["EmbeddingModule", "DEFAULT_LOSS_WEIGHTS", "augment_generator", "PROGRESS_METRICS"]
+__all__ = ["EmbeddingModule", "DEFAULT_LOSS_WEIGHTS", "augment_generator", "PROGRESS_METRICS", "first_occurrences"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,13 @@ class _IdTokenizer:
 def _plain(x: Any) -> Any:
     """Dataclasses -> dicts (checkpoints then load with ``weights_only=True``)."""
     return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+
+
+def first_occurrences(ids: list[str]) -> torch.Tensor:
+    """Indices ``(U,)`` of the first row of every distinct id, in order."""
+    seen: set[str] = set()
+    keep = [i for i, key in enumerate(ids) if not (key in seen or seen.add(key))]
+    return torch.tensor(keep, dtype=torch.long)
 
 
 class EmbeddingModule(pl.LightningModule):
@@ -159,6 +166,7 @@ class EmbeddingModule(pl.LightningModule):
         self._tokenizer: Any = _IdTokenizer()
         self._mask_id = MASK_ID
         self._eval_outputs: list[dict[str, torch.Tensor]] = []
+        self._eval_ids: list[str] = []  # the video id of every row of _eval_outputs
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -341,17 +349,27 @@ class EmbeddingModule(pl.LightningModule):
         if scores is not None:  # head logits, else zero-shot cosines
             row.update(hashtag_scores=scores.detach().float().cpu(), hashtag_targets=batch["hashtag_targets"].cpu())
         self._eval_outputs.append(row)
+        self._eval_ids.extend(str(i) for i in batch["ids"])
 
     def _merged_eval_outputs(self) -> dict[str, torch.Tensor] | None:
-        """The epoch's outputs concatenated per key (then cleared); on several ranks, every rank gets
-        the whole split (the DistributedSampler pads equal shards). None when nothing was collected."""
+        """The epoch's outputs concatenated per key (then cleared), one row per video. On several ranks
+        every rank gets the whole split: the rows and the ids of every rank are gathered, and the
+        duplicates the DistributedSampler pads the shorter shards with are dropped (by id, the first
+        occurrence kept). None when nothing was collected."""
         if not self._eval_outputs:
             return None
         keys = self._eval_outputs[0].keys()
         merged = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in keys}
+        ids, self._eval_ids = self._eval_ids, []
         self._eval_outputs.clear()
         if self.trainer.world_size > 1:
-            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}
+            merged = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in merged.items()}  # rank-major
+            per_rank: list[list[str]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(per_rank, ids)
+            ids = [i for rank_ids in per_rank for i in rank_ids]  # the same rank-major order
+        keep = first_occurrences(ids)
+        if len(keep) < len(ids):
+            merged = {k: v[keep] for k, v in merged.items()}
         return merged
 
     def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
@@ -368,12 +386,14 @@ class EmbeddingModule(pl.LightningModule):
                 metrics[k] = v
                 if not math.isnan(v):
                     logged[k] = v
-        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()})
-        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True)
+        # every rank holds the same merged metrics: sync_dist only tells Lightning they are global
+        self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()}, sync_dist=True)
+        self.log_dict({f"{prefix}/{k}": metrics[k] for k in PROGRESS_METRICS}, prog_bar=True, sync_dist=True)
         return metrics
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs.clear()
+        self._eval_ids.clear()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -383,6 +403,7 @@ class EmbeddingModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._eval_outputs.clear()
+        self._eval_ids.clear()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
