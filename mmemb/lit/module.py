@@ -355,7 +355,8 @@ class EmbeddingModule(pl.LightningModule):
         """The epoch's outputs concatenated per key (then cleared), one row per video. On several ranks
         every rank gets the whole split: the rows and the ids of every rank are gathered, and the
         duplicates the DistributedSampler pads the shorter shards with are dropped (by id, the first
-        occurrence kept). None when nothing was collected."""
+        occurrence kept; so under DDP the video ids of a split must be unique, as ``mmemb data check``
+        requires). None when nothing was collected."""
         if not self._eval_outputs:
             return None
         keys = self._eval_outputs[0].keys()
@@ -367,9 +368,9 @@ class EmbeddingModule(pl.LightningModule):
             per_rank: list[list[str]] = [[] for _ in range(self.trainer.world_size)]
             torch.distributed.all_gather_object(per_rank, ids)
             ids = [i for rank_ids in per_rank for i in rank_ids]  # the same rank-major order
-        keep = first_occurrences(ids)
-        if len(keep) < len(ids):
-            merged = {k: v[keep] for k, v in merged.items()}
+            keep = first_occurrences(ids)
+            if len(keep) < len(ids):
+                merged = {k: v[keep] for k, v in merged.items()}
         return merged
 
     def _eval_epoch_end(self, prefix: str) -> dict[str, float]:
