@@ -149,3 +149,21 @@ def test_a_first_model_variant_without_equivalent_fails_with_the_way_out(tmp_pat
     _, path = _old_two_tower_checkpoint(tmp_path, overrides={"vision_pool": "avg"})
     with pytest.raises(ValueError, match=r"vision_pool='avg'.*retrain it with the two_tower preset"):
         EmbeddingModule.from_checkpoint_weights(path)
+
+
+def test_label_weighting_picks_the_label_loss():
+    """``softmax`` weights (per-video target distributions) train the heads with soft-target cross-entropy
+    (``hashtag_ce``), the others with weighted BCE (``hashtag_bce``); a weight for the wrong term only is
+    an error that names the missing one."""
+    from test_models import synthetic_batch
+
+    batch = synthetic_batch(b=4, num_hashtags=6, n_mels=64, seed=0)
+    batch["hashtag_targets"][:, 0] = 1.0  # every row labelled
+    for weighting, term, absent in (("softmax", "hashtag_ce", "hashtag_bce"), ("bce_global", "hashtag_bce", "hashtag_ce")):
+        module = EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, label_weighting=weighting,
+                                 loss_weights={"hashtag_bce": 1.0, "hashtag_ce": 1.0})
+        _, terms = module._losses(batch)
+        assert term in terms and absent not in terms
+    with pytest.raises(KeyError, match="add hashtag_ce"):
+        EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, label_weighting="softmax",
+                        loss_weights={"hashtag_bce": 1.0})

@@ -81,7 +81,7 @@ class LabelConfig:
     (:func:`mmemb.data.labels.normalize_weights`):
 
     * ``"softmax"``: ``m_ij / sum_k m_ik`` over the video's positives, a target distribution for
-      softmax cross-entropy (:func:`mmemb.label_losses.soft_target_cross_entropy`); the freshness of
+      softmax cross-entropy (:func:`mmemb.losses.soft_target_cross_entropy`); the freshness of
       a video cancels there;
     * ``"bce_global"``: ``m_ij / M``, ``M`` the mean mass over every (video, label) positive of the
       train split (stored with the vocabularies), for the weighted binary cross-entropy

@@ -192,11 +192,12 @@ def split_records(dm, split: str, max_records: int | None = None) -> list:
 
 def split_loader(dm, split: str, max_records: int | None = None, exclude: set[str] | None = None):
     """A DataLoader over ``split`` in evaluation mode (uniform frames, no augmentation: also for the
-    train split, unlike ``dm.train_dataloader``), in manifest order; ``exclude``: ids to leave out
-    (e.g. those a store already holds)."""
+    train split, unlike ``dm.train_dataloader``), in manifest order, with the data module's collate
+    (label weights normalised as in training); ``exclude``: ids to leave out (e.g. those a store
+    already holds)."""
     from torch.utils.data import DataLoader
 
-    from ..data.dataset import VideoDataset, collate
+    from ..data.dataset import VideoDataset
 
     records = split_records(dm, split, max_records)
     if exclude:
@@ -204,4 +205,4 @@ def split_loader(dm, split: str, max_records: int | None = None, exclude: set[st
     dataset = VideoDataset(records, dm.vocabs, dm.decode, dm.text, train=False,
                            half_life_days=dm.labels.half_life_days, now=dm.now)
     return DataLoader(dataset, batch_size=dm.batch_size, shuffle=False, num_workers=dm.num_workers,
-                      collate_fn=collate, pin_memory=dm.pin_memory, drop_last=False)
+                      collate_fn=dm.collate_fn, pin_memory=dm.pin_memory, drop_last=False)

@@ -70,12 +70,12 @@ def _sources(config: Namespace) -> str:
 
 class MMEmbCLI(LightningCLI):
     """LightningCLI of :class:`~mmemb.lit.module.EmbeddingModule` (every preset) whose model takes the
-    sizes of its text, hashtag and query vocabularies and the n-gram buckets from the data module (the
+    sizes of its text, hashtag and query vocabularies, the n-gram buckets and the label weighting from the data module (the
     label names, tag graph and keyword IDF are read from the data in ``setup``), and whose run writes
     everything under ``trainer.default_root_dir`` (:func:`place_run_outputs`)."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        for key in ("vocab_size", "num_hashtags", "num_queries", "ngram_buckets"):
+        for key in ("vocab_size", "num_hashtags", "num_queries", "ngram_buckets", "label_weighting"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def _parsed(self) -> Namespace:

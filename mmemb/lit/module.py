@@ -38,7 +38,8 @@ import torch
 
 from ..data.augment import AugmentConfig, two_views
 from ..eval.metrics import retrieval_metrics
-from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
+from ..losses import (clip_infonce_global, keyword_mask_loss, nt_xent, soft_target_cross_entropy, total_loss,
+                      weighted_multilabel_bce)
 from ..models.config import apply_overrides
 from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
 from ..models.registry import create_model, get_model_config
@@ -51,8 +52,10 @@ __all__ = ["EmbeddingModule", "DEFAULT_LOSS_WEIGHTS", "augment_generator", "PROG
 
 log = logging.getLogger(__name__)
 
+# the label terms are ``<name>_bce`` (label weighting bce_global / uniform) or ``<name>_ce`` (softmax)
 DEFAULT_LOSS_WEIGHTS = {"clip_v2t": 0.5, "clip_t2v": 0.5, "simclr": 0.5, "hashtag_bce": 1.0, "query_bce": 1.0,
-                        "keyword": 0.5}
+                        "hashtag_ce": 1.0, "query_ce": 1.0, "keyword": 0.5}
+LabelWeighting = Literal["softmax", "bce_global", "uniform"]
 MASK_ID = 4  # [MASK] in a TextTokenizer vocabulary (SPECIAL_TOKENS order); the data's tokenizer is used when known
 PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")  # also shown in the progress bar
 
@@ -106,6 +109,10 @@ class EmbeddingModule(pl.LightningModule):
         augment_seed: seed of the augmentations (see :func:`augment_generator`), >= 0.
         keywords: keyword selection (None = ``KeywordConfig()``).
         label_neg_weight: weight of every negative label in the BCE terms.
+        label_weighting: how the data normalised the batches' label weights, linked from
+            ``data.labels.weighting``: ``softmax`` (per-video target distributions) trains the label
+            heads with softmax cross-entropy (terms ``hashtag_ce``, ``query_ce``); ``bce_global`` and
+            ``uniform`` with weighted BCE (``hashtag_bce``, ``query_bce``).
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class EmbeddingModule(pl.LightningModule):
         augment_seed: int = 0,
         keywords: KeywordConfig | dict | None = None,
         label_neg_weight: float = 1.0,
+        label_weighting: LabelWeighting = "bce_global",
     ):
         super().__init__()
         if not 0 <= warmup_fraction < 1:
@@ -144,6 +152,14 @@ class EmbeddingModule(pl.LightningModule):
         unknown = set(weights) - set(DEFAULT_LOSS_WEIGHTS)
         if unknown:
             raise KeyError(f"unknown loss terms {sorted(unknown)}; valid: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+        if label_weighting not in ("softmax", "bce_global", "uniform"):
+            raise ValueError(f"label_weighting must be 'softmax', 'bce_global' or 'uniform', got {label_weighting!r}")
+        loss = "ce" if label_weighting == "softmax" else "bce"
+        for name in ("hashtag", "query"):
+            other = "bce" if loss == "ce" else "ce"
+            if f"{name}_{loss}" not in weights and weights.get(f"{name}_{other}", 0) > 0:
+                raise KeyError(f"label weighting {label_weighting!r} trains the term {name}_{loss}, but loss_weights "
+                               f"has only {name}_{other}: add {name}_{loss} (e.g. --model.loss_weights.{name}_{loss} 1.0)")
         self.augment_cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(**(augment or {}))
         self.keyword_cfg = keywords if isinstance(keywords, KeywordConfig) else KeywordConfig(**(keywords or {}))
         self.save_hyperparameters(ignore=["overrides", "augment", "keywords"])
@@ -286,12 +302,18 @@ class EmbeddingModule(pl.LightningModule):
             z2 = self.model.encode_video(view2)
             ok = out["video_mask"] & (z2 != 0).any(dim=-1)
             terms.update(nt_xent(out["video"], z2, self.hparams.simclr_temperature, ok))
+        softmax = self.hparams.label_weighting == "softmax"
         for name in ("hashtag", "query"):
             key = f"{name}_logits"
-            if key in out and self._weight(f"{name}_bce") > 0 and f"{name}_targets" in batch:
-                targets = batch[f"{name}_targets"]
-                terms.update(weighted_multilabel_bce(out[key], targets, batch[f"{name}_weights"],
-                                                     self.hparams.label_neg_weight, name, targets.sum(-1) > 0))
+            term = f"{name}_ce" if softmax else f"{name}_bce"
+            if key in out and self._weight(term) > 0 and f"{name}_targets" in batch:
+                targets, weights = batch[f"{name}_targets"], batch[f"{name}_weights"]
+                labelled = targets.sum(-1) > 0  # (B,) rows with at least one label
+                if softmax:
+                    terms.update(soft_target_cross_entropy(out[key], weights * targets, labelled, name))
+                else:
+                    terms.update(weighted_multilabel_bce(out[key], targets, weights, self.hparams.label_neg_weight,
+                                                         name, labelled))
         if kw is not None and "keyword_logits" in out:
             terms.update(keyword_mask_loss(out["keyword_logits"], *kw))
         return out, terms

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mmemb.label_losses import soft_target_cross_entropy
+from mmemb.losses import soft_target_cross_entropy
 
 # video 0: equal scores, weights 1 and 3 -> p = (1/4, 3/4), log q = (-ln 2, -ln 2): ce = ln 2
 # video 1: scores (ln 3, 0) -> q = (3/4, 1/4); weight only on label 1 -> p = (0, 1): ce = -ln(1/4) = ln 4
