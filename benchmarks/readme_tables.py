@@ -115,7 +115,9 @@ def quickstart_table(test: list[dict]) -> str:
 def gap_verdict(a: Sequence[float], b: Sequence[float]) -> str:
     """Whether mean(a) - mean(b) exceeds the larger of the two standard deviations (one seed: unknown)."""
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    if len(a) < 2 or len(b) < 2 or math.isnan(ma) or math.isnan(mb):
+    if math.isnan(ma) or math.isnan(mb):
+        return "–"
+    if len(a) < 2 or len(b) < 2:
         return "one seed: unknown"
     gap = ma - mb
     return f"{gap:+.3f}, {'exceeds' if abs(gap) > max(sa, sb) else 'within'} the spread"

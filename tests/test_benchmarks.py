@@ -52,3 +52,16 @@ def test_bench_topk_measures_blocks_and_extrapolates(capsys):
                        "--gallery-chunk-size", "1000", "--target-queries", "5000"]) == 0
     out = capsys.readouterr().out
     assert "| 64 |" in out and "| 256 |" in out and "extrapolated to 5000 x 5000" in out
+
+
+def test_readme_tables_replace_only_the_marked_block_and_judge_gaps_by_spread():
+    tables = _bench("readme_tables")
+    text = "intro\n<!-- table:x -->\n| old |\n<!-- /table:x -->\nrest\n<!-- table:y -->\n| y |\n<!-- /table:y -->\n"
+    out = tables.replace_block(text, "x", "| new |\n| row |")
+    assert out == text.replace("| old |", "| new |\n| row |")
+    with pytest.raises(ValueError, match="table:z"):
+        tables.replace_block(text, "z", "| z |")
+    assert tables.fmt([0.5]) == "0.500" and tables.fmt([0.4, 0.6]) == "0.500 ± 0.141"
+    assert "exceeds" in tables.gap_verdict([0.50, 0.51, 0.52], [0.30, 0.31, 0.29])
+    assert "within" in tables.gap_verdict([0.50, 0.40, 0.60], [0.45, 0.47, 0.43])
+    assert tables.gap_verdict([0.5], [0.3]) == "one seed: unknown"
