@@ -202,3 +202,23 @@ def test_data_wait_timer_counts_waits_between_steps_but_not_the_first():
     assert timer.steps == 5  # every batch but the very first, later epochs' first batches included
     assert 0.1 <= timer.wait < 0.3  # five waits of 20 ms, not the 300 ms start-up
     assert 0.3 < timer.wait_share < 0.7
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights(small_demo, tmp_path, monkeypatch):
+    """Two seeded runs of the tiny config on one machine end with identical weights (also with a
+    DataLoader worker: each sample's random choices depend on the seed, the epoch and the sample only)."""
+    from mmemb.lit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    weights = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.manifest", str(small_demo),
+              "--data.max_videos", "60", "--data.num_workers", "1", "--trainer.max_epochs", "2",
+              "--trainer.default_root_dir", str(root)])
+        ckpt = next(root.glob("version_*/checkpoints/last.ckpt"))
+        weights.append(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    a, b = weights
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
