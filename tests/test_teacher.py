@@ -194,10 +194,17 @@ def test_ngram_bag_joins_the_text_embedding_only():
 
 
 @pytest.mark.parametrize("fusion", ["multiscale", "none"])
-def test_keyword_head_never_sees_the_masked_words(fusion):
-    """The keyword logits read the masked text: changing the clean text at the masked positions changes
-    nothing (without fusion too, where the multimodal text channel once read the clean text)."""
-    model = tiny(use_fusion=fusion).eval()
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_heads_read_clean_text_and_keyword_head_masked_text(fusion, mode):
+    """The keyword logits read the masked text: changing the clean text at the masked positions leaves
+    them unchanged (without fusion too). The label heads and the multimodal embedding read the clean
+    text, in training as in evaluation: the same change moves them (they once read the masked text
+    while training and the clean text when evaluated)."""
+    model = tiny(use_fusion=fusion, heads={"num_hashtags": H, "num_queries": Q})
+    model.train(mode == "train")
+    for m in model.modules():  # deterministic in training mode too
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
     batch = teacher_batch(b=3)
     kw = _keywords(batch)
     other = dict(batch, text_ids=torch.where(kw["keyword_positions"], torch.randint(5, VOCAB, batch["text_ids"].shape),
@@ -205,9 +212,11 @@ def test_keyword_head_never_sees_the_masked_words(fusion):
     assert not torch.equal(other["text_ids"], batch["text_ids"])
     with torch.no_grad():
         a, b = model(batch, **kw), model(other, **kw)
-    for key in ("keyword_logits", "multimodal", "hashtag_logits"):
-        torch.testing.assert_close(a[key], b[key])
-    assert not torch.allclose(a["text"], b["text"])  # the text embedding reads the clean text
+        plain = model(batch)  # no keyword pass: what evaluation and export compute
+    torch.testing.assert_close(a["keyword_logits"], b["keyword_logits"])
+    for key in ("hashtag_logits", "query_logits", "multimodal", "text"):
+        assert not torch.allclose(a[key], b[key]), key  # they read the clean text
+        torch.testing.assert_close(a[key], plain[key])  # ... the same with or without the keyword pass
 
 
 def test_label_buffers_travel_with_the_state_dict():

@@ -11,7 +11,12 @@ from ``loss_weights`` is not computed, nor one whose head is off or whose data i
 * ``hashtag_bce``, ``query_bce``: TF-IDF weighted multi-label BCE of the label heads, over the rows
   that carry at least one label;
 * ``keyword``: cross-entropy of the masked keywords (highest-IDF words, :mod:`mmemb.models.keywords`),
-  predicted from the fused representation of the masked text.
+  predicted from a second fusion pass over the masked text; every other term reads the clean text
+  (see :class:`~mmemb.models.model.EmbeddingModel`). The dataset workers choose the keywords
+  (``keyword_positions`` in the batch); a batch without them gets them chosen here.
+
+The label-name encodings of the heads are refreshed every ``heads.label_refresh_steps`` training
+steps (global step multiple of it) and reused in between; validation and test encode them afresh.
 
 The two-tower presets train with ``loss_weights: {clip_v2t: 0.5, clip_t2v: 0.5}`` (their configs say
 so); the default weights are those of the full model.
@@ -40,7 +45,7 @@ from ..data.augment import AugmentConfig, two_views
 from ..eval.metrics import retrieval_metrics
 from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
 from ..models.config import apply_overrides
-from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
+from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords, token_idf
 from ..models.registry import create_model, get_model_config
 from .checkpoints import read_checkpoint, upgrade_state_dict
 from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_scores
@@ -272,12 +277,17 @@ class EmbeddingModule(pl.LightningModule):
         kw_args: dict[str, Any] = {}
         kw = None
         if cfg.keyword_head and self._weight("keyword") > 0:
-            positions, target_ids, valid = select_keywords(batch["text_ids"], batch["text_attention"],
-                                                           self.keyword_idf, self._tokenizer, self.keyword_cfg)
+            if batch.get("keyword_positions") is not None:  # chosen by the dataset workers
+                positions = batch["keyword_positions"]
+                target_ids, valid = keyword_targets(batch["text_ids"], positions)
+            else:  # a batch from elsewhere: choose here (a device-to-host copy and CPU work per step)
+                positions, target_ids, valid = select_keywords(batch["text_ids"], batch["text_attention"],
+                                                               self.keyword_idf, self._tokenizer, self.keyword_cfg)
             kw = (target_ids, valid)
             kw_args = {"masked_text_ids": apply_mask(batch["text_ids"], positions, self._mask_id),
                        "keyword_positions": positions, "num_keywords": target_ids.shape[1]}
-        out = self.model(main, **kw_args)
+        refresh = batch_idx is None or self.global_step % cfg.heads.label_refresh_steps == 0
+        out = self.model(main, **kw_args, refresh_labels=refresh)
         terms: dict[str, torch.Tensor] = {}
         if self._weight("clip_v2t") > 0 or self._weight("clip_t2v") > 0:
             terms.update(clip_infonce_global(out["video"], out["text"], out["logit_scale"], out["video_mask"],
@@ -336,8 +346,6 @@ class EmbeddingModule(pl.LightningModule):
         out, terms = self._losses(batch)
         if terms:
             self.log(f"{prefix}/loss", self._total(terms), batch_size=len(batch["ids"]))
-        if "keyword_logits" in out:  # the losses' fusion read keyword-masked text: score the clean text
-            out = self.model(batch)
         row = {
             "video": out["video"].detach().float().cpu(),
             "text": out["text"].detach().float().cpu(),
