@@ -280,6 +280,69 @@ def test_module_fits_validates_predicts_and_reloads(tmp_path):
     assert preds[0]["hashtag_scores"].shape == (6, H)
 
 
+def test_module_reads_the_workers_keyword_positions():
+    """A batch with ``keyword_positions`` (chosen in the loader workers) gives the loss the main-process
+    selection gives, and the module then runs no selection of its own."""
+    from mmemb.lit import module as lit_module
+    from mmemb.models.keywords import select_keywords
+
+    module = _module().eval()
+    batch = teacher_batch(b=4)
+    positions, _, _ = select_keywords(batch["text_ids"], batch["text_attention"], module.keyword_idf,
+                                      module._tokenizer, module.keyword_cfg)
+    assert positions.any()
+    with torch.no_grad():
+        _, here = module._losses(batch)
+        calls = []
+        original = lit_module.select_keywords
+        lit_module.select_keywords = lambda *a, **k: calls.append(1) or original(*a, **k)
+        try:
+            _, workers = module._losses(dict(batch, keyword_positions=positions))
+        finally:
+            lit_module.select_keywords = original
+    assert not calls
+    torch.testing.assert_close(workers["keyword"], here["keyword"])
+    other = positions.clone()
+    other[:, 1:4] = True  # other positions: another keyword loss
+    with torch.no_grad():
+        _, moved = module._losses(dict(batch, keyword_positions=other))
+    assert not torch.allclose(moved["keyword"], here["keyword"])
+
+
+@pytest.mark.parametrize("refresh_steps", [1, 3])
+def test_label_name_encodings_are_refreshed_every_k_steps(refresh_steps):
+    """With ``heads.label_refresh_steps = k`` the text tower encodes the label names on every k-th step
+    only; in between the heads reuse a detached copy. Evaluation always encodes them afresh."""
+    module = _module(overrides={"heads": {"label_refresh_steps": refresh_steps}}, loss_weights={"hashtag_bce": 1.0})
+    model = module.model.train()
+    model.set_label_inputs(hashtags=label_inputs(H))  # distinct names (not the placeholders)
+    branch = model.hashtag_branch
+    calls = []
+    hook = model.text.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    names = branch.name_ids.shape[0]
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(4):
+        calls.clear()
+        optim.zero_grad()
+        out = model(teacher_batch(b=4, seed=step), refresh_labels=step % refresh_steps == 0)
+        out["hashtag_logits"].sum().backward()
+        assert (names in calls) == (step % refresh_steps == 0), (step, calls)
+        optim.step()
+    assert not branch._name_cache.requires_grad  # the reused copy carries no gradient into the text tower
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        fresh = branch.label_embeddings(model.text, refresh=False)
+    assert names in calls  # evaluation encodes the names anyway
+    model.train()
+    with torch.no_grad():
+        stale = branch.label_embeddings(model.text, refresh=False)
+    assert not torch.allclose(fresh, stale)  # the cache holds encodings from before the last optimizer step
+    hook.remove()
+    with pytest.raises(ValueError, match="label_refresh_steps"):
+        get_model_config("teacher_tiny", heads={"label_refresh_steps": 0})
+
+
 # ----------------------------------------------------------------------------- the CLI on the demo corpus
 
 

@@ -45,7 +45,7 @@ from ..data.augment import AugmentConfig, two_views
 from ..eval.metrics import retrieval_metrics
 from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
 from ..models.config import apply_overrides
-from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords, token_idf
+from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords
 from ..models.registry import create_model, get_model_config
 from .checkpoints import read_checkpoint, upgrade_state_dict
 from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_scores
@@ -226,13 +226,13 @@ class EmbeddingModule(pl.LightningModule):
             self.hashtag_name_attention.copy_(att.to(dev))
             self.hashtag_train_counts.copy_(torch.as_tensor(list(vocabs.hashtags.counts), dtype=torch.float32,
                                                             device=dev))
-        if train_records is not None and cfg.keyword_head:
-            from ..data.vocab import record_texts
+        if cfg.keyword_head and getattr(vocabs, "keyword_idf", None) is not None:
+            self.keyword_idf = torch.as_tensor(vocabs.keyword_idf, dtype=torch.float32, device=self.keyword_idf.device)
+        elif train_records is not None and cfg.keyword_head:
+            from ..data.vocab import text_token_idf
 
             length = text_max_length or cfg.text.max_length
-            lists = [tok.encode_fields(record_texts(r), length)[0] for r in train_records]
-            lists = [[i for i in ids if i >= 5] for ids in lists]  # no special tokens
-            self.keyword_idf = token_idf(lists, cfg.text.vocab_size).to(self.keyword_idf.device)
+            self.keyword_idf = torch.from_numpy(text_token_idf(train_records, tok, length)).to(self.keyword_idf.device)
 
     def _init_text_from_minilm(self, tokenizer) -> None:
         from ..models.text_init import init_text_from_minilm
@@ -251,6 +251,8 @@ class EmbeddingModule(pl.LightningModule):
         text_len = getattr(getattr(dm, "text", None), "max_length", None)
         # MiniLM weights only when training starts (a resumed run's checkpoint then overwrites them)
         self.set_vocabularies(dm.vocabs, records, text_len, init_text=(stage == "fit"))
+        if self.config.keyword_head and self._weight("keyword") > 0 and hasattr(dm, "set_keywords"):
+            dm.set_keywords(self.keyword_cfg)  # the loaders' workers choose the keywords
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
