@@ -226,7 +226,7 @@ class EmbeddingModule(pl.LightningModule):
             self.hashtag_name_attention.copy_(att.to(dev))
             self.hashtag_train_counts.copy_(torch.as_tensor(list(vocabs.hashtags.counts), dtype=torch.float32,
                                                             device=dev))
-        if cfg.keyword_head and getattr(vocabs, "keyword_idf", None) is not None:
+        if cfg.keyword_head and vocabs.keyword_idf is not None:  # learned from the train texts with the vocabularies
             self.keyword_idf = torch.as_tensor(vocabs.keyword_idf, dtype=torch.float32, device=self.keyword_idf.device)
         elif train_records is not None and cfg.keyword_head:
             from ..data.vocab import text_token_idf

@@ -23,9 +23,9 @@ Data flow (``B`` videos, ``T`` frames)::
     hashtag / query logits = LabelHead(multimodal, label embeddings)
         label embeddings = TagGCN(text-tower embeddings of the label names, tag graph)   (use_gcn)
                          = Linear(text-tower embeddings of the label names)             (not use_gcn)
-    keyword logits (B, K, V): the fused text tokens at the masked keyword positions (see
-        :func:`mmemb.models.keywords.gather_slots`) + the multimodal vector -> MLP -> a decoder tied to
-        BERT's word embeddings. *Choice*: predicting from the fused tokens at the masked positions (as
+    keyword logits (B, K, V): from a second pass over the keyword-masked text (below), the fused text
+        tokens at the masked keyword positions (see :func:`mmemb.models.keywords.gather_slots`) + that
+        pass's multimodal vector -> MLP -> a decoder tied to BERT's word embeddings. *Choice*: predicting from the fused tokens at the masked positions (as
         BERT's MLM head) rather than from K learned slot queries: the slots are aligned with the
         targets by position, no extra attention layer is needed, and with fusion the masked tokens have
         attended to the video and audio, which is what the objective is meant to train.
