@@ -395,3 +395,28 @@ def test_the_cli_reads_the_preset_however_it_is_given(small_demo, tmp_path, monk
         assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size  # linked from the data
 
 
+
+
+def test_fit_with_the_data_module_trains_on_worker_chosen_keywords(small_demo, tmp_path):
+    """In a fit with the real data module, the module's setup switches keyword selection on in the
+    loaders: every training batch arrives with ``keyword_positions``."""
+    from mmemb.data.datamodule import VideoDataModule
+    from mmemb.data.decode import DecodeConfig
+    from mmemb.data.vocab import LabelConfig, TextConfig
+
+    dm = VideoDataModule(manifest=str(small_demo), batch_size=4, num_workers=0,
+                         decode=DecodeConfig(num_frames=2, frame_size=32, audio_seconds=1.0),
+                         text=TextConfig(max_length=24, vocab_size=500), labels=LabelConfig(hashtag_min_freq=2))
+    dm.prepare_data()
+    dm.setup("fit")
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=dm.vocab_size, num_hashtags=dm.num_hashtags,
+                             num_queries=dm.num_queries)
+    seen = []
+
+    class Keys(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch.get("keyword_positions"))
+
+    _trainer(tmp_path, fast_dev_run=2, callbacks=[Keys()]).fit(module, datamodule=dm)
+    assert len(seen) == 2 and all(p is not None and p.dtype == torch.bool for p in seen)
+    assert any(p.any() for p in seen)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -262,7 +263,7 @@ class VideoDataModule(pl.LightningDataModule):
         return WeightedCollate(self.labels.weighting, means.hashtag, means.query, keywords)
 
     @property
-    def keyword_idf(self):
+    def keyword_idf(self) -> np.ndarray:
         """``(V,)`` float32 token IDF of the train split's texts (:attr:`Vocabularies.keyword_idf`;
         computed here for a vocabulary folder saved before it was)."""
         vocabs = self.vocabs

@@ -42,6 +42,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..data.augment import AugmentConfig, two_views
+from ..data.datamodule import VideoDataModule
 from ..eval.metrics import retrieval_metrics
 from ..losses import clip_infonce_global, keyword_mask_loss, nt_xent, total_loss, weighted_multilabel_bce
 from ..models.config import apply_overrides
@@ -251,7 +252,7 @@ class EmbeddingModule(pl.LightningModule):
         text_len = getattr(getattr(dm, "text", None), "max_length", None)
         # MiniLM weights only when training starts (a resumed run's checkpoint then overwrites them)
         self.set_vocabularies(dm.vocabs, records, text_len, init_text=(stage == "fit"))
-        if self.config.keyword_head and self._weight("keyword") > 0 and hasattr(dm, "set_keywords"):
+        if self.config.keyword_head and self._weight("keyword") > 0 and isinstance(dm, VideoDataModule):
             dm.set_keywords(self.keyword_cfg)  # the loaders' workers choose the keywords
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
