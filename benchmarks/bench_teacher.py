@@ -4,6 +4,7 @@
     python benchmarks/bench_teacher.py --presets teacher_tiny --steps 3
     python benchmarks/bench_teacher.py --device cuda --json runs/bench_teacher.json
     python benchmarks/bench_teacher.py --presets teacher_small --ngram-buckets 32768 --optimizer dense  # quickstart
+    python benchmarks/bench_teacher.py --presets teacher_tiny --num-hashtags 1000 --label-refresh-steps 10
 
 For every preset (each in a fresh subprocess, so that its peak memory is its own) it builds a randomly
 initialised :class:`mmemb.models.model.EmbeddingModel` and a synthetic batch of the data's contract:
@@ -15,6 +16,8 @@ initialised :class:`mmemb.models.model.EmbeddingModel` and a synthetic batch of 
   (clean text for the text channel, masked text for the fusion), as in training;
 * label heads off by default (``--num-hashtags`` / ``--num-queries`` 0): with ``N`` labels each
   forward also encodes the ``N`` label names through the text tower, a per-batch (not per-clip) cost;
+  with ``--label-refresh-steps k`` (``heads.label_refresh_steps``) only every k-th timed step does
+  (step i refreshes when ``i % k == 0``, warmup steps included), the others reuse the cached encodings;
 * no hashed char-n-gram bag by default (``--ngram-buckets`` 0; the quickstart's data has 32,768): with
   buckets, ``--ngrams-per-clip`` (256, the data's cap) random n-gram ids per clip;
 * the optimizer (``--optimizer``): ``sparse`` (default) is what training builds
@@ -103,6 +106,7 @@ class Workload:
     ngram_buckets: int = 0
     ngrams_per_clip: int = 256
     optimizer: str = "sparse"  # "sparse" (build_optimizer, as training), "dense" (the table dense) or "both"
+    label_refresh_steps: int = 1  # heads.label_refresh_steps: steps between two encodings of the label names
     seed: int = 0
 
 
@@ -129,7 +133,8 @@ def build_model(w: Workload) -> EmbeddingModel:
     """The preset's teacher, randomly initialised, on ``w.device``, in train mode."""
     torch.manual_seed(w.seed)
     cfg = get_model_config(w.preset, text={"vocab_size": w.vocab_size, "ngram_buckets": w.ngram_buckets},
-                           heads={"num_hashtags": w.num_hashtags, "num_queries": w.num_queries})
+                           heads={"num_hashtags": w.num_hashtags, "num_queries": w.num_queries,
+                                  "label_refresh_steps": w.label_refresh_steps})
     if w.text_length > cfg.text.max_length:
         raise ValueError(f"--text-length {w.text_length} > {w.preset}'s text.max_length {cfg.text.max_length}")
     g = torch.Generator().manual_seed(w.seed)
@@ -306,7 +311,8 @@ def time_steps(model: TeacherModel, batch: Mapping[str, Any], w: Workload) -> di
             m.zero_grad(set_to_none=True)
             _sync(w.device)
             t0 = time.perf_counter()
-            surrogate_loss(m(batch, **kwargs)).backward()
+            refresh = i % w.label_refresh_steps == 0
+            surrogate_loss(m(batch, **kwargs, refresh_labels=refresh)).backward()
             _sync(w.device)
             t1 = time.perf_counter()
             if opt is not None:
@@ -352,7 +358,7 @@ def workload(preset: str, args: argparse.Namespace) -> Workload:
                     frames=args.frames, audio_seconds=args.audio_seconds, text_length=args.text_length,
                     vocab_size=args.vocab_size, num_hashtags=args.num_hashtags, num_queries=args.num_queries,
                     device=args.device, ngram_buckets=args.ngram_buckets, ngrams_per_clip=args.ngrams_per_clip,
-                    optimizer=args.optimizer)
+                    optimizer=args.optimizer, label_refresh_steps=args.label_refresh_steps)
 
 
 def run_in_subprocess(preset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -416,6 +422,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--num-hashtags", type=int, default=0)
     parser.add_argument("--num-queries", type=int, default=0)
+    parser.add_argument("--label-refresh-steps", type=int, default=1,
+                        help="heads.label_refresh_steps: encode the label names every k-th step (1: every step)")
     parser.add_argument("--ngram-buckets", type=int, default=0, help="n-gram bag buckets (0: no bag)")
     parser.add_argument("--ngrams-per-clip", type=int, default=256)
     parser.add_argument("--optimizer", choices=("sparse", "dense", "both"), default="sparse",
@@ -446,7 +454,7 @@ def child_argv(args: argparse.Namespace, preset: str, out: Path) -> list[str]:
             "--text-length", str(args.text_length), "--vocab-size", str(args.vocab_size),
             "--num-hashtags", str(args.num_hashtags), "--num-queries", str(args.num_queries),
             "--ngram-buckets", str(args.ngram_buckets), "--ngrams-per-clip", str(args.ngrams_per_clip),
-            "--optimizer", args.optimizer]
+            "--optimizer", args.optimizer, "--label-refresh-steps", str(args.label_refresh_steps)]
     if args.batch_size is not None:
         argv += ["--batch-size", str(args.batch_size)]
     if args.threads is not None:

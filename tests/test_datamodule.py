@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -106,6 +107,7 @@ def test_demo_batch_has_exactly_the_documented_keys_dtypes_and_shapes(small_demo
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     collated = {k for k, f in FIELDS.items() if f.collated}  # text_ngrams too: TEXT has n-gram buckets
+    collated.discard("keyword_positions")  # only after set_keywords (test_loader_workers_choose_the_keywords...)
     assert set(batch) == collated
     dims = check_batch(batch)
     assert dims == {"B": 8, "T": DECODE.num_frames, "S": DECODE.frame_size, "M": DECODE.n_mels,
@@ -394,3 +396,30 @@ def test_cli_options_of_the_data_module():
     assert cfg.data.skip_bad_records is True and cfg.data.labels.weighting == "softmax"
     with pytest.raises(Exception, match="weighting"):
         parser.parse_args(["--data.labels.weighting", "per_sample"])
+
+
+def test_loader_workers_choose_the_keywords_with_the_train_idf(small_demo, tmp_path):
+    """With set_keywords, every loader's collate adds keyword_positions: what select_keywords chooses
+    with the vocabulary's keyword IDF (learned from the train texts, saved and reloaded with the
+    vocabulary)."""
+    from mmemb.data.vocab import text_token_idf
+    from mmemb.models.keywords import KeywordConfig, select_keywords
+
+    dm = _dm(small_demo, num_workers=2, vocab_dir=str(tmp_path / "vocab"))
+    dm.prepare_data()
+    dm.setup("fit")
+    idf = dm.vocabs.keyword_idf
+    assert idf is not None and idf.shape == (dm.vocab_size,)
+    assert np.allclose(idf, text_token_idf(dm.splits["train"], dm.vocabs.tokenizer, TEXT.max_length))
+    assert np.array_equal(Vocabularies.load(tmp_path / "vocab").keyword_idf, idf)
+    assert "keyword_positions" not in next(iter(dm.train_dataloader()))  # off until asked
+    cfg = KeywordConfig(max_keywords=2, cjk="pairs")
+    dm.set_keywords(cfg)
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        batch = next(iter(loader))
+        check_batch(batch)
+        positions = batch["keyword_positions"]
+        assert positions.dtype == torch.bool and positions.shape == batch["text_ids"].shape and positions.any()
+        expected, _, _ = select_keywords(batch["text_ids"], batch["text_attention"], torch.from_numpy(idf),
+                                         dm.vocabs.tokenizer, cfg)
+        assert torch.equal(positions, expected)

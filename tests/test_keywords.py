@@ -14,6 +14,7 @@ from mmemb.models.keywords import (
     KeywordConfig,
     apply_mask,
     gather_slots,
+    keyword_targets,
     select_keywords,
     token_idf,
     word_spans,
@@ -157,3 +158,18 @@ def test_token_idf_and_config_checks():
     with pytest.raises(ValueError, match="method"):
         KeywordConfig(method="random")  # type: ignore[arg-type]
     assert kw.PAIR_SPAN == 2
+
+
+def test_keyword_targets_of_given_positions_match_select_keywords(tok):
+    """The training step derives the targets of positions chosen in the loader workers; they equal
+    what select_keywords returns with the positions."""
+    ids, att = _batch(tok, ["the cat playing dogs", "视频搞笑猫咪", "dog", "!"], 12)
+    idf = token_idf([[5, 6], [6, 7, 8], [6]], len(VOCAB))
+    positions, targets, valid = select_keywords(ids, att, idf, tok)
+    assert positions.any() and not positions[3].any()  # a text without a keyword: no slot
+    again_targets, again_valid = keyword_targets(ids, positions)
+    assert torch.equal(again_targets, targets) and torch.equal(again_valid, valid)
+    none_targets, none_valid = keyword_targets(ids, torch.zeros_like(positions))
+    assert none_targets.shape == (4, 1) and not none_valid.any()
+    with pytest.raises(ValueError, match="keyword_targets"):
+        keyword_targets(ids, positions[:, :3])

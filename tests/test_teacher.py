@@ -194,10 +194,17 @@ def test_ngram_bag_joins_the_text_embedding_only():
 
 
 @pytest.mark.parametrize("fusion", ["multiscale", "none"])
-def test_keyword_head_never_sees_the_masked_words(fusion):
-    """The keyword logits read the masked text: changing the clean text at the masked positions changes
-    nothing (without fusion too, where the multimodal text channel once read the clean text)."""
-    model = tiny(use_fusion=fusion).eval()
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_heads_read_clean_text_and_keyword_head_masked_text(fusion, mode):
+    """The keyword logits read the masked text: changing the clean text at the masked positions leaves
+    them unchanged (without fusion too). The label heads and the multimodal embedding read the clean
+    text, in training as in evaluation: the same change moves them (they once read the masked text
+    while training and the clean text when evaluated)."""
+    model = tiny(use_fusion=fusion, heads={"num_hashtags": H, "num_queries": Q})
+    model.train(mode == "train")
+    for m in model.modules():  # deterministic in training mode too
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
     batch = teacher_batch(b=3)
     kw = _keywords(batch)
     other = dict(batch, text_ids=torch.where(kw["keyword_positions"], torch.randint(5, VOCAB, batch["text_ids"].shape),
@@ -205,9 +212,11 @@ def test_keyword_head_never_sees_the_masked_words(fusion):
     assert not torch.equal(other["text_ids"], batch["text_ids"])
     with torch.no_grad():
         a, b = model(batch, **kw), model(other, **kw)
-    for key in ("keyword_logits", "multimodal", "hashtag_logits"):
-        torch.testing.assert_close(a[key], b[key])
-    assert not torch.allclose(a["text"], b["text"])  # the text embedding reads the clean text
+        plain = model(batch)  # no keyword pass: what evaluation and export compute
+    torch.testing.assert_close(a["keyword_logits"], b["keyword_logits"])
+    for key in ("hashtag_logits", "query_logits", "multimodal", "text"):
+        assert not torch.allclose(a[key], b[key]), key  # they read the clean text
+        torch.testing.assert_close(a[key], plain[key])  # ... the same with or without the keyword pass
 
 
 def test_label_buffers_travel_with_the_state_dict():
@@ -271,6 +280,69 @@ def test_module_fits_validates_predicts_and_reloads(tmp_path):
     assert preds[0]["hashtag_scores"].shape == (6, H)
 
 
+def test_module_reads_the_workers_keyword_positions():
+    """A batch with ``keyword_positions`` (chosen in the loader workers) gives the loss the main-process
+    selection gives, and the module then runs no selection of its own."""
+    from mmemb.lit import module as lit_module
+    from mmemb.models.keywords import select_keywords
+
+    module = _module().eval()
+    batch = teacher_batch(b=4)
+    positions, _, _ = select_keywords(batch["text_ids"], batch["text_attention"], module.keyword_idf,
+                                      module._tokenizer, module.keyword_cfg)
+    assert positions.any()
+    with torch.no_grad():
+        _, here = module._losses(batch)
+        calls = []
+        original = lit_module.select_keywords
+        lit_module.select_keywords = lambda *a, **k: calls.append(1) or original(*a, **k)
+        try:
+            _, workers = module._losses(dict(batch, keyword_positions=positions))
+        finally:
+            lit_module.select_keywords = original
+    assert not calls
+    torch.testing.assert_close(workers["keyword"], here["keyword"])
+    other = positions.clone()
+    other[:, 1:4] = True  # other positions: another keyword loss
+    with torch.no_grad():
+        _, moved = module._losses(dict(batch, keyword_positions=other))
+    assert not torch.allclose(moved["keyword"], here["keyword"])
+
+
+@pytest.mark.parametrize("refresh_steps", [1, 3])
+def test_label_name_encodings_are_refreshed_every_k_steps(refresh_steps):
+    """With ``heads.label_refresh_steps = k`` the text tower encodes the label names on every k-th step
+    only; in between the heads reuse a detached copy. Evaluation always encodes them afresh."""
+    module = _module(overrides={"heads": {"label_refresh_steps": refresh_steps}}, loss_weights={"hashtag_bce": 1.0})
+    model = module.model.train()
+    model.set_label_inputs(hashtags=label_inputs(H))  # distinct names (not the placeholders)
+    branch = model.hashtag_branch
+    calls = []
+    hook = model.text.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    names = branch.name_ids.shape[0]
+    optim = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(4):
+        calls.clear()
+        optim.zero_grad()
+        out = model(teacher_batch(b=4, seed=step), refresh_labels=step % refresh_steps == 0)
+        out["hashtag_logits"].sigmoid().mean().backward()
+        assert (names in calls) == (step % refresh_steps == 0), (step, calls)
+        optim.step()
+    assert not branch._name_cache.requires_grad  # the reused copy carries no gradient into the text tower
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        fresh = branch.label_embeddings(model.text, refresh=False)
+    assert names in calls  # evaluation encodes the names anyway
+    model.train()
+    with torch.no_grad():
+        stale = branch.label_embeddings(model.text, refresh=False)
+    assert not torch.allclose(fresh, stale)  # the cache holds encodings from before the last optimizer step
+    hook.remove()
+    with pytest.raises(ValueError, match="label_refresh_steps"):
+        get_model_config("teacher_tiny", heads={"label_refresh_steps": 0})
+
+
 # ----------------------------------------------------------------------------- the CLI on the demo corpus
 
 
@@ -323,3 +395,28 @@ def test_the_cli_reads_the_preset_however_it_is_given(small_demo, tmp_path, monk
         assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size  # linked from the data
 
 
+
+
+def test_fit_with_the_data_module_trains_on_worker_chosen_keywords(small_demo, tmp_path):
+    """In a fit with the real data module, the module's setup switches keyword selection on in the
+    loaders: every training batch arrives with ``keyword_positions``."""
+    from mmemb.data.datamodule import VideoDataModule
+    from mmemb.data.decode import DecodeConfig
+    from mmemb.data.vocab import LabelConfig, TextConfig
+
+    dm = VideoDataModule(manifest=str(small_demo), batch_size=4, num_workers=0,
+                         decode=DecodeConfig(num_frames=2, frame_size=32, audio_seconds=1.0),
+                         text=TextConfig(max_length=24, vocab_size=500), labels=LabelConfig(hashtag_min_freq=2))
+    dm.prepare_data()
+    dm.setup("fit")
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=dm.vocab_size, num_hashtags=dm.num_hashtags,
+                             num_queries=dm.num_queries)
+    seen = []
+
+    class Keys(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch.get("keyword_positions"))
+
+    _trainer(tmp_path, fast_dev_run=2, callbacks=[Keys()]).fit(module, datamodule=dm)
+    assert len(seen) == 2 and all(p is not None and p.dtype == torch.bool for p in seen)
+    assert any(p.any() for p in seen)

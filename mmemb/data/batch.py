@@ -64,6 +64,10 @@ class Batch(TypedDict):
     # None when whole or masked
     video_partial: list[float | None]
     audio_partial: list[float | None]
+    # bool (B, L) the keyword tokens to mask for keyword prediction (highest-IDF whole words, chosen in
+    # the DataLoader workers by mmemb.data.dataset.KeywordSelector); only when the LightningModule's
+    # keyword objective is on (it tells the data module, which adds them in every loader's collate)
+    keyword_positions: NotRequired[torch.Tensor]
     # Read by the models when present; the collate does not produce them (all frames and mel frames
     # count then):
     frame_mask: NotRequired[torch.Tensor]  # bool (B, T) frames to use
@@ -105,6 +109,7 @@ FIELDS: dict[str, Field] = {
     "audio_error": Field(str, ("B",)),
     "video_partial": Field(float, ("B",)),
     "audio_partial": Field(float, ("B",)),
+    "keyword_positions": Field(torch.bool, ("B", "L"), optional=True),
     "frame_mask": Field(torch.bool, ("B", "T"), collated=False, optional=True),
     "mel_valid": Field(torch.int64, ("B",), collated=False, optional=True),
 }

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
-from .dataset import VideoDataset, collate
+from .dataset import KeywordSelector, VideoDataset, collate
 from .decode import DecodeConfig
 from .labels import LabelWeighting, normalize_weights
 from .manifest import ManifestError, VideoRecord, check_manifest, manifest_errors
 from .sampler import EpochShuffleSampler
 from .shards import ShardedVideoDataset, read_shard_index
-from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize
+from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize, text_token_idf
 
 __all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_records"]
 
@@ -71,13 +73,14 @@ class WeightedCollate:
     weighting: LabelWeighting
     hashtag_mean: float = 1.0
     query_mean: float = 1.0
+    keywords: KeywordSelector | None = None  # adds keyword_positions (set_keywords)
 
     def __call__(self, samples):
         batch = collate(samples)
         for name, mean in (("hashtag", self.hashtag_mean), ("query", self.query_mean)):
             batch[f"{name}_weights"] = normalize_weights(batch[f"{name}_weights"], batch[f"{name}_targets"],
                                                          self.weighting, mean)  # (B, N)
-        return batch
+        return batch if self.keywords is None else self.keywords(batch)
 
 
 class _EpochLoader(DataLoader):
@@ -173,6 +176,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.skip_bad_records = skip_bad_records
         self.skipped_records = 0  # invalid manifest records left out (only with skip_bad_records)
         self._splits: dict[Split, list[VideoRecord]] | None = None
+        self._keyword_config = None  # set_keywords
         self._vocabs: Vocabularies | None = None
         self._resume_from: tuple[int, int] | None = None  # set from a checkpoint (load_state_dict)
         self.now = time.time()  # reference time for freshness weights, fixed for the run
@@ -253,7 +257,25 @@ class VideoDataModule(pl.LightningDataModule):
         means = self.vocabs.mass_means
         if means is None:  # the vocabs property always sets them
             raise RuntimeError("the vocabularies have no mean label masses")
-        return WeightedCollate(self.labels.weighting, means.hashtag, means.query)
+        keywords = None
+        if self._keyword_config is not None:
+            keywords = KeywordSelector(torch.from_numpy(self.keyword_idf), self.vocabs.tokenizer, self._keyword_config)
+        return WeightedCollate(self.labels.weighting, means.hashtag, means.query, keywords)
+
+    @property
+    def keyword_idf(self) -> np.ndarray:
+        """``(V,)`` float32 token IDF of the train split's texts (:attr:`Vocabularies.keyword_idf`;
+        computed here for a vocabulary folder saved before it was)."""
+        vocabs = self.vocabs
+        if vocabs.keyword_idf is None:
+            vocabs.keyword_idf = text_token_idf(self.splits["train"], vocabs.tokenizer, self.text.max_length)
+        return vocabs.keyword_idf
+
+    def set_keywords(self, config) -> None:
+        """Choose the keywords of every batch in the loaders' workers with ``config`` (a
+        :class:`~mmemb.models.keywords.KeywordConfig`; None: no ``keyword_positions``). The
+        LightningModule calls this in its ``setup`` when its keyword objective is on."""
+        self._keyword_config = config
 
     @property
     def vocab_size(self) -> int:

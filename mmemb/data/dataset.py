@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +21,13 @@ from .decode import ClipSample, DecodeConfig, load_clip
 from .labels import label_weights, normalize_label
 from .manifest import VideoRecord
 from .text import hash_field_ngrams
+from .text import TextTokenizer
 from .vocab import TextConfig, Vocabularies, record_texts
 
-__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator"]
+if TYPE_CHECKING:
+    from ..models.keywords import KeywordConfig
+
+__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator", "KeywordSelector"]
 
 
 
@@ -146,6 +151,28 @@ def collate(samples: Sequence[dict]) -> Batch:
         values = [s[key] for s in samples]
         batch[key] = list(values) if key in LIST_KEYS else torch.stack(values)
     return batch  # type: ignore[return-value]  # the keys of FIELDS, as check_batch verifies in the tests
+
+
+@dataclass
+class KeywordSelector:
+    """Adds ``keyword_positions`` (bool ``(B, L)``, the tokens to mask) to a collated batch with
+    :func:`mmemb.models.keywords.select_keywords`. It runs where the collate runs, in the DataLoader
+    workers, so that the training step does no per-text CPU work (word segmentation, jieba) and no
+    device-to-host copy. Picklable.
+
+    ``idf``: ``(V,)`` float32 token IDF of the train split (:attr:`Vocabularies.keyword_idf`)."""
+
+    idf: torch.Tensor
+    tokenizer: TextTokenizer
+    config: "KeywordConfig"
+
+    def __call__(self, batch: dict) -> dict:
+        from ..models.keywords import select_keywords  # here: mmemb.models imports mmemb.data
+
+        positions, _, _ = select_keywords(batch["text_ids"], batch["text_attention"], self.idf, self.tokenizer,
+                                          self.config)
+        batch["keyword_positions"] = positions  # (B, L)
+        return batch
 
 
 class VideoDataset(Dataset):

@@ -32,10 +32,10 @@ from .labels import (
     normalize_label,
 )
 from .manifest import VideoRecord
-from .text import TextTokenizer, strip_hashtags
+from .text import SPECIAL_TOKENS, TextTokenizer, strip_hashtags
 
 __all__ = ["TextConfig", "LabelConfig", "MassMeans", "Vocabularies", "record_texts", "record_label_ids",
-           "positive_mass_means"]
+           "positive_mass_means", "text_token_idf"]
 
 TEXT_FIELDS = ("caption", "cover_text", "asr", "comments")
 
@@ -171,6 +171,9 @@ class Vocabularies:
     removed_hashtags: dict[str, str]  # boilerplate tag -> why it was removed
     tag_graph: TagGraph | None = None
     mass_means: MassMeans | None = None  # None: saved before they existed (recompute: positive_mass_means)
+    # (V,) float32 smoothed IDF of every token over the train texts (text_token_idf), read by the
+    # keyword selection; None: saved before it existed (recompute: text_token_idf)
+    keyword_idf: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -219,6 +222,7 @@ class Vocabularies:
         if labels.half_life_days is not None and now is None:
             now = time.time()
         vocabs.mass_means = positive_mass_means(train, vocabs, labels.half_life_days, now)
+        vocabs.keyword_idf = text_token_idf(train, tokenizer, text.max_length)
         return vocabs, report
 
     def category_index(self, category: str | None) -> int:
@@ -244,6 +248,8 @@ class Vocabularies:
         if self.mass_means is not None:
             (directory / "label_masses.json").write_text(json.dumps(asdict(self.mass_means), indent=1),
                                                          encoding="utf-8")
+        if self.keyword_idf is not None:
+            np.save(directory / "keyword_idf.npy", self.keyword_idf)
         meta = {"categories": self.categories, "removed_hashtags": self.removed_hashtags}
         (directory / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
         return directory
@@ -257,6 +263,7 @@ class Vocabularies:
             raise FileNotFoundError(f"no vocabulary at {directory} (missing {meta_path.name})")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         graph_path = directory / "tag_graph.npz"
+        keyword_idf_path = directory / "keyword_idf.npy"
         masses_path = directory / "label_masses.json"
         mass_means = None
         if masses_path.exists():
@@ -274,7 +281,17 @@ class Vocabularies:
             removed_hashtags=dict(meta["removed_hashtags"]),
             tag_graph=TagGraph.load(graph_path) if graph_path.exists() else None,
             mass_means=mass_means,
+            keyword_idf=np.load(keyword_idf_path) if keyword_idf_path.exists() else None,
         )
+
+
+def text_token_idf(train: Sequence[VideoRecord], tokenizer: TextTokenizer, max_length: int) -> np.ndarray:
+    """``(tokenizer.vocab_size,)`` float32 smoothed IDF of every token over the train records' texts
+    as the batches encode them (``max_length`` tokens, special tokens left out; the formula of
+    :func:`mmemb.data.labels.label_idf`): the keyword selection masks the highest-IDF words."""
+    specials = len(SPECIAL_TOKENS)
+    lists = [[i for i in tokenizer.encode_fields(record_texts(r), max_length)[0] if i >= specials] for r in train]
+    return label_idf(lists, tokenizer.vocab_size).astype(np.float32)
 
 
 def record_label_ids(record: VideoRecord, vocabs: Vocabularies) -> tuple[list[int], list[int], list[float]]:

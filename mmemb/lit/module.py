@@ -11,7 +11,12 @@ from ``loss_weights`` is not computed, nor one whose head is off or whose data i
 * ``hashtag_bce``, ``query_bce``: TF-IDF weighted multi-label BCE of the label heads, over the rows
   that carry at least one label;
 * ``keyword``: cross-entropy of the masked keywords (highest-IDF words, :mod:`mmemb.models.keywords`),
-  predicted from the fused representation of the masked text.
+  predicted from a second fusion pass over the masked text; every other term reads the clean text
+  (see :class:`~mmemb.models.model.EmbeddingModel`). The dataset workers choose the keywords
+  (``keyword_positions`` in the batch); a batch without them gets them chosen here.
+
+The label-name encodings of the heads are refreshed every ``heads.label_refresh_steps`` training
+steps (global step multiple of it) and reused in between; validation and test encode them afresh.
 
 The two-tower presets train with ``loss_weights: {clip_v2t: 0.5, clip_t2v: 0.5}`` (their configs say
 so); the default weights are those of the full model.
@@ -37,11 +42,12 @@ import pytorch_lightning as pl
 import torch
 
 from ..data.augment import AugmentConfig, two_views
+from ..data.datamodule import VideoDataModule
 from ..eval.metrics import retrieval_metrics
 from ..losses import (clip_infonce_global, keyword_mask_loss, nt_xent, soft_target_cross_entropy, total_loss,
                       weighted_multilabel_bce)
 from ..models.config import apply_overrides
-from ..models.keywords import KeywordConfig, apply_mask, select_keywords, token_idf
+from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords
 from ..models.registry import create_model, get_model_config
 from .checkpoints import read_checkpoint, upgrade_state_dict
 from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_scores
@@ -237,13 +243,13 @@ class EmbeddingModule(pl.LightningModule):
             self.hashtag_name_attention.copy_(att.to(dev))
             self.hashtag_train_counts.copy_(torch.as_tensor(list(vocabs.hashtags.counts), dtype=torch.float32,
                                                             device=dev))
-        if train_records is not None and cfg.keyword_head:
-            from ..data.vocab import record_texts
+        if cfg.keyword_head and vocabs.keyword_idf is not None:  # learned from the train texts with the vocabularies
+            self.keyword_idf = torch.as_tensor(vocabs.keyword_idf, dtype=torch.float32, device=self.keyword_idf.device)
+        elif train_records is not None and cfg.keyword_head:
+            from ..data.vocab import text_token_idf
 
             length = text_max_length or cfg.text.max_length
-            lists = [tok.encode_fields(record_texts(r), length)[0] for r in train_records]
-            lists = [[i for i in ids if i >= 5] for ids in lists]  # no special tokens
-            self.keyword_idf = token_idf(lists, cfg.text.vocab_size).to(self.keyword_idf.device)
+            self.keyword_idf = torch.from_numpy(text_token_idf(train_records, tok, length)).to(self.keyword_idf.device)
 
     def _init_text_from_minilm(self, tokenizer) -> None:
         from ..models.text_init import init_text_from_minilm
@@ -262,6 +268,8 @@ class EmbeddingModule(pl.LightningModule):
         text_len = getattr(getattr(dm, "text", None), "max_length", None)
         # MiniLM weights only when training starts (a resumed run's checkpoint then overwrites them)
         self.set_vocabularies(dm.vocabs, records, text_len, init_text=(stage == "fit"))
+        if self.config.keyword_head and self._weight("keyword") > 0 and isinstance(dm, VideoDataModule):
+            dm.set_keywords(self.keyword_cfg)  # the loaders' workers choose the keywords
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
@@ -288,12 +296,17 @@ class EmbeddingModule(pl.LightningModule):
         kw_args: dict[str, Any] = {}
         kw = None
         if cfg.keyword_head and self._weight("keyword") > 0:
-            positions, target_ids, valid = select_keywords(batch["text_ids"], batch["text_attention"],
-                                                           self.keyword_idf, self._tokenizer, self.keyword_cfg)
+            if batch.get("keyword_positions") is not None:  # chosen by the dataset workers
+                positions = batch["keyword_positions"]
+                target_ids, valid = keyword_targets(batch["text_ids"], positions)
+            else:  # a batch from elsewhere: choose here (a device-to-host copy and CPU work per step)
+                positions, target_ids, valid = select_keywords(batch["text_ids"], batch["text_attention"],
+                                                               self.keyword_idf, self._tokenizer, self.keyword_cfg)
             kw = (target_ids, valid)
             kw_args = {"masked_text_ids": apply_mask(batch["text_ids"], positions, self._mask_id),
                        "keyword_positions": positions, "num_keywords": target_ids.shape[1]}
-        out = self.model(main, **kw_args)
+        refresh = batch_idx is None or self.global_step % cfg.heads.label_refresh_steps == 0
+        out = self.model(main, **kw_args, refresh_labels=refresh)
         terms: dict[str, torch.Tensor] = {}
         if self._weight("clip_v2t") > 0 or self._weight("clip_t2v") > 0:
             terms.update(clip_infonce_global(out["video"], out["text"], out["logit_scale"], out["video_mask"],
@@ -358,8 +371,6 @@ class EmbeddingModule(pl.LightningModule):
         out, terms = self._losses(batch)
         if terms:
             self.log(f"{prefix}/loss", self._total(terms), batch_size=len(batch["ids"]))
-        if "keyword_logits" in out:  # the losses' fusion read keyword-masked text: score the clean text
-            out = self.model(batch)
         row = {
             "video": out["video"].detach().float().cpu(),
             "text": out["text"].detach().float().cpu(),

@@ -137,9 +137,13 @@ class HeadsConfig:
     gcn_layers: int = 2  # GCNConv layers
     gcn_dropout: float = 0.0  # dropout between GCN layers
     label_init_prob: float = 0.01  # every label starts at this probability (bias = -log((1-p)/p))
+    # training steps between two text-tower encodings of the label names; in between the label heads
+    # reuse a detached copy (no gradient into the text tower through the names on those steps). 1 =
+    # every step; evaluation always encodes them afresh
+    label_refresh_steps: int = 1
 
     def __post_init__(self) -> None:
-        _check_positive(self, "label_max_length", "gcn_hidden", "gcn_layers")
+        _check_positive(self, "label_max_length", "gcn_hidden", "gcn_layers", "label_refresh_steps")
         if self.num_hashtags < 0 or self.num_queries < 0:
             raise ValueError("HeadsConfig.num_hashtags and num_queries must be >= 0")
         _check_rate(self, "gcn_dropout")

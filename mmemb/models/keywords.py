@@ -9,7 +9,9 @@ text (highest IDF over the training texts) and predicts them from the video and 
   fixed 2-character spans);
 * :func:`select_keywords`: the positions to mask and the target ids of each text;
 * :func:`apply_mask` / :func:`gather_slots`: replace the chosen tokens by ``[MASK]``; pick the
-  encoder's hidden states at the masked slots, aligned with the targets.
+  encoder's hidden states at the masked slots, aligned with the targets;
+* :func:`keyword_targets`: the targets of positions chosen elsewhere (the dataset workers choose the
+  positions with :func:`select_keywords`; the training step derives the targets on the device).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "select_keywords",
     "apply_mask",
     "gather_slots",
+    "keyword_targets",
 ]
 
 CjkSegmenter = Literal["auto", "jieba", "pairs"]
@@ -250,3 +253,19 @@ def gather_slots(hidden: torch.Tensor, positions: torch.Tensor, k: int) -> torch
     order = key.argsort(dim=1)[:, :k]  # (B, K)
     index = torch.where(torch.gather(pos, 1, order), order, 0)  # (B, K): padding slots -> position 0
     return torch.gather(hidden, 1, index.unsqueeze(-1).expand(b, index.shape[1], hidden.shape[-1]))  # (B, K, D)
+
+
+def keyword_targets(text_ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets of already chosen keyword ``positions`` ``(B, L)`` bool, as :func:`select_keywords`
+    returns them: ``target_ids (B, K)`` int64 (the original ids in position order, 0-padded) and
+    ``valid (B, K)`` bool, ``K`` the most masked tokens of a row (at least 1). Runs on the tensors'
+    device (one scalar is read back for ``K``)."""
+    if text_ids.shape != positions.shape or text_ids.dim() != 2:
+        raise ValueError(f"keyword_targets: text_ids and positions must both be (B, L), got "
+                         f"{tuple(text_ids.shape)} and {tuple(positions.shape)}")
+    pos = positions.to(torch.bool)
+    counts = pos.sum(dim=1)  # (B,)
+    k = max(1, int(counts.max()) if pos.numel() else 1)
+    slots = gather_slots(text_ids.unsqueeze(-1), pos, k).squeeze(-1)  # (B, K)
+    valid = torch.arange(k, device=pos.device).unsqueeze(0) < counts.unsqueeze(1)  # (B, K)
+    return slots.masked_fill(~valid, 0), valid

@@ -23,18 +23,27 @@ Data flow (``B`` videos, ``T`` frames)::
     hashtag / query logits = LabelHead(multimodal, label embeddings)
         label embeddings = TagGCN(text-tower embeddings of the label names, tag graph)   (use_gcn)
                          = Linear(text-tower embeddings of the label names)             (not use_gcn)
-    keyword logits (B, K, V): the fused text tokens at the masked keyword positions (see
-        :func:`mmemb.models.keywords.gather_slots`) + the multimodal vector -> MLP -> a decoder tied to
-        BERT's word embeddings. *Choice*: predicting from the fused tokens at the masked positions (as
+    keyword logits (B, K, V): from a second pass over the keyword-masked text (below), the fused text
+        tokens at the masked keyword positions (see :func:`mmemb.models.keywords.gather_slots`) + that
+        pass's multimodal vector -> MLP -> a decoder tied to BERT's word embeddings. *Choice*: predicting from the fused tokens at the masked positions (as
         BERT's MLM head) rather than from K learned slot queries: the slots are aligned with the
         targets by position, no extra attention layer is needed, and with fusion the masked tokens have
         attended to the video and audio, which is what the objective is meant to train.
 
-The fusion (and so ``multimodal`` and every head) may read a *masked* copy of the text
-(``fusion_text_ids``: the keywords replaced by ``[MASK]``), while the ``text`` channel always reads the
-clean text; one ViT and one fusion pass serve every objective. The n-gram bag joins only the ``text``
-embedding: the bag of the clean text would show the fusion (and so the keyword head) the masked
-keywords.
+Clean and masked passes: ``multimodal``, the hashtag and query heads and every embedding read the
+*clean* text, in training as in evaluation (so the heads learn from the words they are scored with).
+Given a keyword-masked copy of the text (``masked_text_ids``: the keywords replaced by ``[MASK]``), a
+second text + fusion pass over it feeds the keyword head alone (its fused tokens at the masked
+positions and its own multimodal vector as context, so no path shows the head the masked words). The
+ViT and audio tower outputs are computed once and serve both fusion passes; the extra cost is one BERT
+and one fusion pass. The n-gram bag joins only the ``text`` embedding: the bag of the clean text would
+show the keyword pass the masked keywords.
+
+Label-name cache: the label embeddings need the text tower's encoding of all N label names. With
+``heads.label_refresh_steps = k > 1`` the training forward recomputes them (with gradients into the
+text tower) only when the caller asks (``refresh_labels=True``, every k-th step) and reuses a detached
+copy in between (the GCN/Linear on top still trains every step). Evaluation mode always encodes them
+fresh (no cache is read or written), so scores never depend on when the cache was filled.
 
 Missing modalities (``video_mask``/``audio_mask``/``text_mask`` False) are masked everywhere: a
 channel missing in a row gets channel weight 0, and an embedding with no available channel is a zero
@@ -99,6 +108,7 @@ class _LabelBranch(nn.Module):
         p = heads.label_init_prob
         self.head = LabelHead(num_labels, init_bias=-math.log((1 - p) / p))
         self.use_gcn = cfg.use_gcn
+        self._name_cache: torch.Tensor | None = None  # (N, text.width) detached text-tower name encodings
 
     def set_inputs(self, inputs: LabelInputs) -> None:
         n, length = self.name_ids.shape
@@ -106,6 +116,7 @@ class _LabelBranch(nn.Module):
             raise ValueError(f"label names must be ({n}, {length}) ids and attention, got "
                              f"{tuple(inputs.name_ids.shape)} and {tuple(inputs.name_attention.shape)}")
         dev = self.name_ids.device
+        self._name_cache = None
         self.name_ids = inputs.name_ids.to(dev, torch.long)
         self.name_attention = inputs.name_attention.to(dev, torch.long)
         if inputs.edge_index is not None:
@@ -118,17 +129,33 @@ class _LabelBranch(nn.Module):
             key = prefix + name
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+        self._name_cache = None  # new weights or names: encode afresh
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def label_embeddings(self, text: TextEncoder) -> torch.Tensor:
-        """``(N, embed_dim)``: the text tower's mean-pooled name embeddings through the GCN (or Linear)."""
-        names = text(self.name_ids, self.name_attention)  # (N, text.width)
+    def name_features(self, text: TextEncoder, refresh: bool = True) -> torch.Tensor:
+        """``(N, text.width)``: the text tower's mean-pooled name encodings. In training mode they are
+        recomputed (with gradients) when ``refresh`` or nothing is cached, and a detached copy is kept;
+        otherwise the copy is returned. Evaluation mode always recomputes and neither reads nor writes the
+        copy."""
+        if not self.training:
+            return text(self.name_ids, self.name_attention)  # (N, text.width)
+        cache = self._name_cache
+        if refresh or cache is None or cache.device != self.name_ids.device:
+            names = text(self.name_ids, self.name_attention)  # (N, text.width)
+            self._name_cache = names.detach()
+            return names
+        return cache
+
+    def label_embeddings(self, text: TextEncoder, refresh: bool = True) -> torch.Tensor:
+        """``(N, embed_dim)``: the text tower's mean-pooled name embeddings (:meth:`name_features`)
+        through the GCN (or Linear)."""
+        names = self.name_features(text, refresh)  # (N, text.width)
         if self.use_gcn:
             return self.embed(names, self.edge_index, self.edge_weight)  # (N, D)
         return self.embed(names)  # (N, D)
 
-    def forward(self, x: torch.Tensor, text: TextEncoder) -> torch.Tensor:
-        return self.head(x, self.label_embeddings(text))  # (B, N)
+    def forward(self, x: torch.Tensor, text: TextEncoder, refresh: bool = True) -> torch.Tensor:
+        return self.head(x, self.label_embeddings(text, refresh))  # (B, N)
 
 
 def _masked_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -282,8 +309,10 @@ class EmbeddingModel(nn.Module):
         ``text`` is the text embedding (the transformer channel, with the n-gram bag by channel attention)
         and ``text_weights`` ``(B, C_t)`` its channel weights; when a head reads them (``has_multimodal``):
         ``multimodal`` ``(B, D)``, ``multimodal_weights`` ``(B, C_m)``, ``text_tokens`` ``(B, L, W)`` (fused
-        when ``use_fusion="multiscale"``, read from ``fusion_text_ids`` when given, the clean text
-        otherwise) and ``text_token_mask`` ``(B, L)``.
+        when ``use_fusion="multiscale"``) of the clean text and ``text_token_mask`` ``(B, L)``; given
+        ``fusion_text_ids`` (the keyword-masked text) also ``masked_multimodal`` ``(B, D)`` and
+        ``masked_text_tokens`` ``(B, L, W)``: a second text + fusion pass over the masked text that reuses
+        the visual and audio tower outputs.
         """
         b = batch["frames"].shape[0]
         dev = batch["frames"].device
@@ -313,24 +342,35 @@ class EmbeddingModel(nn.Module):
                                                                 available["text"])  # (B, D), (B, C_t)
         if self.multimodal_attention is None:
             return out
-        if fusion_text_ids is not None:
-            fusion_tokens, _ = self._text_tokens(batch, fusion_text_ids)  # (B, L, Wt)
-        else:
-            fusion_tokens = clean_tokens
+        towers = (visual_tokens, visual_token_mask, audio_tokens, audio_token_mask)
+        out["multimodal"], out["multimodal_weights"], out["text_tokens"] = self._fuse(
+            out, available, clean_tokens, text_token_mask, *towers)
+        out["text_token_mask"] = text_token_mask
+        if fusion_text_ids is not None:  # the keyword pass: masked text, the same visual/audio tower outputs
+            masked_tokens, _ = self._text_tokens(batch, fusion_text_ids)  # (B, L, Wt)
+            out["masked_multimodal"], _, out["masked_text_tokens"] = self._fuse(
+                out, available, masked_tokens, text_token_mask, *towers)
+        return out
+
+    def _fuse(self, out: Mapping[str, Any], available: Mapping[str, torch.Tensor], text_tokens: torch.Tensor,
+              text_token_mask: torch.Tensor, visual_tokens: list[torch.Tensor], visual_token_mask: torch.Tensor,
+              audio_tokens: torch.Tensor | None,
+              audio_token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One fusion pass over ``text_tokens`` ``(B, L, Wt)`` and the tower outputs: the multimodal vector
+        ``(B, D)`` (not normalised), its channel weights ``(B, C_m)`` and the text tokens the keyword head
+        reads ``(B, L, W)`` (fused with ``use_fusion="multiscale"``, the BERT tokens otherwise)."""
         mm_channels = self.multimodal_attention.channels
         if self.fusion is not None:
-            fused = self.fusion(fusion_tokens, text_token_mask, visual_tokens, visual_token_mask,
+            fused = self.fusion(text_tokens, text_token_mask, visual_tokens, visual_token_mask,
                                 audio_tokens, audio_token_mask)
             vectors = {m: _masked_rows(self.fused_proj[m](fused.pooled[m]), available[m]) for m in mm_channels}
-            out["text_tokens"] = fused.tokens["text"]  # (B, L, Wf)
-        else:  # the text channel of the (possibly keyword-masked) fusion text, without the bag
-            fusion_text = _masked_rows(self.text_proj(masked_mean(fusion_tokens, text_token_mask)), available["text"])
-            vectors = {**{m: out[m] for m in self.video_channels}, "text": fusion_text}
-            out["text_tokens"] = fusion_tokens  # (B, L, Wt)
-        out["text_token_mask"] = text_token_mask
-        out["multimodal"], out["multimodal_weights"] = self.multimodal_attention(
-            vectors, {m: available[m] for m in mm_channels})
-        return out
+            tokens = fused.tokens["text"]  # (B, L, Wf)
+        else:  # the text channel of these tokens, without the bag
+            text_vec = _masked_rows(self.text_proj(masked_mean(text_tokens, text_token_mask)), available["text"])
+            vectors = {**{m: out[m] for m in self.video_channels}, "text": text_vec}
+            tokens = text_tokens  # (B, L, Wt)
+        multimodal, weights = self.multimodal_attention(vectors, {m: available[m] for m in mm_channels})
+        return multimodal, weights, tokens
 
     # ------------------------------------------------------------------ embeddings
 
@@ -367,14 +407,17 @@ class EmbeddingModel(nn.Module):
         return h @ words.T + self.keyword_bias  # (B, K, V)
 
     def forward(self, batch: Mapping[str, Any], masked_text_ids: torch.Tensor | None = None,
-                keyword_positions: torch.Tensor | None = None, num_keywords: int | None = None) -> dict[str, Any]:
+                keyword_positions: torch.Tensor | None = None, num_keywords: int | None = None,
+                refresh_labels: bool = True) -> dict[str, Any]:
         """Every output: ``video``, ``text`` (L2-normalised, zero rows where nothing is available),
         ``video_mask`` ``(B,)`` (a video channel is available), ``logit_scale``, ``video_weights``,
         ``text_weights``; when a head reads it (``ModelConfig.has_multimodal``) ``multimodal`` (as the
         others), ``multimodal_weights`` and ``multimodal_mask``; and when the heads are on
         ``hashtag_logits`` ``(B, H)``, ``query_logits`` ``(B, Q)``, ``keyword_logits`` ``(B, K, V)`` (the
-        latter only given ``masked_text_ids``, ``keyword_positions`` and ``num_keywords``: the fusion then
-        reads the masked text)."""
+        latter only given ``masked_text_ids``, ``keyword_positions`` and ``num_keywords``: read from a
+        second fusion pass over the masked text; everything else reads the clean text).
+        ``refresh_labels=False`` lets a training forward reuse the cached label-name encodings (see the
+        module docstring); evaluation mode ignores it."""
         f = self.forward_features(batch, fusion_text_ids=masked_text_ids)
         avail = f["available"]
         video_ok = self._video_available(avail)
@@ -392,12 +435,13 @@ class EmbeddingModel(nn.Module):
         out.update(multimodal=_masked_rows(F.normalize(f["multimodal"], dim=-1), mm_ok),
                    multimodal_weights=f["multimodal_weights"], multimodal_mask=mm_ok)
         if self.hashtag_branch is not None:
-            out["hashtag_logits"] = self.hashtag_branch(f["multimodal"], self.text)
+            out["hashtag_logits"] = self.hashtag_branch(f["multimodal"], self.text, refresh_labels)
         if self.query_branch is not None:
-            out["query_logits"] = self.query_branch(f["multimodal"], self.text)
-        if self.cfg.keyword_head and keyword_positions is not None and num_keywords is not None:
-            out["keyword_logits"] = self.keyword_logits(f["text_tokens"], keyword_positions, num_keywords,
-                                                        f["multimodal"])
+            out["query_logits"] = self.query_branch(f["multimodal"], self.text, refresh_labels)
+        if (self.cfg.keyword_head and masked_text_ids is not None and keyword_positions is not None
+                and num_keywords is not None):
+            out["keyword_logits"] = self.keyword_logits(f["masked_text_tokens"], keyword_positions, num_keywords,
+                                                        f["masked_multimodal"])
         return out
 
     def no_weight_decay(self) -> set[str]:
