@@ -343,9 +343,9 @@ def test_hashtag_words_are_stripped_from_every_text_field(tmp_path):
     assert record_texts(record) == ["今天 做饭", "封面", "大家好 开始", "好吃"]
     # and nothing of them reaches the token ids (the tokenizer has the characters: they are in the captions)
     vocabs, _ = Vocabularies.build([record] * 3, TEXT, LabelConfig(hashtag_min_freq=1, clean=False))
-    from mmemb.data.dataset import encode_text
+    from mmemb.data.dataset import tokenize_text
 
-    ids = encode_text(record, vocabs, TEXT)["text_ids"]
+    ids = tokenize_text(record, vocabs, TEXT)["text_ids"]
     text = vocabs.tokenizer.decode([i for i in ids.tolist() if i])
     assert "美" not in text and "教" not in text and "#" not in text
     plain = type(record)(id="p", asr="no tags here  at all", comments=["x"])

@@ -77,7 +77,7 @@ def encode_labels(record: VideoRecord, vocabs: Vocabularies, half_life_days: flo
     }
 
 
-def encode_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig) -> dict:
+def tokenize_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig) -> dict:
     """Token ids and field ids of the record's text fields (padded to ``cfg.max_length``)."""
     fields = record_texts(record)
     has_text = any(f for f in fields)
@@ -136,7 +136,7 @@ def encode_record(
         "video_partial": clip.video_partial,
         "audio_partial": clip.audio_partial,
     }
-    sample.update(encode_text(record, vocabs, text))
+    sample.update(tokenize_text(record, vocabs, text))
     sample.update(encode_labels(record, vocabs, half_life_days, now))
     return sample
 
