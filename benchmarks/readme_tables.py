@@ -142,6 +142,17 @@ def compare_table(runs: dict[str, list[tuple[dict, dict]]]) -> str:
     return "\n".join(lines)
 
 
+def real_data_block(results_md: str, seconds_note: str = "") -> str:
+    """The tables of ``mmemb eval real-data``'s ``results.md`` for the README: its title and machine line
+    dropped (the README says where they come from), each task's heading as a bold line."""
+    lines = []
+    for line in results_md.strip().splitlines():
+        if line.startswith("## ") or "; checkpoint " in line:
+            continue
+        lines.append(f"**{line[4:].strip()}**" if line.startswith("### ") else line)
+    return "\n".join(lines).strip() + seconds_note
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     """``text`` with the lines between ``<!-- table:name -->`` and ``<!-- /table:name -->`` replaced."""
     pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table:{re.escape(name)} -->)", re.S)
@@ -179,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (out / "results.md").exists():
             _run(_mmemb("eval", "real-data", "--run", str(runs_dir / "quickstart" / "seed0"), "--out", str(out),
                         "--no-progress"))
-        tables["real_data"] = (out / "results.md").read_text(encoding="utf-8")
+        tables["real_data"] = real_data_block((out / "results.md").read_text(encoding="utf-8"))
     for name, body in tables.items():
         print(f"\n## {name}\n\n{body}")
     if not args.dry_run:

@@ -65,3 +65,10 @@ def test_readme_tables_replace_only_the_marked_block_and_judge_gaps_by_spread():
     assert "exceeds" in tables.gap_verdict([0.50, 0.51, 0.52], [0.30, 0.31, 0.29])
     assert "within" in tables.gap_verdict([0.50, 0.40, 0.60], [0.45, 0.47, 0.43])
     assert tables.gap_verdict([0.5], [0.3]) == "one seed: unknown"
+
+
+def test_readme_tables_real_data_block_keeps_the_tables_only():
+    tables = _bench("readme_tables")
+    md = ("## Real-data benchmarks\n\nLinux, 2 CPU(s); total 1.0s; checkpoint /x/best.ckpt\n\n### tagging\n\n"
+          "| method | map |\n|---|---:|\n| a | 0.1 |\n")
+    assert tables.real_data_block(md) == "**tagging**\n\n| method | map |\n|---|---:|\n| a | 0.1 |"
