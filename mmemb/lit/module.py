@@ -9,7 +9,8 @@ from ``loss_weights`` is not computed, nor one whose head is off or whose data i
 * ``simclr``: NT-Xent between the video embeddings of two augmented views
   (:func:`mmemb.data.augment.two_views`; the first view also feeds every other term);
 * ``hashtag_bce``, ``query_bce``: TF-IDF weighted multi-label BCE of the label heads, over the rows
-  that carry at least one label;
+  that carry at least one label (label weighting ``bce_global`` or ``uniform``); or ``hashtag_ce``,
+  ``query_ce``: softmax cross-entropy against each row's target distribution (``softmax``);
 * ``keyword``: cross-entropy of the masked keywords (highest-IDF words, :mod:`mmemb.models.keywords`),
   predicted from a second fusion pass over the masked text; every other term reads the clean text
   (see :class:`~mmemb.models.model.EmbeddingModel`). The dataset workers choose the keywords
