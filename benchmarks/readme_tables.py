@@ -32,6 +32,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,10 +66,16 @@ def _best_metrics(root: Path) -> Path | None:
 
 
 def ensure_run(config: str, root: Path, seed: int, fit_args: Sequence[str]) -> dict:
-    """Train (unless a checkpoint exists) and evaluate (unless metrics.json exists) one run; its test metrics."""
-    if not list(root.glob("version_*/checkpoints/last.ckpt")):
+    """Train (unless the run finished: `fit.done` or metrics.json) and evaluate (unless metrics.json exists) one
+    run; its test metrics. A run folder without either (training was cut) is removed and trained again."""
+    done = root / "fit.done"  # written after `mmemb fit` returned 0: a run with checkpoints but no marker was cut
+    if not done.exists() and _best_metrics(root) is None:
+        if root.exists():
+            print(f"{root}: an interrupted run (no fit.done); training it again from the start", flush=True)
+            shutil.rmtree(root)
         _run(_mmemb("fit", "--config", config, "--seed_everything", str(seed), "--trainer.default_root_dir",
                     str(root), *fit_args))
+        done.write_text("ok\n")
     if _best_metrics(root) is None:
         _run(_mmemb("eval", "--run", str(root), "--no-progress"))
     return json.loads(_best_metrics(root).read_text())["metrics"]

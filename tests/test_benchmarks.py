@@ -72,3 +72,28 @@ def test_readme_tables_real_data_block_keeps_the_tables_only():
     md = ("## Real-data benchmarks\n\nLinux, 2 CPU(s); total 1.0s; checkpoint /x/best.ckpt\n\n### tagging\n\n"
           "| method | map |\n|---|---:|\n| a | 0.1 |\n")
     assert tables.real_data_block(md) == "**tagging**\n\n| method | map |\n|---|---:|\n| a | 0.1 |"
+
+
+def test_readme_tables_retrains_a_cut_run_and_skips_a_finished_one(tmp_path, monkeypatch):
+    tables = _bench("readme_tables")
+    calls = []
+
+    def fake_run(cmd):
+        calls.append(cmd[3])  # fit | eval
+        root = tmp_path / "seed0"
+        if cmd[3] == "eval":
+            (root / "version_0" / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (root / "version_0" / "checkpoints" / "metrics.json").write_text('{"metrics": {"m": 1.0}}')
+        else:
+            assert not (root / "version_0" / "checkpoints" / "last.ckpt").exists()  # the cut run was removed
+            root.mkdir(parents=True)
+
+    monkeypatch.setattr(tables, "_run", fake_run)
+    cut = tmp_path / "seed0" / "version_0" / "checkpoints"
+    cut.mkdir(parents=True)
+    (cut / "last.ckpt").write_bytes(b"epoch 1 of 8")  # a checkpoint, but training never returned
+    assert tables.ensure_run("c.yaml", tmp_path / "seed0", 0, []) == {"m": 1.0}
+    assert calls == ["fit", "eval"] and (tmp_path / "seed0" / "fit.done").exists()
+    calls.clear()
+    assert tables.ensure_run("c.yaml", tmp_path / "seed0", 0, []) == {"m": 1.0}
+    assert calls == []  # finished and evaluated: nothing reruns
