@@ -3,11 +3,13 @@
     mmemb fit --config configs/quickstart.yaml          # train (LightningCLI); also validate, test, predict
     mmemb eval --run runs/quickstart                    # evaluate a run (tasks, extract, sweep, compare, real-data)
     mmemb data check MANIFEST                           # datasets: build-demo, check, import-kuairec, write-shards, vocab
+    mmemb export --ckpt runs/quickstart --out DIR       # a self-contained folder for mmemb.load (no Lightning)
     mmemb COMMAND --help
 
 Argument parsing only: ``fit|validate|test|predict`` are the LightningCLI of :mod:`mmemb.lit.cli`,
 ``eval`` is :mod:`mmemb.cli.eval` (the work in :mod:`mmemb.eval`), ``data`` is :mod:`mmemb.cli.data`
-(the work in :mod:`mmemb.data`). ``train.py`` and ``evaluate.py`` are shims over
+(the work in :mod:`mmemb.data`), ``export`` is :mod:`mmemb.cli.export` (the work in :mod:`mmemb.export`).
+``train.py`` and ``evaluate.py`` are shims over
 :func:`run_lightning` and :func:`run_eval`. Input errors print one line and exit with status 2
 (:mod:`mmemb.cli.errors`); ``--traceback`` or ``MMEMB_DEBUG=1`` shows the traceback.
 """
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                "line (exit status 2); --traceback or MMEMB_DEBUG=1 shows the traceback.")
     parser.add_argument(*_VERBOSE, action="store_true", help="log at INFO level")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of input errors too")
+    parser.set_defaults(command=None)  # the subcommand of a group (data); None for a single command (export)
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for name, text in LIGHTNING_COMMANDS.items():
         groups.add_parser(name, help=text, add_help=False)
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_data_commands
 
     add_data_commands(data.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    from .export import add_export_command
+
+    add_export_command(groups)
     return parser
 
 
@@ -107,6 +113,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_eval(args[1:], prog="mmemb eval", debug=debug)
     parsed = build_parser().parse_args((["-v"] if verbose else []) + args)
     logging.basicConfig(level=logging.INFO if parsed.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    # the data commands report their input problems (and any ValueError of the data code) as one line
-    return run_command(lambda: parsed.func(parsed), prog=f"mmemb data {parsed.command}", debug=debug,
-                       also=(ValueError,))
+    # the data and export commands report their input problems (and any ValueError of the data code) as one line
+    prog = " ".join(["mmemb", parsed.group, *([parsed.command] if parsed.command else [])])
+    return run_command(lambda: parsed.func(parsed), prog=prog, debug=debug, also=(ValueError,))
