@@ -341,3 +341,150 @@ def test_a_two_tower_checkpoint_exports_with_its_own_graph_inputs(small_demo, tm
     assert "mel" not in torch_m.preprocess_clips([clip])
     assert (torch_m.embed_videos([clip]) - onnx_m.embed_videos([clip])).abs().max() <= 1e-4
     assert (torch_m.embed_texts(["cat"]) - onnx_m.embed_texts(["cat"])).abs().max() <= 1e-4
+
+
+# ----------------------------------------------------------------------------- mmemb embed and mmemb data scan
+
+
+def _parquet(path: Path) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pydict()
+
+
+@pytest.fixture(scope="module")
+def manifest(small_demo, tmp_path_factory) -> Path:
+    """Four demo records, one whose clip is missing, one without a clip, one without text."""
+    import dataclasses
+
+    from mmemb.data.manifest import VideoRecord, write_manifest
+
+    records = _demo_records(small_demo, 5)
+    records += [dataclasses.replace(records[0], id="gone", video=str(tmp_path_factory.mktemp("x") / "gone.mp4")),
+                VideoRecord(id="textonly", caption="a funny cat"),
+                dataclasses.replace(records[1], id="silent", caption=None, cover_text=None, asr=None, comments=[],
+                                    hashtags=[])]
+    return write_manifest(records, tmp_path_factory.mktemp("embed_manifest") / "m.jsonl")
+
+
+def test_embed_a_manifest_writes_null_vectors_with_their_reason(exported, manifest, tmp_path, capsys):
+    import mmemb
+    from mmemb.cli import main
+    from mmemb.data.manifest import read_manifest
+
+    out_dir, _ = exported
+    out = tmp_path / "e.parquet"
+    assert main(["embed", "--model", str(out_dir), "--manifest", str(manifest), "--out", str(out), "--batch-size", "3",
+                 "--quiet"]) == 0
+    assert "8 rows (8 added" in capsys.readouterr().out
+    rows = _parquet(out)
+    assert rows["id"] == [r.id for r in read_manifest(manifest)]
+    by_id = {i: {k: v[n] for k, v in rows.items()} for n, i in enumerate(rows["id"])}
+    assert by_id["gone"]["video"] is None and by_id["gone"]["video_missing"] == "missing"
+    assert by_id["gone"]["video_error"] == "missing" and by_id["gone"]["text"] is not None
+    assert by_id["textonly"]["video"] is None and by_id["textonly"]["video_missing"] == "no_clip"
+    assert by_id["silent"]["text"] is None and by_id["silent"]["text_missing"] == "no_text"
+    assert by_id["silent"]["video"] is not None
+    m = mmemb.load(out_dir)
+    records = read_manifest(manifest)[:5]
+    batch = m.preprocess_records(records)
+    video, text = m.encode_video(batch), m.encode_text(batch)
+    got_video = torch.tensor([by_id[r.id]["video"] for r in records])
+    got_text = torch.tensor([by_id[r.id]["text"] for r in records])
+    assert torch.allclose(got_video, video, atol=1e-6) and torch.allclose(got_text, text, atol=1e-6)
+    assert all(v is None or abs(float(torch.tensor(v).norm()) - 1) < 1e-5 for v in rows["video"] + rows["text"])
+    onnx_out = tmp_path / "onnx.parquet"
+    assert main(["embed", "--model", str(out_dir), "--manifest", str(manifest), "--out", str(onnx_out), "--runtime",
+                 "onnx", "--quiet"]) == 0
+    onnx_rows = _parquet(onnx_out)
+    assert onnx_rows["video_missing"] == rows["video_missing"] and onnx_rows["text_missing"] == rows["text_missing"]
+    for a, b in zip(onnx_rows["video"] + onnx_rows["text"], rows["video"] + rows["text"]):
+        assert (a is None) == (b is None) and (a is None or max(abs(x - y) for x, y in zip(a, b)) <= 1e-4)
+
+
+def test_embed_resumes_after_an_interruption_and_refuses_another_export(exported, manifest, tmp_path, monkeypatch):
+    from mmemb.export import ExportError
+    from mmemb.export.embed import embed
+    from mmemb.export.loader import ExportedModel
+
+    out_dir, _ = exported
+    out = tmp_path / "e.parquet"
+    calls = {"n": 0}
+    real = ExportedModel.encode_video
+
+    def crash_on_third(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(ExportedModel, "encode_video", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        embed(out_dir, out, manifest=str(manifest), batch_size=2, chunk_size=2, show_progress=False)
+    assert len(list((tmp_path / "e.parquet.parts").glob("part-*.parquet"))) == 2 and not out.exists()
+    monkeypatch.setattr(ExportedModel, "encode_video", real)
+    result = embed(out_dir, out, manifest=str(manifest), batch_size=2, chunk_size=2, show_progress=False)
+    assert result["skipped"] == 4 and result["added"] == 4 and result["rows"] == 8
+    assert sorted(_parquet(out)["id"]) == sorted(set(_parquet(out)["id"])) and not (tmp_path / "e.parquet.parts").exists()
+    again = embed(out_dir, out, manifest=str(manifest), show_progress=False)
+    assert again["added"] == 0 and again["rows"] == 8
+    other = tmp_path / "other"
+    shutil.copytree(out_dir, other)
+    _edit_config(other, lambda c: c["source"].update(checkpoint="elsewhere.ckpt"))
+    with pytest.raises(ExportError, match="written with another export"):
+        embed(other, out, manifest=str(manifest), show_progress=False)
+
+
+def test_embed_a_folder_of_clips_and_scan_it(exported, small_demo, tmp_path, capsys):
+    from mmemb.cli import main
+
+    out_dir, _ = exported
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    records = _demo_records(small_demo, 3)
+    shutil.copy(records[0].video, clips / "a.mp4")
+    shutil.copy(records[1].video, clips / "sub" / "b.mp4")
+    (clips / "sub" / "broken.mp4").write_bytes(b"not a video at all")
+    (clips / "notes.txt").write_text("not a clip")
+    out = tmp_path / "v.parquet"
+    assert main(["embed", "--model", str(out_dir), "--videos", str(clips), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "not_media" in printed and "broken.mp4" in printed  # the failure table, as in training
+    rows = _parquet(out)
+    assert rows["id"] == ["a.mp4", "sub/b.mp4", "sub/broken.mp4"] and "text" not in rows
+    assert rows["video"][2] is None and rows["video_missing"][2] == "not_media" and rows["video"][0] is not None
+    glob_out = tmp_path / "g.parquet"
+    assert main(["embed", "--model", str(out_dir), "--videos", str(clips / "sub" / "*.mp4"), "--out", str(glob_out),
+                 "--quiet"]) == 0
+    assert _parquet(glob_out)["id"] == ["b.mp4", "broken.mp4"]
+    assert _parquet(glob_out)["video"][0] == rows["video"][1]
+    scanned = tmp_path / "scan.jsonl"
+    assert main(["data", "scan", str(clips), str(scanned)]) == 0
+    lines = [json.loads(line) for line in scanned.read_text().splitlines()]
+    assert [r["id"] for r in lines] == rows["id"] and lines[0]["video"] == "clips/a.mp4"
+    from_manifest = tmp_path / "m.parquet"
+    assert main(["embed", "--model", str(out_dir), "--manifest", str(scanned), "--out", str(from_manifest),
+                 "--quiet"]) == 0
+    m_rows = _parquet(from_manifest)
+    assert m_rows["video"] == rows["video"] and m_rows["text_missing"] == ["no_text"] * 3
+    assert main(["data", "scan", str(tmp_path / "nothing"), str(tmp_path / "x.jsonl")]) == 2
+
+
+def test_embed_texts_from_a_file_and_the_command_line(exported, tmp_path):
+    import mmemb
+    from mmemb.cli import main
+
+    out_dir, _ = exported
+    m = mmemb.load(out_dir)
+    (tmp_path / "q.txt").write_text("funny cat\n\n猫咪 搞笑\n", encoding="utf-8")
+    out = tmp_path / "q.parquet"
+    assert main(["embed", "--model", str(out_dir), "--texts", str(tmp_path / "q.txt"), "--out", str(out), "--quiet"]) == 0
+    rows = _parquet(out)
+    assert rows["id"] == ["1", "2", "3"] and rows["input"] == ["funny cat", "", "猫咪 搞笑"] and "video" not in rows
+    assert rows["text"][1] is None and rows["text_missing"] == [None, "no_text", None]
+    expected = m.embed_texts(["funny cat", "猫咪 搞笑"])
+    assert torch.allclose(torch.tensor([rows["text"][0], rows["text"][2]]), expected, atol=1e-6)
+    one = tmp_path / "one.parquet"
+    assert main(["embed", "--model", str(out_dir), "--text", "funny cat", "--text", "dog", "--out", str(one),
+                 "--quiet"]) == 0
+    assert _parquet(one)["id"] == ["funny cat", "dog"] and _parquet(one)["text"][0] == rows["text"][0]

@@ -4,11 +4,12 @@
     mmemb eval --run runs/quickstart                    # evaluate a run (tasks, extract, sweep, compare, real-data)
     mmemb data check MANIFEST                           # datasets: build-demo, check, import-kuairec, write-shards, vocab
     mmemb export --ckpt runs/quickstart --out DIR       # a self-contained folder for mmemb.load (no Lightning)
+    mmemb embed --model DIR --videos CLIPS/ --out E.parquet   # embeddings of clips or texts with that folder
     mmemb COMMAND --help
 
 Argument parsing only: ``fit|validate|test|predict`` are the LightningCLI of :mod:`mmemb.lit.cli`,
 ``eval`` is :mod:`mmemb.cli.eval` (the work in :mod:`mmemb.eval`), ``data`` is :mod:`mmemb.cli.data`
-(the work in :mod:`mmemb.data`), ``export`` is :mod:`mmemb.cli.export` (the work in :mod:`mmemb.export`).
+(the work in :mod:`mmemb.data`), ``export`` and ``embed`` are :mod:`mmemb.cli.export` (the work in :mod:`mmemb.export`).
 ``train.py`` and ``evaluate.py`` are shims over
 :func:`run_lightning` and :func:`run_eval`. Input errors print one line and exit with status 2
 (:mod:`mmemb.cli.errors`); ``--traceback`` or ``MMEMB_DEBUG=1`` shows the traceback.
@@ -34,7 +35,7 @@ LIGHTNING_COMMANDS = {
     "predict": "embed a split with a checkpoint (LightningCLI)",
 }
 EVAL_HELP = "evaluate checkpoints: tasks, extract, sweep, compare, real-data (mmemb eval --help)"
-DATA_HELP = "build, import, check and pack datasets: build-demo, check, import-kuairec, write-shards, vocab"
+DATA_HELP = "build, import, check and pack datasets: build-demo, check, import-kuairec, write-shards, vocab, scan"
 _VERBOSE = ("-v", "--verbose")
 
 
@@ -95,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_data_commands
 
     add_data_commands(data.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    from .export import add_export_command
+    from .export import add_export_commands
 
-    add_export_command(groups)
+    add_export_commands(groups)
     return parser
 
 
