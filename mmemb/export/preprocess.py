@@ -12,6 +12,7 @@ Imports neither Lightning nor the training code (the data module, the LightningM
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -94,7 +95,7 @@ class Preprocessor:
                 for key in errors:
                     errors[key].append(None)
                 continue
-            clip = load_clip(str(source) if hasattr(source, "__fspath__") else source, d, train=False)
+            clip = load_clip(os.fspath(source) if isinstance(source, os.PathLike) else source, d, train=False)
             if clip.frames is not None:
                 frames[i] = clip.frames
                 video_mask[i] = True
