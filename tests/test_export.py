@@ -320,22 +320,37 @@ def test_a_config_that_does_not_match_the_weights_is_named(copy):
         load(copy)
 
 
-# ----------------------------------------------------------------------------- another preset
+# ----------------------------------------------------------------------------- other presets
 
 
-def test_a_two_tower_checkpoint_exports_with_its_own_graph_inputs(small_demo, tmp_path):
-    """No audio tower, no n-gram bag, no heads: the graphs take only what the model reads."""
+# (preset, module kwargs, video graph inputs, text graph inputs): the first model (no audio tower, no n-gram
+# bag, no heads) and the distilled student (no audio tower, n-gram bag and label heads), when registered
+OTHER_PRESETS = [
+    ("two_tower_tiny", {"loss_weights": {"clip_v2t": 0.5, "clip_t2v": 0.5}}, ["frames", "video_mask"],
+     ["text_ids", "text_attention", "text_field_ids"]),
+    ("student_tiny", {}, ["frames", "video_mask"], ["text_ids", "text_attention", "text_field_ids", "text_ngrams"]),
+]
+
+
+@pytest.mark.parametrize("preset, kwargs, video_inputs, text_inputs", OTHER_PRESETS, ids=[p[0] for p in OTHER_PRESETS])
+def test_other_presets_export_with_their_own_graph_inputs(small_demo, tmp_path, preset, kwargs, video_inputs,
+                                                          text_inputs):
+    """The graphs take only what the model reads; both runtimes agree on real clips."""
     import mmemb
     from mmemb.export import export_checkpoint
+    from mmemb.models import list_models
 
-    ckpt = make_run(tmp_path / "run", small_demo, preset="two_tower_tiny",
-                    loss_weights={"clip_v2t": 0.5, "clip_t2v": 0.5})
+    if preset not in list_models():
+        pytest.skip(f"no {preset} preset in this checkout")
+    ckpt = make_run(tmp_path / "run", small_demo, preset=preset, **kwargs)
     result = export_checkpoint(ckpt, tmp_path / "out", progress=None)
     assert result["parity"]["passed"]
     config = _config(tmp_path / "out")
-    assert [i["name"] for i in config["onnx"]["video"]["inputs"]] == ["frames", "video_mask"]
-    assert [i["name"] for i in config["onnx"]["text"]["inputs"]] == ["text_ids", "text_attention", "text_field_ids"]
-    assert config["preprocessing"]["audio"] is None and config["preprocessing"]["ngrams"] is None
+    assert config["preset"] == preset
+    assert [i["name"] for i in config["onnx"]["video"]["inputs"]] == video_inputs
+    assert [i["name"] for i in config["onnx"]["text"]["inputs"]] == text_inputs
+    assert config["preprocessing"]["audio"] is None
+    assert (config["preprocessing"]["ngrams"] is None) == ("text_ngrams" not in text_inputs)
     clip = _demo_records(small_demo, 1)[0].video
     torch_m, onnx_m = mmemb.load(tmp_path / "out"), mmemb.load(tmp_path / "out", runtime="onnx")
     assert "mel" not in torch_m.preprocess_clips([clip])
