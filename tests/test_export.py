@@ -448,6 +448,8 @@ def test_embed_resumes_after_an_interruption_and_refuses_another_export(exported
     _edit_config(other, lambda c: c["source"].update(checkpoint="elsewhere.ckpt"))
     with pytest.raises(ExportError, match="written with another export"):
         embed(other, out, manifest=str(manifest), show_progress=False)
+    with pytest.raises(ExportError, match=r"holds \['video', 'text'\] embeddings, this input gives \['text'\]"):
+        embed(out_dir, out, texts=["a cat"], show_progress=False)
 
 
 def test_embed_a_folder_of_clips_and_scan_it(exported, small_demo, tmp_path, capsys):

@@ -111,8 +111,9 @@ def _parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def _read_done(out: Path, identity: str) -> set[str]:
-    """Ids already embedded into ``out`` or its parts by the same export; another export is an error."""
+def _read_done(out: Path, identity: str, modalities: tuple[str, ...]) -> set[str]:
+    """Ids already embedded into ``out`` or its parts by the same export and of the same modalities;
+    another export or other modalities are an error."""
     import pyarrow.parquet as pq
 
     done: set[str] = set()
@@ -123,10 +124,13 @@ def _read_done(out: Path, identity: str) -> set[str]:
             meta = pq.read_schema(path).metadata or {}
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise ExportError(f"{path}: not a readable Parquet file of mmemb embed ({exc}); move it away") from None
-        written = json.loads(meta.get(META_KEY, b"{}")).get("model")
-        if written != identity:
-            raise ExportError(f"{path} was written with another export ({written}, this one is {identity}): "
-                              f"choose another --out")
+        info = json.loads(meta.get(META_KEY, b"{}"))
+        if info.get("model") != identity:
+            raise ExportError(f"{path} was written with another export ({info.get('model')}, this one is "
+                              f"{identity}): choose another --out")
+        if info.get("modalities") != list(modalities):
+            raise ExportError(f"{path} holds {info.get('modalities')} embeddings, this input gives "
+                              f"{list(modalities)}: choose another --out")
         done.update(table.column("id").to_pylist())
     return done
 
@@ -150,7 +154,6 @@ def embed_items(model: ExportedModel, items: Sequence[EmbedItem], modalities: tu
     """Embed ``items`` with ``model`` into the Parquet file ``out`` (see the module docstring); returns
     ``out``, ``added``, ``skipped`` (already there), ``rows``, ``null`` (per modality), ``failures`` and
     ``summary`` (the decode failure table)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..eval.report import progress
@@ -160,7 +163,7 @@ def embed_items(model: ExportedModel, items: Sequence[EmbedItem], modalities: tu
     identity = _identity(model.folder)
     meta = {"model": identity, "export": str(model.folder.resolve()), "dim": model.embed_dim,
             "modalities": list(modalities)}
-    done = _read_done(out, identity)
+    done = _read_done(out, identity, modalities)
     todo = [it for it in items if it.id not in done]
     parts = _parts_dir(out)
     failures = FailureLog()
@@ -219,16 +222,16 @@ def embed_items(model: ExportedModel, items: Sequence[EmbedItem], modalities: tu
     flush()
     bar.close()
     sources = ([out] if out.exists() else []) + (sorted(parts.glob("part-*.parquet")) if parts.exists() else [])
-    tables = [pq.read_table(p) for p in sources]
-    if tables:
-        merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="none")
-        merged = merged.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    total = 0
+    if sources:  # merge the earlier file and the new parts into OUT, one table at a time
+        schema = _table({c: [] for c in columns}, model.embed_dim, meta).schema
         tmp = out.with_name(out.name + ".tmp")
-        pq.write_table(merged, tmp)
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in sources:
+                table = pq.read_table(path).select(columns).replace_schema_metadata(schema.metadata)
+                writer.write_table(table.cast(schema))
+                total += table.num_rows
         tmp.replace(out)
-        total = merged.num_rows
-    else:
-        total = 0
     if parts.exists():
         for p in parts.glob("part-*.parquet"):
             p.unlink()
