@@ -4,15 +4,15 @@
     mmemb eval --run runs/quickstart                    # evaluate a run (tasks, extract, sweep, compare, real-data)
     mmemb data check MANIFEST                           # datasets: build-demo, check, import-kuairec, write-shards, vocab
     mmemb export --ckpt runs/quickstart --out DIR       # a self-contained folder for mmemb.load (no Lightning)
-    mmemb embed --model DIR --videos CLIPS/ --out E.parquet   # embeddings of clips or texts with that folder
+    mmemb embed --model DIR --videos CLIPS --out E.parquet   # embeddings of clips or texts with that folder
     mmemb COMMAND --help
 
 Argument parsing only: ``fit|validate|test|predict`` are the LightningCLI of :mod:`mmemb.lit.cli`,
 ``eval`` is :mod:`mmemb.cli.eval` (the work in :mod:`mmemb.eval`), ``data`` is :mod:`mmemb.cli.data`
-(the work in :mod:`mmemb.data`), ``export`` and ``embed`` are :mod:`mmemb.cli.export` (the work in :mod:`mmemb.export`).
-``train.py`` and ``evaluate.py`` are shims over
-:func:`run_lightning` and :func:`run_eval`. Input errors print one line and exit with status 2
-(:mod:`mmemb.cli.errors`); ``--traceback`` or ``MMEMB_DEBUG=1`` shows the traceback.
+(the work in :mod:`mmemb.data`), ``export`` and ``embed`` are :mod:`mmemb.cli.export` (the work in
+:mod:`mmemb.export`). ``train.py`` and ``evaluate.py`` are shims over :func:`run_lightning` and
+:func:`run_eval`. Input errors print one line and exit with status 2 (:mod:`mmemb.cli.errors`);
+``--traceback`` or ``MMEMB_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``mmemb`` parser. ``data`` is parsed here; ``eval`` and the LightningCLI commands are listed
     for ``--help`` and handed their arguments unparsed by :func:`main`."""
     parser = argparse.ArgumentParser(
-        prog="mmemb", description="mmemb: multimodal short-video embeddings. Train, evaluate, and prepare data.",
+        prog="mmemb", description="mmemb: multimodal short-video embeddings. Train, evaluate, prepare data, export and embed.",
         epilog="Runs write everything under trainer.default_root_dir (vocab/, version_N/{config.yaml, metrics.csv, "
                "checkpoints/}); mmemb eval --run <that folder> evaluates the newest version. Input errors print one "
                "line (exit status 2); --traceback or MMEMB_DEBUG=1 shows the traceback.")

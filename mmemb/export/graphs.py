@@ -99,7 +99,8 @@ def encoder_modules(model: EmbeddingModel) -> dict[str, nn.Module]:
     return {"video": VideoEncoder(model), "text": TextEncoder(model)}
 
 
-def example_inputs(cfg: ModelConfig, sizes: dict[str, int], batch: int, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+def example_inputs(cfg: ModelConfig, sizes: dict[str, int], batch: int,
+                   seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Fixed inputs of both graphs (``{"video": {name: tensor}, "text": {...}}``), the same for a given
     ``seed`` and ``batch``: random uint8 frames and log-mel, random token and n-gram ids with varied
     lengths; with ``batch >= 3`` the second row lacks audio (and its text), the third its video, so the

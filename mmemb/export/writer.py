@@ -292,7 +292,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path
     # the demo builder leaves demo_config.json beside its manifest; no manifest means the demo corpus
     is_demo = manifest is None or (Path(str(manifest)).parent / "demo_config.json").exists()
     vocab_meta = json.loads((vocab_dir / "vocab.json").read_text(encoding="utf-8"))
-    files = {"weights": WEIGHTS_FILE, "tokenizer": TOKENIZER_DIR, "video_encoder": VIDEO_ONNX, "text_encoder": TEXT_ONNX,
+    files = {"weights": WEIGHTS_FILE, "tokenizer": TOKENIZER_DIR, "video_encoder": VIDEO_ONNX,
+             "text_encoder": TEXT_ONNX,
              "hashtags": f"{LABELS_DIR}/hashtags.json", "queries": f"{LABELS_DIR}/queries.json",
              "parity": PARITY_FILE, "card": CARD_FILE}
     config = {
@@ -301,7 +302,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path
         "model": _model_dict(cfg),
         "preprocessing": _preprocessing(cfg, decode, text),
         "outputs": {"video": cfg.embed_dim, "text": cfg.embed_dim},
-        "onnx": {name: {**spec.as_dict(), "opset": OPSET, "dynamic_axes": {"B": "batch"}} for name, spec in specs.items()},
+        "onnx": {name: {**spec.as_dict(), "opset": OPSET, "dynamic_axes": {"B": "batch"}}
+                 for name, spec in specs.items()},
         "labels": {"hashtags": len(labels["hashtags"]), "queries": len(labels["queries"]),
                    "categories": list(vocab_meta.get("categories", []))},
         "files": files,
