@@ -3,13 +3,16 @@
     mmemb fit --config configs/quickstart.yaml          # train (LightningCLI); also validate, test, predict
     mmemb eval --run runs/quickstart                    # evaluate a run (tasks, extract, sweep, compare, real-data)
     mmemb data check MANIFEST                           # datasets: build-demo, check, import-kuairec, write-shards, vocab
+    mmemb export --ckpt runs/quickstart --out DIR       # a self-contained folder for mmemb.load (no Lightning)
+    mmemb embed --model DIR --videos CLIPS --out E.parquet   # embeddings of clips or texts with that folder
     mmemb COMMAND --help
 
 Argument parsing only: ``fit|validate|test|predict`` are the LightningCLI of :mod:`mmemb.lit.cli`,
 ``eval`` is :mod:`mmemb.cli.eval` (the work in :mod:`mmemb.eval`), ``data`` is :mod:`mmemb.cli.data`
-(the work in :mod:`mmemb.data`). ``train.py`` and ``evaluate.py`` are shims over
-:func:`run_lightning` and :func:`run_eval`. Input errors print one line and exit with status 2
-(:mod:`mmemb.cli.errors`); ``--traceback`` or ``MMEMB_DEBUG=1`` shows the traceback.
+(the work in :mod:`mmemb.data`), ``export`` and ``embed`` are :mod:`mmemb.cli.export` (the work in
+:mod:`mmemb.export`). ``train.py`` and ``evaluate.py`` are shims over :func:`run_lightning` and
+:func:`run_eval`. Input errors print one line and exit with status 2 (:mod:`mmemb.cli.errors`);
+``--traceback`` or ``MMEMB_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ LIGHTNING_COMMANDS = {
     "predict": "embed a split with a checkpoint (LightningCLI)",
 }
 EVAL_HELP = "evaluate checkpoints: tasks, extract, sweep, compare, real-data (mmemb eval --help)"
-DATA_HELP = "build, import, check and pack datasets: build-demo, check, import-kuairec, write-shards, vocab"
+DATA_HELP = "build, import, check and pack datasets: build-demo, check, import-kuairec, write-shards, vocab, scan"
 _VERBOSE = ("-v", "--verbose")
 
 
@@ -78,12 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``mmemb`` parser. ``data`` is parsed here; ``eval`` and the LightningCLI commands are listed
     for ``--help`` and handed their arguments unparsed by :func:`main`."""
     parser = argparse.ArgumentParser(
-        prog="mmemb", description="mmemb: multimodal short-video embeddings. Train, evaluate, and prepare data.",
+        prog="mmemb", description="mmemb: multimodal short-video embeddings. Train, evaluate, prepare data, export and embed.",
         epilog="Runs write everything under trainer.default_root_dir (vocab/, version_N/{config.yaml, metrics.csv, "
                "checkpoints/}); mmemb eval --run <that folder> evaluates the newest version. Input errors print one "
                "line (exit status 2); --traceback or MMEMB_DEBUG=1 shows the traceback.")
     parser.add_argument(*_VERBOSE, action="store_true", help="log at INFO level")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of input errors too")
+    parser.set_defaults(command=None)  # the subcommand of a group (data); None for a single command (export)
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for name, text in LIGHTNING_COMMANDS.items():
         groups.add_parser(name, help=text, add_help=False)
@@ -92,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_data_commands
 
     add_data_commands(data.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    from .export import add_export_commands
+
+    add_export_commands(groups)
     return parser
 
 
@@ -107,6 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_eval(args[1:], prog="mmemb eval", debug=debug)
     parsed = build_parser().parse_args((["-v"] if verbose else []) + args)
     logging.basicConfig(level=logging.INFO if parsed.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    # the data commands report their input problems (and any ValueError of the data code) as one line
-    return run_command(lambda: parsed.func(parsed), prog=f"mmemb data {parsed.command}", debug=debug,
-                       also=(ValueError,))
+    # the data and export commands report their input problems (and any ValueError of the data code) as one line
+    prog = " ".join(["mmemb", parsed.group, *([parsed.command] if parsed.command else [])])
+    return run_command(lambda: parsed.func(parsed), prog=prog, debug=debug, also=(ValueError,))

@@ -5,6 +5,7 @@
     mmemb data import-kuairec CSV OUT.jsonl [--category-level 1]
     mmemb data write-shards MANIFEST OUT_DIR [--samples-per-shard 256]
     mmemb data vocab MANIFEST OUT_DIR [--vocab-size 8000] [--hashtag-min-freq 5]
+    mmemb data scan CLIPS_DIR OUT.jsonl
 
 Argument parsing only: the work is in :mod:`mmemb.data`.
 """
@@ -79,6 +80,16 @@ def _cmd_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from ..data.manifest import write_manifest
+    from ..data.scan import scan_folder
+
+    records = scan_folder(args.folder)
+    path = write_manifest(records, args.out)
+    print(f"{len(records)} clips of {args.folder} listed in {path} (ids = paths relative to the folder)")
+    return 0
+
+
 def add_data_commands(sub) -> None:
     """The ``data`` subcommands, added to the subparsers action ``sub``."""
     p = sub.add_parser("build-demo", help="build the demo corpus (real KuaiRec text + synthetic clips)")
@@ -124,3 +135,8 @@ def add_data_commands(sub) -> None:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--top", type=int, default=30, help="removed tags to list")
     p.set_defaults(func=_cmd_vocab)
+
+    p = sub.add_parser("scan", help="write the manifest of a folder of clips (ids = paths relative to it)")
+    p.add_argument("folder", help="folder of clips, searched recursively")
+    p.add_argument("out", help="output manifest (.jsonl or .parquet)")
+    p.set_defaults(func=_cmd_scan)
