@@ -88,6 +88,7 @@ def test_online_distillation_freezes_the_teacher_logs_every_term_and_saves_a_stu
     assert isinstance(module, DistillModule) and cli.trainer.global_step == 2
     t = module.teacher
     reference = EmbeddingModule.from_checkpoint_weights(str(teacher_ckpt))
+    assert t.hparams.preset == "teacher_tiny"  # its own hyper-parameters, not the student's the CLI gave
     # frozen: evaluation mode, no gradient, unchanged, outside the module tree and the optimizer
     assert not t.training and not any(m.training for m in t.modules())
     assert all(not p.requires_grad and p.grad is None for p in t.parameters())

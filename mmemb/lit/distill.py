@@ -41,6 +41,7 @@ projections' weights, which a resumed distillation restores).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -166,7 +167,9 @@ class DistillModule(EmbeddingModule):
             from ..eval.loading import resolve_checkpoint
 
             teacher_ckpt = str(resolve_checkpoint(teacher_ckpt))  # a run folder: its newest best checkpoint
-            teacher = EmbeddingModule.from_checkpoint_weights(teacher_ckpt)
+            # a fresh contextvars.Context: while LightningCLI builds the student it hands the student's
+            # hyper-parameters to every module created (a context variable); the teacher keeps its own
+            teacher = contextvars.Context().run(EmbeddingModule.from_checkpoint_weights, teacher_ckpt)
             teacher.eval()
             teacher.requires_grad_(False)
             self._teacher = _Frozen(teacher)
