@@ -1,6 +1,7 @@
 """The README's distillation table: the student against its teacher and against itself undistilled.
 
-    python benchmarks/distill_table.py                  # seeds 0, 1, 2 (about 1 h on 2 idle cores), README rewritten
+    python benchmarks/distill_table.py                  # seeds 0, 1, 2, README rewritten (2 idle cores: ~35 min
+                                                        # with the teachers of readme_tables.py, ~1 h without)
     python benchmarks/distill_table.py --dry-run        # the same, the table printed only
     python benchmarks/distill_table.py --smoke          # tiny models, a few steps, a small corpus: checks the script
 

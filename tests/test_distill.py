@@ -220,3 +220,21 @@ def test_vocabularies_must_be_the_teachers(teacher_run, teacher_ckpt):
     other = dataclasses.replace(vocabs, hashtags=shuffled)
     with pytest.raises(ConfigError, match="vocabularies differ from the teacher's.*--data.vocab_dir"):
         module._check_vocabularies(other)
+
+
+def test_checkpoint_hooks_keep_the_student_loadable_and_the_projections_resumable(teacher_run, teacher_ckpt):
+    module = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt))
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    assert not any(k.startswith("distill_proj") for k in checkpoint["state_dict"])
+    hp = checkpoint["hyper_parameters"]
+    assert "teacher_ckpt" not in hp and not set(hp["loss_weights"]) & set(DISTILL)
+    plain = EmbeddingModule(**hp)  # what mmemb eval builds from the checkpoint
+    plain.load_state_dict(checkpoint["state_dict"])
+    # a resumed distillation gets its projections back
+    torch.manual_seed(1)
+    resumed = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt))
+    assert not torch.equal(resumed.distill_proj["video"].weight, module.distill_proj["video"].weight)
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(resumed.distill_proj["video"].weight, module.distill_proj["video"].weight)
