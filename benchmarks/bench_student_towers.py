@@ -33,8 +33,9 @@ CANDIDATES = {
     "ViT 2 x 64, no audio (student_small)": "student_small",
     "ViT 1 x 64, no audio": dict(vision={"width": 64, "depth": 1, "heads": 2, "fusion_depths": [-1]},
                                  use_audio=False, use_fusion="none"),
-    "ViT 2 x 64, no audio, mean over frames": dict(vision={"width": 64, "depth": 2, "heads": 2, "fusion_depths": [-1],
-                                                           "temporal_pool": "mean"}, use_audio=False, use_fusion="none"),
+    "ViT 2 x 64, no audio, mean over frames": dict(
+        vision={"width": 64, "depth": 2, "heads": 2, "fusion_depths": [-1], "temporal_pool": "mean"},
+        use_audio=False, use_fusion="none"),
 }
 
 

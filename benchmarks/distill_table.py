@@ -165,8 +165,9 @@ def targets(test: dict[str, list[dict]], cost: dict[str, dict]) -> list[str]:
         lines.append(f"- student keeps >= 95% of the teacher's {key}: {student[key]:.3f} / {teacher[key]:.3f} = "
                      f"{share:.1%}: **{'met' if share >= 0.95 else 'missed'}**")
     speed = cost["teacher"]["ms_clip"] / cost["distilled student"]["ms_clip"]
+    verdict = "met" if speed >= 5 else "missed"
     lines.append(f"- >= 5x lower CPU latency per clip: {cost['teacher']['ms_clip']:.2f} ms / "
-                 f"{cost['distilled student']['ms_clip']:.2f} ms = {speed:.1f}x: **{'met' if speed >= 5 else 'missed'}**")
+                 f"{cost['distilled student']['ms_clip']:.2f} ms = {speed:.1f}x: **{verdict}**")
     better = [name for name, key in QUALITY if student[key] > plain[key]]
     lines.append(f"- beats the undistilled student (higher mean on every quality column): better on "
                  f"{len(better)} of {len(QUALITY)} ({', '.join(better) or 'none'}): "
@@ -191,7 +192,8 @@ def table(test: dict[str, list[dict]], cost: dict[str, dict], seeds: int, machin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--runs", default="runs/readme", help="folder of the runs (default runs/readme)")
     p.add_argument("--teacher-config", default="configs/quickstart.yaml")

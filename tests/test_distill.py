@@ -122,9 +122,9 @@ def test_zero_distillation_weights_train_the_plain_student(teacher_run, teacher_
     torch.manual_seed(0)
     off = _student(teacher_run, {**PLAIN, **{k: 0.0 for k in DISTILL}}, teacher_ckpt=str(teacher_ckpt))
     torch.manual_seed(0)
-    plain = EmbeddingModule(preset="student_tiny", vocab_size=off.hparams.vocab_size, num_hashtags=off.hparams.num_hashtags,
-                            num_queries=off.hparams.num_queries, ngram_buckets=off.hparams.ngram_buckets,
-                            loss_weights=PLAIN)
+    hp = off.hparams
+    plain = EmbeddingModule(preset="student_tiny", vocab_size=hp.vocab_size, num_hashtags=hp.num_hashtags,
+                            num_queries=hp.num_queries, ngram_buckets=hp.ngram_buckets, loss_weights=PLAIN)
     plain.set_vocabularies(teacher_run.datamodule.vocabs)
     assert off.teacher is None and off.distill_proj is None  # nothing of the teacher is loaded
     for a, b in zip(off.state_dict().values(), plain.state_dict().values()):

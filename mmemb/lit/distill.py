@@ -67,6 +67,11 @@ DISTILL_HPARAMS = ("teacher_ckpt", "teacher_store", "relation_temperature", "lab
 STORE_HINT = "mmemb eval extract --run TEACHER_RUN --split train --logits --out DIR"
 
 
+def _num_labels(cfg) -> dict[str, int]:
+    """Label vocabulary sizes of a :class:`~mmemb.models.config.ModelConfig` by head."""
+    return {"hashtag": cfg.heads.num_hashtags, "query": cfg.heads.num_queries}
+
+
 class _Frozen:
     """Holds the teacher outside the module tree: a plain attribute that is not an ``nn.Module`` keeps
     it out of ``parameters()``, ``state_dict()``, ``train()``, ``.to()`` and DDP."""
@@ -211,14 +216,15 @@ class DistillModule(EmbeddingModule):
                  ("text.ngram_buckets (data.text.ngram_buckets)", s.text.ngram_buckets, t.text.ngram_buckets),
                  ("vision.frame_size (data.decode.frame_size)", s.vision.frame_size, t.vision.frame_size)]
         if self._dweight("distill_label") > 0:
-            pairs += [(f"heads.num_{h}s (data.num_{h}s)", getattr(s.heads, f"num_{h}s"), getattr(t.heads, f"num_{h}s"))
+            pairs += [(f"heads.num_{h}s (data.num_{h}s)", _num_labels(s)[h], _num_labels(t)[h])
                       for h in self._student_heads()]
         bad = [f"{name}: student {a}, teacher {b}" for name, a, b in pairs if a != b]
         if bad:
             raise ValueError(f"the student's data does not match the teacher {path}: {'; '.join(bad)}. Train the "
                              f"student on the teacher run's data settings and vocabularies (data.vocab_dir: "
                              f"<teacher run>/vocab, the teacher's data.decode and data.text)")
-        missing = [h for h in self._student_heads() if getattr(t, f"has_{h}_head") is False]
+        has_head = {"hashtag": t.has_hashtag_head, "query": t.has_query_head}
+        missing = [h for h in self._student_heads() if not has_head[h]]
         if self._dweight("distill_label") > 0 and missing:
             raise ValueError(f"distill_label: the teacher {path} has no {missing} head(s); set "
                              f"--model.loss_weights.distill_label 0")
@@ -236,9 +242,9 @@ class DistillModule(EmbeddingModule):
                              + ("; store the logits too: " + STORE_HINT if any("logits" in n for n in lacking) else ""))
         for h in self._student_heads():
             key = f"{h}_logits"
-            if self._dweight("distill_label") > 0 and store.dims[key] != getattr(self.config.heads, f"num_{h}s"):
+            if self._dweight("distill_label") > 0 and store.dims[key] != _num_labels(self.config)[h]:
                 raise ValueError(f"{store.directory}: the teacher store's {key} has {store.dims[key]} labels, the "
-                                 f"student's data {getattr(self.config.heads, f'num_{h}s')}: use the teacher run's "
+                                 f"student's data {_num_labels(self.config)[h]}: use the teacher run's "
                                  f"vocabularies (data.vocab_dir: <teacher run>/vocab)")
 
     def _check_vocabularies(self, vocabs) -> None:
@@ -273,10 +279,10 @@ class DistillModule(EmbeddingModule):
         if vocab_dir is not None and vocab_fingerprint(Vocabularies.load(vocab_dir)) != ours:
             raise ConfigError(f"the student's data vocabularies differ from the teacher's ({vocab_dir}); {hint}")
         for head in self._student_heads():
-            branch = getattr(teacher.model, f"{head}_branch")
+            branch = {"hashtag": teacher.model.hashtag_branch, "query": teacher.model.query_branch}[head]
             if branch is None:
                 continue
-            labels = list(getattr(vocabs, f"{head}s").labels)
+            labels = list({"hashtag": vocabs.hashtags, "query": vocabs.queries}[head].labels)
             ids, _ = name_token_ids(vocabs.tokenizer, labels, teacher.config.heads.label_max_length)
             if ids.shape != branch.name_ids.shape or not torch.equal(ids, branch.name_ids.cpu()):
                 raise ConfigError(f"the teacher {ckpt}'s {head} head was built on other label names than the "
