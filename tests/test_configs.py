@@ -1,7 +1,7 @@
 """Every YAML config under configs/ builds and runs one training step (a fast-dev-run) on the CPU.
 
-Stand-alone configs run as they are; an ablation or a variant runs after ``quickstart.yaml``, a strategy after
-``teacher_tiny.yaml`` (as their headers say). Every run points at the small test corpus and a
+Stand-alone configs run as they are (``distill.yaml`` from a quickstart teacher trained one step); an ablation or
+a variant runs after ``quickstart.yaml``, a strategy after ``teacher_tiny.yaml`` (as their headers say). Every run points at the small test corpus and a
 temporary folder, at batch 4 without workers; GPU-only settings (accelerator, bf16, all devices) are
 turned into their CPU equivalents, so what is checked is that each config parses, links and
 instantiates into a model that trains and validates.
