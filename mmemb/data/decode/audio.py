@@ -196,7 +196,8 @@ def _decode_sound(src: _Input, container: av.container.InputContainer, stream: a
     return Decoded(data)
 
 
-_PREROLL = 0.25  # seconds decoded before the window (codec overlap, resampler filter) and dropped
+_PREROLL = 0.1  # seconds decoded before the window (codec overlap of a packet or two, resampler filter), dropped
+_TAIL = 0.05  # seconds decoded past the window (what the resampler still holds back), dropped
 _WINDOW_MIN_SPARE = 1.0  # decode only the window when the audio is this many seconds longer than it
 
 
@@ -211,13 +212,16 @@ def sound_window(path: Source, container: av.container.InputContainer, cfg: Deco
     ``uniform``; for ``random`` the one draw from ``generator`` that :func:`log_mel` makes), the
     whole length being the packets' span (``index``, from the video's demux pass; when None, the
     container must not have been demuxed yet and is scanned here). The stream is sought to
-    :data:`_PREROLL` seconds before the window and decoded to its end; the samples equal the whole
-    decode's up to the resampler's phase (a fraction of a sample). Audio at most
-    :data:`_WINDOW_MIN_SPARE` seconds longer than the window is decoded whole, from its first
-    packet, and cropped by :func:`log_mel` as before; audio whose decoding fails in the window, or
-    whose seek lands wrong, is decoded whole from a fresh open (:func:`decode_sound`, partial as
-    it says). Otherwise a stream whose packets stop short of its stated duration is partial by
-    ``index``.
+    :data:`_PREROLL` seconds before the window and decoded to :data:`_TAIL` past its end. The
+    window may sit a few milliseconds from where the whole decode puts it (the packets' span is not
+    the decoded length to the sample, and Matroska/WebM timestamps are in milliseconds); its
+    samples are the whole decode's up to that shift and the resampler's phase.
+
+    Audio at most :data:`_WINDOW_MIN_SPARE` seconds longer than the window is decoded whole from
+    its first packet on this container and cropped by :func:`log_mel` exactly as before. Audio
+    whose decoding fails in the window, or whose seek lands wrong, is decoded whole from a fresh
+    open (:func:`decode_sound`, partial as it says). Otherwise a stream whose packets stop short
+    of its stated duration is partial by ``index``.
 
     Returns None when there is no audio stream; raises :class:`DecodeError` for broken audio.
     """
@@ -263,7 +267,7 @@ def sound_window(path: Source, container: av.container.InputContainer, cfg: Deco
                         continue  # untimed: wait for a frame that says where it is
                     first_time = frame.time
                 out.add(frame)
-            if first_time is not None and first_time + out.samples / sr >= t1 + _PREROLL:
+            if first_time is not None and first_time + out.samples / sr >= t1 + _TAIL:
                 break
     except av.error.DecoderNotFoundError as e:
         raise DecodeError(src.label, "codec", str(e)) from None
