@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -137,20 +138,25 @@ def keyframe_structure(path: Path, cfg: DecodeConfig) -> tuple[int, int, int]:
     return len(times), len(keys), len(needed)
 
 
-def best_time(fn, repeat: int) -> tuple[float, float]:
-    """Best-of-``repeat`` wall time and process CPU time (all threads) of ``fn()``, after a warm-up call.
+def best_times(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
+    """Best-of-``repeat`` wall time and process CPU time (all threads) of each function, after a
+    warm-up call of each; the functions take turns (round-robin), so that a shared box's changing
+    load falls on all of them alike.
 
     On a shared box the CPU time of a one-thread run is the stable measure of work: other jobs
     stretch its wall time but not its CPU time.
     """
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
+    for fn in fns.values():
         fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return min(wall), min(cpu)
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: (min(wall[name]), min(cpu[name])) for name in fns}
 
 
 def full_decode(path: Path, threads: int) -> int:
@@ -183,13 +189,18 @@ def sampling_rows(clips: list[Path], num_frames: int, frame_size: int, repeat: i
         src = _Input(clip)
         with src.open() as container:
             _decode_video(src, container, auto, "uniform", None, stats=stats)
-        full_one, full_one_cpu = best_time(lambda: full_decode(clip, 1), repeat)
-        full_thr, _ = best_time(lambda: full_decode(clip, 0), repeat)
+        times = best_times({
+            "full_one": lambda: full_decode(clip, 1),
+            "full_thr": lambda: full_decode(clip, 0),
+            "clip_thr": lambda: load_clip(clip, auto),
+            "clip_one": lambda: load_clip(clip, one),
+            "frames_thr": lambda: decode_frames(clip, auto),
+            "frames_one": lambda: decode_frames(clip, one),
+        }, repeat)
+        (full_one, full_one_cpu), (full_thr, _) = times["full_one"], times["full_thr"]
+        clip_thr, clip_one_cpu = times["clip_thr"][0], times["clip_one"][1]
+        frames_thr, frames_one_cpu = times["frames_thr"][0], times["frames_one"][1]
         target = 1.25 * required / (frames / full_thr)
-        clip_thr, _ = best_time(lambda: load_clip(clip, auto), repeat)
-        _, clip_one_cpu = best_time(lambda: load_clip(clip, one), repeat)
-        frames_thr, _ = best_time(lambda: decode_frames(clip, auto), repeat)
-        _, frames_one_cpu = best_time(lambda: decode_frames(clip, one), repeat)
         cpu_target = 1.25 * required / frames * full_one_cpu
         rows.append([clip.name, str(frames), str(keys), str(required), str(stats["decoded"]), f"{full_one:.3f}",
                      f"{full_thr:.3f}", f"{target:.3f}", f"{clip_thr:.3f}", f"{clip_thr / target:.2f}",
