@@ -742,3 +742,21 @@ def test_load_clip_opens_once_and_decodes_audio_around_its_window(monkeypatch):
         with src.open() as container:  # as load_clip: the video pass indexes the audio, seeks elsewhere
             _, index = V._decode_video(src, container, short, "uniform", None, audio=True)
             assert torch.equal(A.sound_window(src, container, short, index=index).data, decode_audio(path, short))
+
+
+def test_bench_decode_sampling_rows(gop_clips):
+    """The --sampling benchmark's table on a tiny clip (one pass): required and decoded agree."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_decode.py"
+    spec = importlib.util.spec_from_file_location("_bench_decode", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclass looks its module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    header, row = bench.sampling_rows([gop_clips["ip"]], num_frames=8, frame_size=32, repeat=1)
+    assert row[header.index("frames")] == "120" and row[header.index("keys")] == "4"
+    assert row[header.index("required")] == row[header.index("decoded")] == "92"
