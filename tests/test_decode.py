@@ -704,7 +704,7 @@ def test_real_clips_sample_the_frames_of_a_full_decode(name):
     assert torch.equal(frames, reference_frames(path, cfg, targets))
 
 
-def test_load_clip_opens_once_and_decodes_audio_around_its_window(monkeypatch):
+def test_load_clip_opens_once_and_decodes_audio_around_its_window(monkeypatch, synth):
     from mmemb.data.decode import audio as A
     from mmemb.data.decode.container import _Input
 
@@ -719,6 +719,12 @@ def test_load_clip_opens_once_and_decodes_audio_around_its_window(monkeypatch):
     assert len(opened) == 1, "one container open for video and audio"
     assert clip.audio_error is None and clip.mel_valid == cfg.mel_frames
     assert 4.0 < sum(decoded_audio) < 4.0 + A._PREROLL + A._TAIL + 0.2, "only the window and its margins"
+    for other, errors in ((synth["silent"], (None, "no_audio")), (synth["bad_vcodec"], ("codec", None)),
+                          (synth["audio_only"], ("no_video_stream", None))):
+        opened.clear()
+        sample = load_clip(other, SMALL)
+        assert (sample.video_error, sample.audio_error) == errors
+        assert len(opened) == 1, f"{other.name}: one open"
 
     # the window is the centre of the whole waveform, to within the container's millisecond timestamps
     monkeypatch.setattr(_Input, "open", real_open)

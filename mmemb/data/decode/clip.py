@@ -70,10 +70,9 @@ def _load_open_clip(src: _Input, container: av.container.InputContainer, cfg: De
     frames = mel = None
     video_error = audio_error = None
     mel_valid = video_partial = audio_partial = None
-    audio_index = None
-    state: dict[str, int] = {}  # "scanned" once the video pass has demuxed the container
+    state: dict[str, object] = {}  # what the video pass did: "scanned", "audio_index"
     try:
-        video, audio_index = _decode_video(src, container, cfg, mode, generator, audio=True, stats=state)
+        video, _ = _decode_video(src, container, cfg, mode, generator, audio=True, stats=state)
         frames, video_partial = video.data, video.partial
         if video_partial is not None:
             warn_once(src.label, "video", PARTIAL, video.detail)
@@ -87,8 +86,9 @@ def _load_open_clip(src: _Input, container: av.container.InputContainer, cfg: De
         return ClipSample(None, None, video_error, video_error)
     audio_container = container
     try:
-        if audio_index is None and state.get("scanned"):  # the video pass failed after demuxing: start afresh
-            audio_container = src.open()
+        audio_index = state.get("audio_index")
+        if audio_index is None and state.get("scanned") and container.streams.audio:
+            audio_container = src.open()  # demuxed by a video pass that failed before indexing the audio
         sound = sound_window(src, audio_container, cfg, mode, generator, audio_index)
         if sound is None:
             audio_error = "no_audio"

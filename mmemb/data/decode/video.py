@@ -33,8 +33,8 @@ import av
 import numpy as np
 import torch
 
-from .config import DecodeConfig, Mode
 from .audio import _AudioIndex, _AudioPackets
+from .config import DecodeConfig, Mode
 from .container import Source, _configure_threads, _decoded_share, _Input, _stated_duration, _video_stream
 from .errors import DecodeError, Decoded, describe_partial
 
@@ -433,11 +433,12 @@ def decode_video(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
 
 def _decode_video(src: _Input, container: av.container.InputContainer, cfg: DecodeConfig, mode: Mode,
                   generator: torch.Generator | None, audio: bool = False,
-                  stats: dict[str, int] | None = None) -> tuple[Decoded[torch.Tensor], _AudioIndex | None]:
+                  stats: dict[str, object] | None = None) -> tuple[Decoded[torch.Tensor], _AudioIndex | None]:
     """:func:`decode_video` on an open ``container`` (left open for the caller); with ``audio``, also
     the index of the first audio stream's packets (from the same demux pass). ``stats`` (when
-    given) receives ``scanned`` (1 once the container has been demuxed), ``decoded`` (frames the
-    decoder returned) and ``seeks``."""
+    given) receives ``scanned`` (True once the container has been demuxed), ``audio_index`` (once
+    the scan has made it, even when decoding then fails), ``decoded`` (frames the decoder
+    returned) and ``seeks``."""
     readers: list[_FrameReader] = []
     try:
         stream = _video_stream(container)
@@ -447,8 +448,10 @@ def _decode_video(src: _Input, container: av.container.InputContainer, cfg: Deco
             raise DecodeError(src.label, "codec", f"no decoder for video codec id of stream {stream.index}")
         audio_stream = container.streams.audio[0] if audio and container.streams.audio else None
         if stats is not None:
-            stats["scanned"] = 1
+            stats["scanned"] = True
         index, audio_index = _scan_video(container, stream, src, audio_stream)
+        if stats is not None:
+            stats["audio_index"] = audio_index
         times = _sample_times(index.start, index.end, cfg, mode, generator)
         readers.append(_FrameReader(src, container, index, cfg))
         rgb = readers[-1].frames_at(times)  # [(S, S, 3)] * T
