@@ -766,3 +766,18 @@ def test_bench_decode_sampling_rows(gop_clips):
     header, row = bench.sampling_rows([gop_clips["ip"]], num_frames=8, frame_size=32, repeat=1)
     assert row[header.index("frames")] == "120" and row[header.index("keys")] == "4"
     assert row[header.index("required")] == row[header.index("decoded")] == "92"
+
+
+def test_a_seek_that_fails_falls_back_to_one_pass_from_the_start(gop_clips, monkeypatch):
+    """A source that refuses to seek (or lands past the keyframe) is read in one pass from its start:
+    the same frames, every frame up to the last target decoded."""
+    def refuse(self, key_pts):
+        raise OSError("seek refused")
+
+    monkeypatch.setattr(V._FrameReader, "_seek", refuse)
+    path = gop_clips["ip"]
+    cfg = DecodeConfig(num_frames=8, frame_size=32)
+    targets = sample_times(path, cfg)
+    frames, stats = sampled(path, cfg)
+    assert stats["decoded"] == 113 and stats["seeks"] == 0  # frames 0..112
+    assert torch.equal(frames, reference_frames(path, cfg, targets))

@@ -239,7 +239,7 @@ def sound_window(path: Source, container: av.container.InputContainer, cfg: Deco
     total = int(round((index.end - index.start) * sr))
     if total - n < _WINDOW_MIN_SPARE * sr:  # short: the whole stream, on this container
         try:
-            container.seek(int(index.start / tb), stream=stream, backward=True)
+            container.seek(int(round(index.start / tb)), stream=stream, backward=True)
             packets = container.demux(stream)
             first = next((p for p in packets if p.size and (p.pts if p.pts is not None else p.dts) is not None), None)
         except (av.error.FFmpegError, OSError):
