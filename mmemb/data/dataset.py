@@ -27,7 +27,8 @@ from .vocab import TextConfig, Vocabularies, record_texts
 if TYPE_CHECKING:
     from ..models.keywords import KeywordConfig
 
-__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator", "KeywordSelector", "TokenTable"]
+__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator", "KeywordSelector",
+           "TokenTable"]
 
 
 
@@ -108,8 +109,8 @@ class TokenTable:
     encoded with one tokenizer call and kept as flat arrays (4 + 1 bytes a token).
 
     A dataset builds it once, where it is created, so that DataLoader workers (which inherit or
-    unpickle it) index it instead of calling the tokenizer per sample and per epoch; the tokenizer's
-    per-call cost is most of a sample's work besides decoding."""
+    unpickle it) index it instead of calling the tokenizer per sample and per epoch (that call was
+    the largest part of a sample's work besides decoding; see BENCHMARKS.md)."""
 
     def __init__(self, records: Sequence[VideoRecord], vocabs: Vocabularies, cfg: TextConfig) -> None:
         rows = [record_texts(r) for r in records]
