@@ -66,10 +66,18 @@ def raw_rate(dm: VideoDataModule, clips: int) -> float:
 
 def profile(dm: VideoDataModule, repeat: int = 3) -> None:
     """Print the CPU ms per clip of each part of the loader's work (see the module docstring)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    try:
+        _profile(dm, repeat)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _profile(dm: VideoDataModule, repeat: int) -> None:
     import mmemb.data.dataset as dataset_module
     from mmemb.data.dataset import collate, encode_labels, tokenize_text
 
-    torch.set_num_threads(1)  # as in a DataLoader worker
     dataset = dm.train_dataset()
     n = len(dataset)
     collate_fn = dm.collate_fn

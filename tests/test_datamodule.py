@@ -463,3 +463,19 @@ def test_loader_workers_choose_the_keywords_with_the_train_idf(small_demo, tmp_p
         expected, _, _ = select_keywords(batch["text_ids"], batch["text_attention"], torch.from_numpy(idf),
                                          dm.vocabs.tokenizer, cfg)
         assert torch.equal(positions, expected)
+
+
+def test_bench_datamodule_profile_runs(small_demo, capsys):
+    """benchmarks/bench_datamodule.py --profile on the small corpus (one pass): every part is listed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_datamodule.py"
+    spec = importlib.util.spec_from_file_location("_bench_datamodule", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.profile(_dm(small_demo), repeat=1)
+    out = capsys.readouterr().out
+    for part in ("decode (load_clip)", "__getitem__ without decoding", "collate", "pickle + unpickle",
+                 "loader's own work"):
+        assert part in out, part
