@@ -352,6 +352,46 @@ def test_hashtag_words_are_stripped_from_every_text_field(tmp_path):
     assert record_texts(plain) == [None, None, "no tags here  at all", "x"]  # unchanged without '#'
 
 
+def test_token_table_gives_the_tokens_of_per_record_encoding(small_demo):
+    """The dataset encodes its texts once (one tokenizer call) instead of per sample; the samples'
+    text tensors are those of encoding each record on its own, empty texts included."""
+    from mmemb.data.dataset import TokenTable, tokenize_text
+    from mmemb.data.manifest import VideoRecord
+
+    dm = _dm(small_demo)
+    records = dm.splits["train"][:40] + [VideoRecord("empty"), VideoRecord("tags", caption="#a", hashtags=["a"])]
+    table = TokenTable(records, dm.vocabs, TEXT)
+    assert len(table) == len(records)
+    for i, record in enumerate(records):
+        alone = tokenize_text(record, dm.vocabs, TEXT)
+        cached = tokenize_text(record, dm.vocabs, TEXT, table[i])
+        assert alone.keys() == cached.keys()
+        for key in alone:
+            assert torch.equal(alone[key], cached[key]) and alone[key].dtype == cached[key].dtype, (i, key)
+    assert table[len(records) - 2][0].size == 0 and table[len(records) - 1][0].size == 0
+    dataset = dm.train_dataloader().dataset
+    assert isinstance(dataset.tokens, TokenTable) and len(dataset.tokens) == len(dataset)
+
+
+def test_collate_in_a_worker_stacks_into_shared_memory(small_demo):
+    """Inside a DataLoader worker the batch's tensors are stacked straight into shared memory (so
+    that sending it copies nothing); the values are those of a plain stack."""
+    dm = _dm(small_demo)
+    dataset = dm.train_dataloader().dataset
+    samples = [dataset[i] for i in range(4)]
+    plain, shared = collate(samples), collate(samples, shared=True)
+    assert plain.keys() == shared.keys()
+    for key, value in plain.items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, shared[key]) and value.dtype == shared[key].dtype, key
+            assert shared[key].is_shared() and not value.is_shared(), key
+        else:
+            assert value == shared[key], key
+    loader = DataLoader(dataset, batch_size=4, num_workers=1, collate_fn=collate)
+    batch = next(iter(loader))  # collated in the worker: received without a copy, values unchanged
+    assert torch.equal(batch["frames"], plain["frames"]) and torch.equal(batch["text_ids"], plain["text_ids"])
+
+
 # ----------------------------------------------------------------------------- bad manifest records
 
 
@@ -423,3 +463,19 @@ def test_loader_workers_choose_the_keywords_with_the_train_idf(small_demo, tmp_p
         expected, _, _ = select_keywords(batch["text_ids"], batch["text_attention"], torch.from_numpy(idf),
                                          dm.vocabs.tokenizer, cfg)
         assert torch.equal(positions, expected)
+
+
+def test_bench_datamodule_profile_runs(small_demo, capsys):
+    """benchmarks/bench_datamodule.py --profile on the small corpus (one pass): every part is listed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_datamodule.py"
+    spec = importlib.util.spec_from_file_location("_bench_datamodule", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.profile(_dm(small_demo), repeat=1)
+    out = capsys.readouterr().out
+    for part in ("decode (load_clip)", "__getitem__ without decoding", "collate", "pickle + unpickle",
+                 "loader's own work"):
+        assert part in out, part

@@ -543,3 +543,241 @@ def test_mono_audio_at_target_rate_skips_the_resampler_but_matches_it(synth):
                               for o in resampler.resample(f)])  # (N,)
     assert wave.shape == ref.shape and np.abs(wave.numpy() - ref).max() < 1e-6
     assert 0.2 < wave.abs().max() < 0.31  # the 0.3-amplitude sine, scaled from int16
+
+
+# --------------------------------------------------------------------------- keyframe-aware sampling
+
+GOP, GOP_FRAMES = 30, 120  # a 5 s clip at 24 fps with keyframes at frames 0, 30, 60, 90
+
+
+def write_gop_clip(path: Path, bframes: int = 0, n: int = GOP_FRAMES, gop: int = GOP) -> Path:
+    """H.264 with a keyframe exactly every ``gop`` frames (no scene-cut keyframes). Frame ``i``: grey
+    level rising with ``i`` and a red square moving with it, so that every frame differs."""
+    w, h = 96, 64
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=24)
+    video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+    video.codec_context.gop_size = gop
+    video.codec_context.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
+    for i in range(n):
+        img = np.full((h, w, 3), int(i * 255 / (n - 1)), np.uint8)  # (H, W, 3)
+        x = (i * 3) % (w - 16)
+        img[8:24, x:x + 16] = (255, 0, 0)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i
+        for packet in video.encode(frame):
+            container.mux(packet)
+    for packet in video.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def packet_index(path: Path) -> tuple[list[float], list[float], float]:
+    """Sorted packet times, keyframe times and the stream end (last time + its duration, else the
+    previous frame's), read with a plain demux pass."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        packets = sorted((p.pts, p.duration or 0, p.is_keyframe) for p in container.demux(stream)
+                         if p.pts is not None and p.size)
+    times = [pts * tb for pts, _, _ in packets]
+    last = packets[-1][1] * tb or times[-1] - times[-2]
+    return times, [pts * tb for pts, _, key in packets if key], times[-1] + last
+
+
+def keyframe_count(path: Path, targets: list[float]) -> int:
+    """Frames the keyframe structure requires for ``targets``: for each, the frames from the keyframe
+    at or before the frame on screen up to that frame; frames shared between targets count once."""
+    times, keys, _ = packet_index(path)
+    needed: set[int] = set()
+    for t in targets:
+        shown = max(sum(x <= t for x in times) - 1, 0)
+        key = times.index(max(k for k in keys if k <= times[shown]))
+        needed.update(range(key, shown + 1))
+    return len(needed)
+
+
+def sample_times(path: Path, cfg: DecodeConfig, mode: str = "uniform", seed: int | None = None) -> list[float]:
+    """The T frame times of the sampling policy for ``path`` (slot centres, or a seeded random draw)."""
+    _, _, end = packet_index(path)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return V._sample_times(packet_index(path)[0][0], end, cfg, mode, generator)
+
+
+def reference_frames(path: Path, cfg: DecodeConfig, targets: list[float]) -> torch.Tensor:
+    """The sampling as it always was, the slow and obvious way: every frame decoded in order on one
+    thread, and at each target the frame on screen (the last with time <= target, else the first),
+    converted as decode_frames converts. ``(T, 3, S, S)`` uint8."""
+    out: list[np.ndarray | None] = [None] * len(targets)
+    prev = None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for frame in container.decode(stream):
+            for j, t in enumerate(targets):
+                if out[j] is None and frame.time > t:
+                    out[j] = V._to_rgb(prev if prev is not None else frame, cfg)
+            prev = frame
+    out = [V._to_rgb(prev, cfg) if x is None else x for x in out]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)  # (T, S, S, 3) -> (T, 3, S, S)
+
+
+def sampled(path: Path, cfg: DecodeConfig, mode: str = "uniform", seed: int | None = None):
+    """decode_frames of ``path`` and what its frame readers did: frames decoded, seeks."""
+    readers = []
+    init = V._FrameReader.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        readers.append(self)
+
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    V._FrameReader.__init__ = spy
+    try:
+        frames = decode_frames(path, cfg, mode, generator)
+    finally:
+        V._FrameReader.__init__ = init
+    return frames, {"decoded": sum(r.decoded for r in readers), "seeks": sum(r.seeks for r in readers)}
+
+
+@pytest.fixture(scope="module")
+def gop_clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("gop")
+    return {"ip": write_gop_clip(d / "gop_ip.mp4"), "ibp": write_gop_clip(d / "gop_ibp.mp4", bframes=3),
+            "one_key": write_gop_clip(d / "one_key.mp4", gop=1000)}
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_sampling_decodes_only_what_the_keyframes_require(gop_clips, threads):
+    """8 uniform targets of 120 frames (keyframes 0, 30, 60, 90) show frames 7, 22, 37, ..., 112: the
+    runs 0-22, 30-52, 60-82, 90-112 decode 92 frames, not the 113 of one pass from the start (a
+    forward pass over a gap shorter than the old 8-frame seek threshold) nor any frame past a target."""
+    path = gop_clips["ip"]
+    times, keys, end = packet_index(path)
+    assert [times.index(k) for k in keys] == [0, 30, 60, 90] and len(times) == GOP_FRAMES
+    cfg = DecodeConfig(num_frames=8, frame_size=32, decode_threads=threads)
+    targets = sample_times(path, cfg)
+    frames, stats = sampled(path, cfg)
+    assert stats["decoded"] == keyframe_count(path, targets) == 92 and stats["seeks"] == 4
+    assert torch.equal(frames, reference_frames(path, cfg, targets))
+    # training draws: random segment and jitter, the same count rule and the same frames as before
+    short = DecodeConfig(num_frames=4, frame_size=32, train_clip_seconds=2.0, decode_threads=threads)
+    for seed in range(3):
+        frames, stats = sampled(path, short, "random", seed)
+        targets = sample_times(path, short, "random", seed)
+        assert stats["decoded"] == keyframe_count(path, targets), seed
+        assert torch.equal(frames, reference_frames(path, short, targets)), seed
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_b_frames_and_a_single_keyframe_give_the_same_frames(gop_clips, threads):
+    """With B-frames (decode order differs from presentation order) the frames are still those of a
+    full decode; a clip with one keyframe is one run from the start to the last target's frame."""
+    cfg = DecodeConfig(num_frames=8, frame_size=32, decode_threads=threads)
+    path = gop_clips["ibp"]
+    targets = sample_times(path, cfg)
+    frames, stats = sampled(path, cfg)
+    assert torch.equal(frames, reference_frames(path, cfg, targets))
+    assert stats["decoded"] <= keyframe_count(path, targets) + 3, "at most the references of the last B-frames"
+
+    path = gop_clips["one_key"]
+    times, keys, _ = packet_index(path)
+    assert len(keys) == 1
+    targets = sample_times(path, cfg)
+    frames, stats = sampled(path, cfg)
+    assert stats["decoded"] == keyframe_count(path, targets) == 113 and stats["seeks"] == 1
+    assert torch.equal(frames, reference_frames(path, cfg, targets))
+
+
+@pytest.mark.parametrize("name", [WEBM_30.name, MP4.name])
+def test_real_clips_sample_the_frames_of_a_full_decode(name):
+    """The 30 s WebM (10 keyframes) and the one-keyframe H.264 clip: the frames a full one-thread
+    decode shows at the targets, with decoder threads (the default outside DataLoader workers),
+    decoding only the frames the keyframes require."""
+    path = CLIPS / name
+    cfg = DecodeConfig(num_frames=8, frame_size=48)
+    targets = sample_times(path, cfg)
+    frames, stats = sampled(path, cfg)
+    assert stats["decoded"] == keyframe_count(path, targets)
+    assert stats["decoded"] < len(packet_index(path)[0])
+    assert torch.equal(frames, reference_frames(path, cfg, targets))
+
+
+def test_load_clip_opens_once_and_decodes_audio_around_its_window(monkeypatch, synth):
+    from mmemb.data.decode import audio as A
+    from mmemb.data.decode.container import _Input
+
+    opened, decoded_audio = [], []
+    real_open, real_add = _Input.open, A._Waveform.add
+    monkeypatch.setattr(_Input, "open", lambda self: opened.append(1) or real_open(self))
+    monkeypatch.setattr(A._Waveform, "add",
+                        lambda self, frame: decoded_audio.append(frame.samples / frame.sample_rate if frame else 0)
+                        or real_add(self, frame))
+    cfg = DecodeConfig()  # a 4 s log-mel window of the 30 s clip
+    clip = load_clip(WEBM_30, cfg)
+    assert len(opened) == 1, "one container open for video and audio"
+    assert clip.audio_error is None and clip.mel_valid == cfg.mel_frames
+    assert 4.0 < sum(decoded_audio) < 4.0 + A._PREROLL + A._TAIL + 0.2, "only the window and its margins"
+    for other, errors in ((synth["silent"], (None, "no_audio")), (synth["bad_vcodec"], ("codec", None)),
+                          (synth["audio_only"], ("no_video_stream", None))):
+        opened.clear()
+        sample = load_clip(other, SMALL)
+        assert (sample.video_error, sample.audio_error) == errors
+        assert len(opened) == 1, f"{other.name}: one open"
+
+    # the window is the centre of the whole waveform, to within the container's millisecond timestamps
+    monkeypatch.setattr(_Input, "open", real_open)
+    monkeypatch.setattr(A._Waveform, "add", real_add)
+    whole = decode_audio(WEBM_30, cfg)
+    src = _Input(WEBM_30)
+    with src.open() as container:
+        window = A.sound_window(src, container, cfg).data  # (n,)
+    n = cfg.audio_samples
+    assert window.shape == (n,)
+    centre = (whole.numel() - n) // 2
+    shifted = [whole[centre + s:centre + s + n] for s in range(-48, 49)]  # up to 3 ms either way
+    corr = max(float(torch.corrcoef(torch.stack([window, ref]))[0, 1]) for ref in shifted)
+    assert corr > 0.99
+    assert torch.equal(clip.mel, log_mel(window, cfg))
+
+    # audio no longer than the window and a second: decoded whole, the same samples as decode_audio
+    for path, seconds in ((WEBM_1, 0.5), (MP4, 4.5)):  # 1.0 s and 5.3 s of audio
+        short = DecodeConfig(audio_seconds=seconds)
+        src = _Input(path)
+        with src.open() as container:  # as load_clip: the video pass indexes the audio, seeks elsewhere
+            _, index = V._decode_video(src, container, short, "uniform", None, audio=True)
+            assert torch.equal(A.sound_window(src, container, short, index=index).data, decode_audio(path, short))
+
+
+def test_bench_decode_sampling_rows(gop_clips):
+    """The --sampling benchmark's table on a tiny clip (one pass): required and decoded agree."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_decode.py"
+    spec = importlib.util.spec_from_file_location("_bench_decode", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclass looks its module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    header, row = bench.sampling_rows([gop_clips["ip"]], num_frames=8, frame_size=32, repeat=1)
+    assert row[header.index("frames")] == "120" and row[header.index("keys")] == "4"
+    assert row[header.index("required")] == row[header.index("decoded")] == "92"
+
+
+def test_a_seek_that_fails_falls_back_to_one_pass_from_the_start(gop_clips, monkeypatch):
+    """A source that refuses to seek (or lands past the keyframe) is read in one pass from its start:
+    the same frames, every frame up to the last target decoded."""
+    def refuse(self, key_pts):
+        raise OSError("seek refused")
+
+    monkeypatch.setattr(V._FrameReader, "_seek", refuse)
+    path = gop_clips["ip"]
+    cfg = DecodeConfig(num_frames=8, frame_size=32)
+    targets = sample_times(path, cfg)
+    frames, stats = sampled(path, cfg)
+    assert stats["decoded"] == 113 and stats["seeks"] == 0  # frames 0..112
+    assert torch.equal(frames, reference_frames(path, cfg, targets))

@@ -134,6 +134,6 @@ def check(manifest: str | Path, decode: bool = True, min_freq: int = 5, workers:
     report.distinct_queries = len({normalize_label(q.text) for r in records for q in r.queries})
     report.categories = dict(collections.Counter(r.category for r in records if r.category).most_common())
     if decode:
-        cfg = decode_cfg or DecodeConfig(num_frames=4, frame_size=64)
+        cfg = decode_cfg or DecodeConfig(num_frames=4, frame_size=64, decode_threads=1)  # the pool fills the cores
         _decode_all(records, cfg, report, workers, progress)
     return report

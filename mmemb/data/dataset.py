@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .batch import LIST_KEYS, Batch
 from .decode import ClipSample, DecodeConfig, load_clip
@@ -27,7 +27,8 @@ from .vocab import TextConfig, Vocabularies, record_texts
 if TYPE_CHECKING:
     from ..models.keywords import KeywordConfig
 
-__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator", "KeywordSelector"]
+__all__ = ["encode_record", "encode_ngrams", "collate", "VideoDataset", "sample_generator", "KeywordSelector",
+           "TokenTable"]
 
 
 
@@ -77,23 +78,60 @@ def encode_labels(record: VideoRecord, vocabs: Vocabularies, half_life_days: flo
     }
 
 
-def tokenize_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig) -> dict:
-    """Token ids and field ids of the record's text fields (padded to ``cfg.max_length``)."""
+def tokenize_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig,
+                  tokens: tuple[Sequence[int], Sequence[int]] | None = None) -> dict:
+    """Token ids and field ids of the record's text fields (padded to ``cfg.max_length``).
+
+    ``tokens``: the record's ``(ids, field_ids)`` from :meth:`TextTokenizer.encode_fields` when
+    already known (:class:`TokenTable`); else they are encoded here."""
     fields = record_texts(record)
     has_text = any(f for f in fields)
-    ids, field_ids = vocabs.tokenizer.encode_fields(fields, cfg.max_length) if has_text else ([], [])
+    if tokens is not None:
+        ids, field_ids = tokens
+    else:
+        ids, field_ids = vocabs.tokenizer.encode_fields(fields, cfg.max_length) if has_text else ([], [])
     text_ids = torch.zeros(cfg.max_length, dtype=torch.long)
     text_field_ids = torch.zeros(cfg.max_length, dtype=torch.long)
     attention = torch.zeros(cfg.max_length, dtype=torch.long)
     n = len(ids)
-    text_ids[:n] = torch.tensor(ids, dtype=torch.long)
-    text_field_ids[:n] = torch.tensor(field_ids, dtype=torch.long)
+    text_ids[:n] = torch.as_tensor(ids, dtype=torch.long)
+    text_field_ids[:n] = torch.as_tensor(field_ids, dtype=torch.long)
     attention[:n] = 1
     out = {"text_ids": text_ids, "text_attention": attention, "text_field_ids": text_field_ids,
            "text_mask": torch.tensor(has_text)}
     if cfg.ngram_buckets:
         out["text_ngrams"] = encode_ngrams(fields, cfg)
     return out
+
+
+class TokenTable:
+    """The token ids and field ids of many records' texts (:meth:`TextTokenizer.encode_fields`),
+    encoded with one tokenizer call and kept as flat arrays (4 + 1 bytes a token).
+
+    A dataset builds it once, where it is created, so that DataLoader workers (which inherit or
+    unpickle it) index it instead of calling the tokenizer per sample and per epoch (that call was
+    the largest part of a sample's work besides decoding; see BENCHMARKS.md)."""
+
+    def __init__(self, records: Sequence[VideoRecord], vocabs: Vocabularies, cfg: TextConfig) -> None:
+        rows = [record_texts(r) for r in records]
+        texted = [i for i, fields in enumerate(rows) if any(f for f in fields)]
+        encoded = dict(zip(texted, vocabs.tokenizer.encode_fields_batch([rows[i] for i in texted], cfg.max_length)))
+        lengths = np.array([len(encoded[i][0]) if i in encoded else 0 for i in range(len(rows))], dtype=np.int64)
+        self.offsets = np.zeros(len(rows) + 1, dtype=np.int64)  # (N + 1,) record i: offsets[i]:offsets[i+1]
+        np.cumsum(lengths, out=self.offsets[1:])
+        self.ids = np.zeros(int(self.offsets[-1]), dtype=np.int32)  # (total tokens,)
+        self.field_ids = np.zeros(int(self.offsets[-1]), dtype=np.uint8)  # (total tokens,) < 256 fields
+        for i, (ids, field_ids) in encoded.items():
+            self.ids[self.offsets[i]:self.offsets[i + 1]] = ids
+            self.field_ids[self.offsets[i]:self.offsets[i + 1]] = field_ids
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, field_ids)`` of record ``index``, as :meth:`TextTokenizer.encode_fields` gives them."""
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return self.ids[start:end], self.field_ids[start:end]
 
 
 def encode_ngrams(fields: Sequence[str | None], cfg: TextConfig) -> torch.Tensor:
@@ -114,8 +152,10 @@ def encode_record(
     half_life_days: float | None = None,
     now: float | None = None,
     video_source: Any = None,
+    tokens: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> dict:
-    """One model-ready sample. ``video_source`` overrides ``record.video`` (e.g. bytes from a shard)."""
+    """One model-ready sample. ``video_source`` overrides ``record.video`` (e.g. bytes from a shard);
+    ``tokens``: the record's encoded text when already known (see :func:`tokenize_text`)."""
     source = video_source if video_source is not None else record.video
     if source is None:  # the record has no clip: both modalities absent, which is not a failure
         clip = ClipSample(None, None, None, None)
@@ -136,21 +176,37 @@ def encode_record(
         "video_partial": clip.video_partial,
         "audio_partial": clip.audio_partial,
     }
-    sample.update(tokenize_text(record, vocabs, text))
+    sample.update(tokenize_text(record, vocabs, text, tokens))
     sample.update(encode_labels(record, vocabs, half_life_days, now))
     return sample
 
 
-def collate(samples: Sequence[dict]) -> Batch:
+def collate(samples: Sequence[dict], shared: bool | None = None) -> Batch:
     """Stack samples into a :class:`mmemb.data.batch.Batch` (the keys of :data:`~mmemb.data.batch.LIST_KEYS`
-    stay lists)."""
+    stay lists).
+
+    ``shared`` (default: inside a DataLoader worker) stacks each tensor straight into shared memory,
+    as PyTorch's default collate does: sending the batch to the main process then copies nothing
+    (a tensor outside shared memory is copied into it when pickled)."""
     if not samples:
         raise ValueError("collate got an empty list of samples")
+    if shared is None:
+        shared = get_worker_info() is not None
     batch: dict[str, Any] = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        batch[key] = list(values) if key in LIST_KEYS else torch.stack(values)
+        batch[key] = list(values) if key in LIST_KEYS else _stack(values, shared)
     return batch  # type: ignore[return-value]  # the keys of FIELDS, as check_batch verifies in the tests
+
+
+def _stack(values: list[torch.Tensor], shared: bool) -> torch.Tensor:
+    """``torch.stack(values)``, into a new shared-memory storage when ``shared``."""
+    if not shared:
+        return torch.stack(values)
+    first = values[0]
+    storage = first._typed_storage()._new_shared(len(values) * first.numel(), device=first.device)
+    out = first.new(storage).resize_(len(values), *first.shape)  # (B, ...) in shared memory
+    return torch.stack(values, out=out)
 
 
 @dataclass
@@ -198,6 +254,7 @@ class VideoDataset(Dataset):
         self.now = now
         self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else int(seed)
         self.epoch = 0  # set by the loader before each pass (workers receive a copy per pass)
+        self.tokens = TokenTable(self.records, vocabs, text)  # the texts, encoded once for every epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -209,4 +266,4 @@ class VideoDataset(Dataset):
         record = self.records[index]
         generator = sample_generator(self.seed, self.epoch, index, record.id) if self.train else None
         return encode_record(record, self.vocabs, self.decode, self.text, self.train, generator,
-                             self.half_life_days, self.now)
+                             self.half_life_days, self.now, tokens=self.tokens[index])

@@ -208,19 +208,29 @@ class TextTokenizer:
         fits, the last fields are dropped. Returns ``(ids, field_ids)`` where ``field_ids[i]`` is 1 +
         the index in ``fields`` of the field token ``i`` (or its ``[SEP]``) belongs to, 0 for ``[CLS]``.
         """
+        return self.encode_fields_batch([fields], max_length)[0]
+
+    def encode_fields_batch(self, rows: Sequence[Sequence[str | None]], max_length: int,
+                            ) -> list[tuple[list[int], list[int]]]:
+        """:meth:`encode_fields` of each row of fields, with one tokenizer call for all of them (the
+        per-call cost dominates short texts)."""
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1 (room for [CLS]), got {max_length}")
-        present = [(i, f) for i, f in enumerate(fields) if f]
-        encoded = self._tk.encode_batch([f for _, f in present], add_special_tokens=False) if present else []
-        parts = [(i, enc.ids) for (i, _), enc in zip(present, encoded) if enc.ids]
-        parts = parts[: (max_length - 1) // 2]  # each kept field needs one token and one [SEP]
-        budget = max_length - 1 - len(parts)
-        share = _fair_share([len(ids) for _, ids in parts], budget)
-        ids, field_ids = [self.cls_id], [0]
-        for (i, piece), n in zip(parts, share):
-            ids += piece[:n] + [self.sep_id]
-            field_ids += [i + 1] * (n + 1)
-        return ids, field_ids
+        present = [[(i, f) for i, f in enumerate(fields) if f] for fields in rows]
+        flat = [f for row in present for _, f in row]
+        encoded = iter(self._tk.encode_batch(flat, add_special_tokens=False) if flat else [])
+        out = []
+        for row in present:
+            parts = [(i, enc.ids) for (i, _), enc in zip(row, encoded) if enc.ids]
+            parts = parts[: (max_length - 1) // 2]  # each kept field needs one token and one [SEP]
+            budget = max_length - 1 - len(parts)
+            share = _fair_share([len(ids) for _, ids in parts], budget)
+            ids, field_ids = [self.cls_id], [0]
+            for (i, piece), n in zip(parts, share):
+                ids += piece[:n] + [self.sep_id]
+                field_ids += [i + 1] * (n + 1)
+            out.append((ids, field_ids))
+        return out
 
     def tokens(self, text: str | None) -> list[str]:
         """The tokens (strings) of ``text``, no special tokens added."""

@@ -8,10 +8,11 @@ One concern per module:
 * :mod:`.container`: opening a source (path, ``bytes``, binary file object such as ``io.BytesIO``
   from a shard), container sanity checks (a header that declares more bytes than the file has),
   stated durations, and :func:`probe`;
-* :mod:`.video`: the packet index, frame-time sampling, seeking and RGB conversion
+* :mod:`.video`: the packet index, frame-time sampling, keyframe-aware seeking and RGB conversion
   (:func:`decode_frames`);
-* :mod:`.audio`: mono resampling (:func:`decode_audio`) and the log-mel window (:func:`log_mel`);
-* :mod:`.clip`: :func:`load_clip`, both modalities of one clip.
+* :mod:`.audio`: mono resampling (:func:`decode_audio`), the log-mel window (:func:`log_mel`) and
+  decoding only around it (:func:`sound_window`);
+* :mod:`.clip`: :func:`load_clip`, both modalities of one clip from one open container.
 
 Bad input: :func:`probe`, :func:`decode_frames` and :func:`decode_audio` raise :class:`DecodeError`
 with a ``reason`` from :data:`REASONS`; :func:`load_clip` never raises: it decodes each modality
@@ -21,7 +22,7 @@ streams decode partway is not a failure: it is *partial*, each modality keeps wh
 are sampled within it) and reports the share of its stated duration that decodes.
 """
 
-from .audio import decode_audio, decode_sound, log_mel, mel_valid_frames
+from .audio import decode_audio, decode_sound, log_mel, mel_valid_frames, sound_window
 from .clip import ClipSample, load_clip
 from .config import DecodeConfig, Mode
 from .container import ClipInfo, Source, probe
@@ -46,4 +47,5 @@ __all__ = [
     "log_mel",
     "mel_valid_frames",
     "probe",
+    "sound_window",
 ]

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -13,7 +16,7 @@ from .config import DecodeConfig, Mode
 from .container import Source, _decoded_share, _Input, _stated_duration
 from .errors import DecodeError, Decoded, describe_partial
 
-__all__ = ["decode_audio", "decode_sound", "log_mel", "mel_valid_frames"]
+__all__ = ["decode_audio", "decode_sound", "log_mel", "mel_valid_frames", "sound_window"]
 
 _MEL_EPS = 1e-6  # log(mel + eps)
 
@@ -32,6 +35,103 @@ def _mono_to_float(frame: av.AudioFrame) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+@dataclass
+class _AudioIndex:
+    """Where the packets of an audio stream lie, from a demux-only pass (nothing decoded)."""
+
+    start: float  # first packet's presentation time (s)
+    end: float  # last packet's time + its duration (s)
+    stated: float | None  # seconds the header says the stream lasts (None: unknown)
+    # Share of the stated duration that the packets cover when they fall short (see PARTIAL), else None
+    partial: float | None = None
+    detail: str = ""  # why it is partial (for the warning)
+
+
+class _AudioPackets:
+    """Collects audio packet times during a demux pass (see :func:`_scan_audio`)."""
+
+    def __init__(self, stream: av.audio.stream.AudioStream) -> None:
+        self.stream = stream
+        self.tb = float(stream.time_base)
+        self.start: float | None = None
+        self.end: float | None = None
+        self.last_pos = 0  # byte offset after the last packet read
+
+    def add(self, packet: av.Packet) -> None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.size == 0:
+            return
+        t = ts * self.tb
+        self.start = t if self.start is None else min(self.start, t)
+        self.end = max(self.end if self.end is not None else t, t + (packet.duration or 0) * self.tb)
+        if packet.pos is not None and packet.pos >= 0:
+            self.last_pos = packet.pos + packet.size
+
+    def index(self, container: av.container.InputContainer, src: _Input,
+              demux_error: Exception | None) -> _AudioIndex | None:
+        """The index of what was collected (None: no packets); partial as :func:`decode_sound` says."""
+        if self.start is None:
+            return None
+        stated = _stated_duration(container, self.stream, src)
+        index = _AudioIndex(self.start, self.end, stated)
+        failed = f" (demuxing failed: {demux_error})" if demux_error is not None else ""
+        index.partial = _decoded_share(self.end - self.start, stated)
+        if index.partial is not None:
+            index.detail = f"audio ends at {self.end:.2f}s: {describe_partial(index.partial, stated)}{failed}"
+        elif demux_error is not None and not stated:  # no duration to compare with: the share of the bytes
+            size = src.size()
+            index.partial = min(1.0, self.last_pos / size) if size and self.last_pos else 1.0
+            index.detail = f"audio ends at {self.end:.2f}s, {index.partial:.0%} into the file{failed}"
+        return index
+
+
+def _scan_audio(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                src: _Input) -> _AudioIndex | None:
+    """Index the packets of ``stream`` in a demux-only pass (None: no packets)."""
+    packets = _AudioPackets(stream)
+    demux_error = None
+    try:
+        for packet in container.demux(stream):
+            packets.add(packet)
+    except av.error.FFmpegError as e:
+        demux_error = e
+    return packets.index(container, src, demux_error)
+
+
+class _Waveform:
+    """Mono float chunks at the target rate from decoded frames: downmixed and resampled by
+    libswresample, or taken as they are when already mono at that rate."""
+
+    def __init__(self, cfg: DecodeConfig) -> None:
+        self.cfg = cfg
+        self.resampler: av.AudioResampler | None = None  # built on the first frame that needs one
+        self.chunks: list[np.ndarray] = []
+        self.samples = 0
+
+    def add(self, frame: av.AudioFrame | None) -> None:
+        """Append ``frame`` (None flushes the resampler)."""
+        if frame is None:
+            outs = self.resampler.resample(None) if self.resampler is not None else ()
+        elif (self.resampler is None and frame.sample_rate == self.cfg.sample_rate
+              and frame.layout.nb_channels == 1):
+            outs, chunk = (), _mono_to_float(frame)  # nothing to resample or downmix
+            self.chunks.append(chunk)
+            self.samples += chunk.size
+        else:
+            if self.resampler is None:
+                self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.cfg.sample_rate)
+            frame.pts = None  # resample by sample count; gaps in pts are not filled
+            outs = self.resampler.resample(frame)
+        for out in outs:
+            chunk = out.to_ndarray().reshape(-1)  # (1, n) packed mono -> (n,)
+            self.chunks.append(chunk)
+            self.samples += chunk.size
+
+    def wave(self) -> np.ndarray:
+        """``(N,)`` float32 samples so far."""
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
+
+
 def decode_sound(path: Source, cfg: DecodeConfig) -> Decoded[torch.Tensor] | None:
     """``(N,)`` float32 mono waveform at ``cfg.sample_rate`` (all channels downmixed by libswresample),
     and whether it decodes only partway (:attr:`Decoded.partial`: audio cut short, or decoding that
@@ -43,53 +143,142 @@ def decode_sound(path: Source, cfg: DecodeConfig) -> Decoded[torch.Tensor] | Non
     with src.open() as container:
         if not container.streams.audio:
             return None
-        stream = container.streams.audio[0]
-        if stream.codec_context is None:
-            raise DecodeError(src.label, "codec", f"no decoder for audio codec id of stream {stream.index}")
+        stream = _audio_stream(src, container)
+        return _decode_sound(src, container, stream, container.demux(stream), cfg)
+
+
+def _audio_stream(src: _Input, container: av.container.InputContainer) -> av.audio.stream.AudioStream:
+    """The first audio stream, set to decode on one thread; raises ``codec`` without a decoder."""
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:
+        raise DecodeError(src.label, "codec", f"no decoder for audio codec id of stream {stream.index}")
+    if not stream.codec_context.is_open:
         stream.codec_context.thread_count = 1
-        resampler = None  # built on the first frame that is not already mono at the target rate
-        chunks: list[np.ndarray] = []
-        failed = None  # why decoding stopped partway
-        last_pos = 0  # byte offset after the last packet read
-        try:
-            for packet in container.demux(stream):
-                if packet.pos is not None and packet.pos >= 0:
-                    last_pos = packet.pos + packet.size
-                for frame in packet.decode():
-                    if resampler is None and frame.sample_rate == cfg.sample_rate and frame.layout.nb_channels == 1:
-                        chunks.append(_mono_to_float(frame))  # nothing to resample or downmix
-                        continue
-                    if resampler is None:
-                        resampler = av.AudioResampler(format="flt", layout="mono", rate=cfg.sample_rate)
-                    frame.pts = None  # resample by sample count; gaps in pts are not filled
-                    for out in resampler.resample(frame):
-                        chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
-        except av.error.DecoderNotFoundError as e:
-            raise DecodeError(src.label, "codec", str(e)) from None
-        except (av.error.FFmpegError, ValueError) as e:
-            if not chunks:
-                raise DecodeError(src.label, "decode", f"audio decoding failed: {e}") from None
-            failed = f"audio decoding failed: {e}"  # keep what decoded
-        try:
-            for out in resampler.resample(None) if resampler is not None else ():  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
-        except (av.error.FFmpegError, ValueError) as e:
-            failed = failed or f"audio resampling failed: {e}"
-        stated = _stated_duration(container, stream, src)
-    wave = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    return stream
+
+
+def _decode_sound(src: _Input, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                  packets: Iterator[av.Packet], cfg: DecodeConfig) -> Decoded[torch.Tensor]:
+    """:func:`decode_sound` of ``packets``, the whole stream from its first packet."""
+    out = _Waveform(cfg)
+    failed = None  # why decoding stopped partway
+    last_pos = 0  # byte offset after the last packet read
+    try:
+        for packet in packets:
+            if packet.pos is not None and packet.pos >= 0:
+                last_pos = packet.pos + packet.size
+            for frame in packet.decode():
+                out.add(frame)
+    except av.error.DecoderNotFoundError as e:
+        raise DecodeError(src.label, "codec", str(e)) from None
+    except (av.error.FFmpegError, ValueError) as e:
+        if not out.chunks:
+            raise DecodeError(src.label, "decode", f"audio decoding failed: {e}") from None
+        failed = f"audio decoding failed: {e}"  # keep what decoded
+    try:
+        out.add(None)  # flush the resampler
+    except (av.error.FFmpegError, ValueError) as e:
+        failed = failed or f"audio resampling failed: {e}"
+    stated = _stated_duration(container, stream, src)
+    wave = out.wave()
     seconds = len(wave) / cfg.sample_rate
-    if not chunks and stated:
+    if not out.chunks and stated:
         raise DecodeError(src.label, "truncated", "no audio samples decoded")
-    out = torch.from_numpy(wave.astype(np.float32, copy=False))
+    data = torch.from_numpy(wave.astype(np.float32, copy=False))
     share = _decoded_share(seconds, stated)
     if share is not None:
-        return Decoded(out, share, f"audio ends at {seconds:.2f}s: {describe_partial(share, stated)}"
+        return Decoded(data, share, f"audio ends at {seconds:.2f}s: {describe_partial(share, stated)}"
                        + (f" ({failed})" if failed else ""))
     if failed is not None and not stated:  # no duration to compare with: the share of the bytes read
         size = src.size()
         share = min(1.0, last_pos / size) if size and last_pos else 1.0
-        return Decoded(out, share, f"{failed}, after {share:.0%} of the bytes")
-    return Decoded(out)
+        return Decoded(data, share, f"{failed}, after {share:.0%} of the bytes")
+    return Decoded(data)
+
+
+_PREROLL = 0.1  # seconds decoded before the window (codec overlap of a packet or two, resampler filter), dropped
+_TAIL = 0.05  # seconds decoded past the window (what the resampler still holds back), dropped
+_WINDOW_MIN_SPARE = 1.0  # decode only the window when the audio is this many seconds longer than it
+
+
+def sound_window(path: Source, container: av.container.InputContainer, cfg: DecodeConfig,
+                 mode: Mode = "uniform", generator: torch.Generator | None = None,
+                 index: _AudioIndex | None = None) -> Decoded[torch.Tensor] | None:
+    """The waveform of the log-mel window (``(n,)`` float32 mono at ``cfg.sample_rate``, ``n`` at
+    most ``cfg.audio_samples``: :func:`log_mel` of it crops nothing), decoded from the open
+    ``container`` of ``path`` (left open) only around that window.
+
+    The window is placed as :func:`log_mel` places it in the whole waveform (centre for
+    ``uniform``; for ``random`` the one draw from ``generator`` that :func:`log_mel` makes), the
+    whole length being the packets' span (``index``, from the video's demux pass; when None, the
+    container must not have been demuxed yet and is scanned here). The stream is sought to
+    :data:`_PREROLL` seconds before the window and decoded to :data:`_TAIL` past its end. The
+    window may sit a few milliseconds from where the whole decode puts it (the packets' span is not
+    the decoded length to the sample, and Matroska/WebM timestamps are in milliseconds); its
+    samples are the whole decode's up to that shift and the resampler's phase.
+
+    Audio at most :data:`_WINDOW_MIN_SPARE` seconds longer than the window is decoded whole from
+    its first packet on this container and cropped by :func:`log_mel` exactly as before. Audio
+    whose decoding fails in the window, or whose seek lands wrong, is decoded whole from a fresh
+    open (:func:`decode_sound`, partial as it says). Otherwise a stream whose packets stop short
+    of its stated duration is partial by ``index``.
+
+    Returns None when there is no audio stream; raises :class:`DecodeError` for broken audio.
+    """
+    src = _Input(path)
+    if not container.streams.audio:
+        return None
+    stream = _audio_stream(src, container)
+    if index is None:
+        index = _scan_audio(container, stream, src)
+    if index is None:  # no packets at all: decode_sound says what that is
+        return decode_sound(src, cfg)
+    n = cfg.audio_samples
+    sr = cfg.sample_rate
+    tb = float(stream.time_base)
+    total = int(round((index.end - index.start) * sr))
+    if total - n < _WINDOW_MIN_SPARE * sr:  # short: the whole stream, on this container
+        try:
+            container.seek(int(round(index.start / tb)), stream=stream, backward=True)
+            packets = container.demux(stream)
+            first = next((p for p in packets if p.size and (p.pts if p.pts is not None else p.dts) is not None), None)
+        except (av.error.FFmpegError, OSError):
+            first = None
+        if first is None or abs((first.pts if first.pts is not None else first.dts) * tb - index.start) > 1e-6:
+            return decode_sound(src, cfg)  # the seek did not land on the first packet
+        return _decode_sound(src, container, stream, itertools.chain([first], packets), cfg)
+    spare = total - n
+    if mode == "random":
+        offset = int(torch.randint(0, spare + 1, (), generator=generator))
+    elif mode == "uniform":
+        offset = spare // 2
+    else:
+        raise ValueError(f"mmemb/data/decode/audio.py: mode must be 'uniform' or 'random', got {mode!r}")
+    t0 = index.start + offset / sr  # time of the window's first sample
+    t1 = t0 + n / sr
+    out = _Waveform(cfg)
+    first_time: float | None = None  # time of the first decoded sample
+    try:
+        container.seek(int(max(index.start, t0 - _PREROLL) / tb), stream=stream, backward=True)
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                if first_time is None:
+                    if frame.time is None:
+                        continue  # untimed: wait for a frame that says where it is
+                    first_time = frame.time
+                out.add(frame)
+            if first_time is not None and first_time + out.samples / sr >= t1 + _TAIL:
+                break
+    except av.error.DecoderNotFoundError as e:
+        raise DecodeError(src.label, "codec", str(e)) from None
+    except (av.error.FFmpegError, ValueError):
+        first_time = None  # decoding fails in the window: decode the whole stream as before
+    start = int(round((t0 - first_time) * sr)) if first_time is not None else -1
+    if start < 0 or out.samples < start + n:  # landed past the window, or it does not decode to its end
+        return decode_sound(src, cfg)
+    wave = out.wave()[start:start + n]  # (n,)
+    data = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return Decoded(data, index.partial, index.detail) if index.partial is not None else Decoded(data)
 
 
 def decode_audio(path: Source, cfg: DecodeConfig) -> torch.Tensor | None:

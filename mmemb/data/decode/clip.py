@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import av
 import torch
 
-from .audio import decode_sound, log_mel, mel_valid_frames
+from .audio import log_mel, mel_valid_frames, sound_window
 from .config import DecodeConfig, Mode
 from .container import Source, _Input
 from .errors import FILE_LEVEL, PARTIAL, DecodeError, warn_once
-from .video import decode_video
+from .video import _decode_video
 
 __all__ = ["ClipSample", "load_clip"]
 
@@ -40,6 +41,9 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
     and reported in ``video_partial`` / ``audio_partial``. Each failure or partial stream is logged
     as a warning once per (source, modality). ``train`` samples frames and the audio window at
     random (with ``generator``).
+
+    The clip is opened once for both modalities: the video's demux pass also indexes the audio
+    packets, and the audio is decoded only around its log-mel window (:func:`sound_window`).
     """
     mode: Mode = "random" if train else "uniform"
     try:
@@ -47,11 +51,28 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
     except Exception as e:  # noqa: BLE001 - never raise for bad input
         warn_once(repr(path), "video and audio", "decode", f"{type(e).__name__}: {e}")
         return ClipSample(None, None, "decode", "decode")
+    try:
+        container = src.open()
+    except DecodeError as e:
+        if e.reason in FILE_LEVEL:
+            warn_once(src.label, "video and audio", e.reason, e.detail)
+        else:  # e.g. an MP4 that lost its index: each modality fails on its own
+            warn_once(src.label, "video", e.reason, e.detail)
+            warn_once(src.label, "audio", e.reason, e.detail)
+        return ClipSample(None, None, e.reason, e.reason)
+    with container:
+        return _load_open_clip(src, container, cfg, mode, generator)
+
+
+def _load_open_clip(src: _Input, container: av.container.InputContainer, cfg: DecodeConfig, mode: Mode,
+                    generator: torch.Generator | None) -> ClipSample:
+    """:func:`load_clip` of an open container."""
     frames = mel = None
     video_error = audio_error = None
     mel_valid = video_partial = audio_partial = None
+    state: dict[str, object] = {}  # what the video pass did: "scanned", "audio_index"
     try:
-        video = decode_video(src, cfg, mode, generator)
+        video, _ = _decode_video(src, container, cfg, mode, generator, audio=True, stats=state)
         frames, video_partial = video.data, video.partial
         if video_partial is not None:
             warn_once(src.label, "video", PARTIAL, video.detail)
@@ -63,8 +84,12 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
         warn_once(src.label, "video", "decode", f"{type(e).__name__}: {e}")
     if video_error in FILE_LEVEL:
         return ClipSample(None, None, video_error, video_error)
+    audio_container = container
     try:
-        sound = decode_sound(src, cfg)
+        audio_index = state.get("audio_index")
+        if audio_index is None and state.get("scanned") and container.streams.audio:
+            audio_container = src.open()  # demuxed by a video pass that failed before indexing the audio
+        sound = sound_window(src, audio_container, cfg, mode, generator, audio_index)
         if sound is None:
             audio_error = "no_audio"
         else:
@@ -79,4 +104,7 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
     except Exception as e:  # noqa: BLE001
         audio_error = "decode"
         warn_once(src.label, "audio", "decode", f"{type(e).__name__}: {e}")
+    finally:
+        if audio_container is not container:
+            audio_container.close()
     return ClipSample(frames, mel, video_error, audio_error, mel_valid, video_partial, audio_partial)

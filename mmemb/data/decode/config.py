@@ -34,9 +34,11 @@ class DecodeConfig:
     audio_seconds: float = 4.0
     win_ms: float = 25.0  # STFT window length in milliseconds (n_fft is the next power of two)
     hop_ms: float = 10.0  # STFT hop in milliseconds
-    # Decoder threads per clip: 1 suits DataLoader workers (they already fill the cores);
-    # 0 lets FFmpeg use frame+slice threads on all cores ("AUTO"), which helps only with num_workers=0.
-    decode_threads: int = 1
+    # Decoder threads per clip (FFmpeg frame+slice threading, "AUTO"): None (default) decides per
+    # process: 1 inside a DataLoader worker (the workers already fill the cores), all cores
+    # elsewhere (single-process extraction, embedding, num_workers=0); 0 = all cores; n = n threads.
+    # Threading changes no decoded pixel (FFmpeg's threaded decoders are bit-exact).
+    decode_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -60,8 +62,8 @@ class DecodeConfig:
             raise ValueError(f"DecodeConfig needs 0 < hop_ms <= win_ms, got {self.hop_ms}, {self.win_ms}")
         if self.win_length > self.audio_samples:
             raise ValueError(f"DecodeConfig.win_ms={self.win_ms} is longer than audio_seconds={self.audio_seconds}")
-        if self.decode_threads < 0:
-            raise ValueError(f"DecodeConfig.decode_threads must be >= 0, got {self.decode_threads}")
+        if self.decode_threads is not None and self.decode_threads < 0:
+            raise ValueError(f"DecodeConfig.decode_threads must be None or >= 0, got {self.decode_threads}")
 
     @property
     def audio_samples(self) -> int:

@@ -250,14 +250,28 @@ def _decoded_share(got: float, stated: float | None, frame: float = 0.0) -> floa
     return None
 
 
-def _configure_threads(stream: av.stream.Stream, threads: int) -> None:
-    """One decoder thread (for workers), or FFmpeg's automatic frame+slice threading."""
+def decoder_threads(threads: int | None) -> int:
+    """Decoder threads for ``DecodeConfig.decode_threads``: None is 1 inside a DataLoader worker and
+    0 (FFmpeg picks one per core) elsewhere."""
+    if threads is not None:
+        return threads
+    from torch.utils.data import get_worker_info
+
+    return 1 if get_worker_info() is not None else 0
+
+
+def _configure_threads(stream: av.stream.Stream, threads: int | None) -> None:
+    """One decoder thread, or FFmpeg's automatic frame+slice threading with ``threads`` threads (0 =
+    one per core); see :func:`decoder_threads`. A decoder already opened keeps its setting."""
     cc = stream.codec_context
-    if threads == 1:
+    if cc.is_open:
+        return
+    n = decoder_threads(threads)
+    if n == 1:
         cc.thread_count = 1
     else:
         cc.thread_type = "AUTO"
-        cc.thread_count = threads  # 0 = one per core
+        cc.thread_count = n
 
 
 def probe(path: Source) -> ClipInfo:

@@ -1,27 +1,39 @@
 """Video frames: an index of packet times, frame-time sampling, seeking, and conversion to RGB.
 
 :func:`decode_frames` picks ``T`` presentation times (uniform, or random for training), then
-decodes only what is needed to show the frame on screen at each time:
+decodes only what the keyframe structure requires to show the frame on screen at each time:
 
 * a cheap demux-only pass lists every packet's timestamp and the keyframes (exact for variable
-  frame rate, and the truth about where the clip really ends);
-* decoding then runs forward from the start, and jumps with ``container.seek`` to the keyframe
-  before a target only when that skips at least ``_SEEK_MIN_SKIP`` frames. A clip that is short
-  relative to ``T`` (or has one keyframe) is thus one sequential pass, a long one a few seeks;
+  frame rate, and the truth about where the clip really ends); the same pass indexes the audio
+  packets for :func:`mmemb.data.decode.clip.load_clip`;
+* the targets are grouped into *runs*: a run seeks to the keyframe at or before its first target's
+  frame and decodes forward through its targets; the next target joins the run when its keyframe
+  is not after the run's position (the frames in between are needed anyway), else it starts a new
+  run. Each frame from a keyframe up to a target is thus decoded once, and no other frame is;
+* a run sends the decoder exactly the packets up to its last target's frame, then drains it: with
+  frame threading (``DecodeConfig.decode_threads``) no packet past the target is decoded ahead;
 * only the selected frames are converted, by libswscale, straight to the output size
   (``frame.reformat(width, height, format="rgb24")``); no frame is ever converted at full size.
+
+Every decision comes from the packet index; when the decoder disagrees with it (a seek that lands
+past its keyframe, frames without timestamps) the reader falls back to one sequential pass from
+the start, which picks frames by their decoded times as before.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
 import numpy as np
 import torch
 
+from .audio import _AudioIndex, _AudioPackets
 from .config import DecodeConfig, Mode
 from .container import Source, _configure_threads, _decoded_share, _Input, _stated_duration, _video_stream
 from .errors import DecodeError, Decoded, describe_partial
@@ -30,7 +42,7 @@ __all__ = ["decode_frames", "decode_video"]
 
 log = logging.getLogger(__package__)
 
-_SEEK_MIN_SKIP = 8  # seek only when continuing forward would decode at least this many unneeded frames
+_SEEK_MIN_SKIP = 1  # a target starts a new run (a seek) when continuing would decode this many unneeded frames
 
 
 @dataclass
@@ -38,6 +50,7 @@ class _VideoIndex:
     """Packet timestamps of a video stream from a demux-only pass."""
 
     times: list[float]  # sorted presentation times (s) of every packet
+    pts: list[int]  # the same, in stream time_base units (to match decoded frames and fed packets)
     keys: list[float]  # sorted times of keyframe packets
     key_pts: list[int]  # the same, in stream time_base units (for seeking)
     start: float  # first presentation time
@@ -57,25 +70,32 @@ class _VideoIndex:
         n = max(bisect.bisect_right(self.times, last_time), 1)
         k = max(bisect.bisect_right(self.keys, last_time), 1)
         end = min(self.end, self.times[n - 1] + self.frame_seconds)
-        return _VideoIndex(self.times[:n], self.keys[:k], self.key_pts[:k], self.start, end, self.stated,
-                           self.partial, self.detail)
+        return _VideoIndex(self.times[:n], self.pts[:n], self.keys[:k], self.key_pts[:k], self.start, end,
+                           self.stated, self.partial, self.detail)
 
 
-def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> _VideoIndex:
+def _scan_video(container: av.container.InputContainer, stream, src: _Input,
+                audio: av.audio.stream.AudioStream | None = None) -> tuple[_VideoIndex, _AudioIndex | None]:
     """List packet times and keyframes; raises ``truncated``/``decode`` when there are no packets.
 
     A stream whose packets stop short of its stated duration (a file cut short), or whose demuxing
     fails partway, is :data:`~.errors.PARTIAL`: ``partial`` says what share of the stated duration
-    the packets cover (of the file's bytes, when the duration is unknown).
+    the packets cover (of the file's bytes, when the duration is unknown). With ``audio``, the same
+    pass also indexes that stream's packets (the second value; None without ``audio`` or when it
+    has no packets).
     """
     tb = float(stream.time_base)
     pts_list: list[int] = []
     keys: list[int] = []
     durations: list[int] = []
+    audio_packets = _AudioPackets(audio) if audio is not None else None
     demux_error = None
     last_pos = 0  # byte offset of the last packet read
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(stream, *([audio] if audio is not None else [])):
+            if audio_packets is not None and packet.stream_index == audio.index:
+                audio_packets.add(packet)
+                continue
             ts = packet.pts if packet.pts is not None else packet.dts
             if ts is None or packet.size == 0:
                 continue
@@ -94,7 +114,8 @@ def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> 
         reason = "truncated" if stated else "decode"
         raise DecodeError(src.label, reason, "no video packets")
     order = sorted(range(len(pts_list)), key=pts_list.__getitem__)
-    times = [pts_list[i] * tb for i in order]
+    pts = [pts_list[i] for i in order]
+    times = [p * tb for p in pts]
     if durations[order[-1]]:
         last_dur = durations[order[-1]] * tb
     elif len(times) > 1:
@@ -103,9 +124,9 @@ def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> 
         rate = stream.average_rate or stream.guessed_rate
         last_dur = 1.0 / float(rate) if rate else 0.0
     if not keys:  # some demuxers flag no keyframes: assume the first packet is one
-        keys = [pts_list[order[0]]]
+        keys = [pts[0]]
     keys.sort()
-    index = _VideoIndex(times, [k * tb for k in keys], keys, times[0], times[-1] + last_dur, stated)
+    index = _VideoIndex(times, pts, [k * tb for k in keys], keys, times[0], times[-1] + last_dur, stated)
     failed = f" (demuxing failed: {demux_error})" if demux_error is not None else ""
     index.partial = _decoded_share(index.end - index.start, stated, last_dur)
     if index.partial is not None:
@@ -114,7 +135,8 @@ def _scan_video(container: av.container.InputContainer, stream, src: _Input) -> 
         size = src.size()
         index.partial = min(1.0, last_pos / size) if size and last_pos else 1.0
         index.detail = f"video ends at {index.end:.2f}s, {index.partial:.0%} into the file{failed}"
-    return index
+    audio_index = audio_packets.index(container, src, demux_error) if audio_packets is not None else None
+    return index, audio_index
 
 
 def _sample_times(start: float, end: float, cfg: DecodeConfig, mode: Mode,
@@ -186,11 +208,11 @@ def _to_rgb(frame: av.VideoFrame, cfg: DecodeConfig, sar: float = 1.0) -> np.nda
 
 
 class _FrameReader:
-    """Decodes forward through a video stream, seeking ahead over long gaps, and returns the
-    frame shown at each (ascending) target time, converted to RGB.
+    """Returns the frames shown at ascending target times, converted to RGB, decoding only what the
+    keyframe structure requires (runs, see the module docstring).
 
-    It takes over the container that :func:`_scan_video` demuxed to its end: the first target
-    always seeks (to the start, or straight to the keyframe it needs).
+    It takes over the container that :func:`_scan_video` demuxed to its end: the first run always
+    seeks (straight to the keyframe it needs). ``decoded`` counts the frames the decoder returned.
     """
 
     def __init__(self, src: _Input, container: av.container.InputContainer, index: _VideoIndex,
@@ -198,34 +220,130 @@ class _FrameReader:
         self.src, self.index, self.cfg = src, index, cfg
         self.container = container
         self.stream = _video_stream(self.container)
-        self.rewind = True  # the demuxer sits at the end of the file after the scan
         _configure_threads(self.stream, cfg.decode_threads)
         self.fps = float(self.stream.average_rate or self.stream.guessed_rate or 25)
         sar = self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio
         self.sar = float(sar) if sar and 0.1 < float(sar) < 10 else 1.0
-        self.frames = self.container.decode(self.stream)
+        self.packets: Iterator[av.Packet] = iter(())  # the current run's packets, from its keyframe on
+        self.want: set[int] = set()  # timestamps of packets the current run has yet to send the decoder
+        self.queue: deque[av.VideoFrame] = deque()  # decoded frames not taken yet (presentation order)
+        self.drained = True  # the current run sent its last wanted packet and drained the decoder
         self.cur: tuple[float, av.VideoFrame] | None = None  # last decoded frame with time <= target
         self.peek: tuple[float, av.VideoFrame] | None = None  # next decoded frame (time > target)
-        self.eof = False
-        self.decoded = 0  # frames decoded (for tests / benchmarks)
+        self.eof = False  # the stream ended, or decoding failed: nothing more decodes in this run
+        self.decoded = 0  # frames the decoder returned (for tests / benchmarks)
         self.last_good: float | None = None  # time of the latest frame decoded before a failure
         self.failed: str | None = None  # why decoding stopped partway (then the stream ends at last_good)
         self.seeks = 0
-        self.can_seek = True
+        self.sequential = False  # fell back to one pass from the start (no seeking)
         self.cache: dict[float, np.ndarray] = {}
 
     def close(self) -> None:
         self.container.close()
 
-    def _next(self) -> tuple[float, av.VideoFrame] | None:
-        """The next decoded frame and its time, or None at the end of the stream."""
-        if self.eof:
-            return None
+    def frames_at(self, targets: list[float]) -> list[np.ndarray]:
+        """RGB ``(S, S, 3)`` of the frame on screen at each ascending ``targets`` time (seconds): the
+        last frame with time <= target (the first frame for a target before it)."""
+        idx = self.index
+        shown = [idx.pts[max(bisect.bisect_right(idx.times, t) - 1, 0)] for t in targets]  # frame on screen
+        runs = self._plan(targets)
+        out: list[np.ndarray] = []
+        for r, (key, members) in enumerate(runs):
+            if self.failed is None and not self._start_run(key, {shown[j] for j in members}):
+                members = [j for _, later in runs[r:] for j in later]
+                self._restart({shown[j] for j in members})
+                out.extend(self._frame_for(targets[j], shown[j]) for j in members)
+                break
+            out.extend(self._frame_for(targets[j], shown[j]) for j in members)
+        return out
+
+    def _plan(self, targets: list[float]) -> list[tuple[int, list[int]]]:
+        """The targets (by position) grouped into runs, each with the keyframe (index into
+        ``index.keys``) it starts from: a target joins the current run unless continuing from the
+        run's last frame would decode at least ``_SEEK_MIN_SKIP`` frames before its own keyframe."""
+        idx = self.index
+        runs: list[tuple[int, list[int]]] = []
+        last = -1  # index into idx.times of the current run's last target frame
+        for j, t in enumerate(targets):
+            shown = max(bisect.bisect_right(idx.times, t) - 1, 0)
+            k = max(bisect.bisect_right(idx.keys, idx.times[shown]) - 1, 0)
+            first = bisect.bisect_left(idx.times, idx.keys[k])  # the keyframe's place among the frames
+            if runs and first - (last + 1) < _SEEK_MIN_SKIP:
+                runs[-1][1].append(j)
+                last = max(last, shown)
+                continue
+            if not runs and first < _SEEK_MIN_SKIP:
+                k = 0  # so few frames before the keyframe: start at the beginning
+            runs.append((k, [j]))
+            last = shown
+        return runs
+
+    def _seek(self, key_pts: int) -> None:
+        """Jump to the keyframe at ``key_pts`` (stream time_base); the seek flushes the decoder."""
+        self.container.seek(key_pts, stream=self.stream, backward=True)
+        self.packets = self.container.demux(self.stream)
+        self.queue.clear()
+        self.cur = self.peek = None
+        self.eof = False
+        self.drained = True
+        self.seeks += 1
+
+    def _start_run(self, k: int, wanted: set[int]) -> bool:
+        """Seek to keyframe ``k`` and set up a run that decodes until the packets ``wanted`` (their
+        timestamps) are sent; False when the seek fails or lands past that keyframe."""
+        key_pts = self.index.key_pts[k]
         try:
-            frame = next(self.frames)
-        except StopIteration:
-            self.eof = True
-            return None
+            self._seek(key_pts)
+            # a seek lands on an indexed keyframe at or before the one asked for: skip up to it
+            for packet in self.packets:
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    if packet.size == 0:
+                        break  # end of the stream
+                    continue
+                if ts == key_pts:
+                    self.packets = itertools.chain([packet], self.packets)
+                    self.want = set(wanted)
+                    self.drained = False
+                    return True
+                if ts > key_pts and packet.is_keyframe:
+                    break  # past it
+        except (av.error.FFmpegError, OSError) as e:  # unseekable: fall back to a sequential pass
+            log.debug("seek failed in %s (%s); decoding sequentially", self.src.label, e)
+        return False
+
+    def _restart(self, wanted: set[int]) -> None:
+        """Reopen the source and decode the targets left in one pass from the start (when a seek
+        fails or lands past its keyframe: an imprecise index)."""
+        self.container = self.src.open()  # the caller closes the container it passed in
+        self.stream = _video_stream(self.container)
+        _configure_threads(self.stream, self.cfg.decode_threads)
+        self.packets = self.container.demux(self.stream)
+        self.queue.clear()
+        self.cur = self.peek = None
+        self.eof = False
+        self.failed = None  # a fresh pass from the start finds out again where decoding stops
+        self.sequential = True
+        self.want = set(wanted)
+        self.drained = False
+
+    def _feed(self) -> None:
+        """Send the decoder the run's next packet (and drain it after the last wanted one, so that a
+        threaded decoder decodes nothing ahead); queue the frames it returns."""
+        cc = self.stream.codec_context
+        try:
+            packet = next(self.packets, None)
+            while packet is not None and packet.size == 0 and (packet.pts is not None or packet.dts is not None):
+                packet = next(self.packets, None)  # an empty packet inside the stream (a dropped frame)
+            if packet is None or packet.size == 0:  # the end of the stream
+                frames = cc.decode(self._drain_packet())
+                self.eof = self.drained = True
+            else:
+                self.want.discard(packet.pts if packet.pts is not None else packet.dts)
+                frames = cc.decode(packet)
+                if not self.want:
+                    frames = frames + cc.decode(self._drain_packet())
+                    self.drained = True
         except av.error.DecoderNotFoundError as e:
             raise DecodeError(self.src.label, "codec", str(e)) from None
         except av.error.FFmpegError as e:
@@ -233,8 +351,25 @@ class _FrameReader:
                 raise DecodeError(self.src.label, "decode", str(e)) from None
             self.eof = True  # the stream ends where decoding fails: what decoded so far is kept
             self.failed = f"decoding failed after {self.decoded} frames: {e}"
-            return None
-        self.decoded += 1
+            return
+        self.decoded += len(frames)
+        self.queue.extend(frames)
+
+    def _drain_packet(self) -> av.Packet:
+        """An empty packet: sent to the decoder, it returns every frame still inside (timed in the
+        stream's time_base, which PyAV takes from the packet)."""
+        packet = av.Packet()
+        packet.time_base = self.stream.time_base
+        return packet
+
+    def _next(self) -> tuple[float, av.VideoFrame] | None:
+        """The next decoded frame of the current run and its time, or None when the run is over
+        (or the stream ended, or decoding failed)."""
+        while not self.queue:
+            if self.eof or self.drained:
+                return None
+            self._feed()
+        frame = self.queue.popleft()
         t = frame.time
         if t is None:  # no timestamp: continue from the previous frame
             last = self.peek or self.cur
@@ -242,62 +377,21 @@ class _FrameReader:
         self.last_good = t if self.last_good is None else max(self.last_good, t)
         return t, frame
 
-    def _seek(self, key_pts: int) -> None:
-        """Jump to the keyframe at ``key_pts`` (stream time_base) and restart decoding there."""
-        self.container.seek(key_pts, stream=self.stream, backward=True)
-        self.frames = self.container.decode(self.stream)
-        self.cur = self.peek = None
-        self.eof = False
-        self.seeks += 1
-
-    def _restart(self) -> None:
-        """Reopen the source and decode from the start (when a seek landed past its target)."""
-        self.container.close()
-        self.container = self.src.open()
-        self.stream = _video_stream(self.container)
-        _configure_threads(self.stream, self.cfg.decode_threads)
-        self.frames = self.container.decode(self.stream)
-        self.cur = self.peek = None
-        self.eof = False
-        self.failed = None  # a fresh pass from the start finds out again where decoding stops
-        self.can_seek = False
-        self.rewind = False
-
-    def _maybe_seek(self, target: float) -> None:
-        """Seek to the keyframe before the frame shown at ``target`` if that skips enough frames."""
-        idx = self.index
-        shown = idx.times[max(bisect.bisect_right(idx.times, target) - 1, 0)]
-        k = max(bisect.bisect_right(idx.keys, shown) - 1, 0)
-        key_time = idx.keys[k]
-        pos = self.peek[0] if self.peek else (self.cur[0] if self.cur else None)
-        if pos is None:  # nothing decoded yet: decoding starts at the first packet
-            skipped = bisect.bisect_left(idx.times, key_time)
-        else:
-            skipped = bisect.bisect_left(idx.times, key_time) - bisect.bisect_right(idx.times, pos)
-        if not self.can_seek or skipped < _SEEK_MIN_SKIP:
-            if not self.rewind:
-                return
-            k = 0  # back to the first keyframe
-        self.rewind = False
-        try:
-            self._seek(idx.key_pts[k])
-        except (av.error.FFmpegError, OSError) as e:  # unseekable: fall back to a sequential pass
-            log.debug("seek failed in %s (%s); decoding sequentially", self.src.label, e)
-            self._restart()
-            return
-        first = self._next()
-        if first is None or first[0] > shown + 0.5 / self.fps:
-            self._restart()  # landed past the target (imprecise index): fall back to a sequential pass
-            return
-        self.peek = first
-
-    def frame_at(self, target: float) -> np.ndarray:
-        """RGB ``(S, S, 3)`` of the frame on screen at ``target`` seconds (the last with time <= target)."""
-        self._maybe_seek(target)
-        if self.peek is None and not self.eof:
-            self.peek = self._next()
-        while self.peek is not None and (self.cur is None or self.peek[0] <= target):
-            self.cur, self.peek = self.peek, self._next()
+    def _frame_for(self, target: float, shown_pts: int) -> np.ndarray:
+        """RGB of the frame on screen at ``target``: the last decoded frame with time <= target. A
+        frame whose timestamp is the index's ``shown_pts`` is that frame (no other packet lies
+        between it and the target), so the next frame is decoded only when timestamps disagree."""
+        while True:
+            if self.peek is None:
+                if self.cur is not None and self.cur[1].pts == shown_pts and self.cur[0] <= target:
+                    break
+                self.peek = self._next()
+                if self.peek is None:
+                    break
+            if self.cur is None or self.peek[0] <= target:
+                self.cur, self.peek = self.peek, None
+            else:
+                break
         if self.cur is None:
             raise DecodeError(self.src.label, "decode", "no frame could be decoded")
         t, frame = self.cur
@@ -333,7 +427,18 @@ def decode_video(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
     drawn again within them, from a fresh pass). Every returned frame is one that decoded.
     """
     src = _Input(path)
-    container = src.open()
+    with src.open() as container:
+        return _decode_video(src, container, cfg, mode, generator)[0]
+
+
+def _decode_video(src: _Input, container: av.container.InputContainer, cfg: DecodeConfig, mode: Mode,
+                  generator: torch.Generator | None, audio: bool = False,
+                  stats: dict[str, object] | None = None) -> tuple[Decoded[torch.Tensor], _AudioIndex | None]:
+    """:func:`decode_video` on an open ``container`` (left open for the caller); with ``audio``, also
+    the index of the first audio stream's packets (from the same demux pass). ``stats`` (when
+    given) receives ``scanned`` (True once the container has been demuxed), ``audio_index`` (once
+    the scan has made it, even when decoding then fails), ``decoded`` (frames the decoder
+    returned) and ``seeks``."""
     readers: list[_FrameReader] = []
     try:
         stream = _video_stream(container)
@@ -341,30 +446,37 @@ def decode_video(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
             raise DecodeError(src.label, "no_video_stream", f"{len(container.streams.audio)} audio stream(s) only")
         if stream.codec_context is None:
             raise DecodeError(src.label, "codec", f"no decoder for video codec id of stream {stream.index}")
-        index = _scan_video(container, stream, src)
+        audio_stream = container.streams.audio[0] if audio and container.streams.audio else None
+        if stats is not None:
+            stats["scanned"] = True
+        index, audio_index = _scan_video(container, stream, src, audio_stream)
+        if stats is not None:
+            stats["audio_index"] = audio_index
         times = _sample_times(index.start, index.end, cfg, mode, generator)
         readers.append(_FrameReader(src, container, index, cfg))
-        rgb = [readers[-1].frame_at(t) for t in times]  # [(S, S, 3)] * T
+        rgb = readers[-1].frames_at(times)  # [(S, S, 3)] * T
         if readers[-1].failed is not None and readers[-1].last_good is not None:
             index = _cut_at_failure(index, readers[-1])
             if times[-1] >= index.end:  # some times fell past the decodable end: draw them again within it
                 times = _sample_times(index.start, index.end, cfg, mode, generator)
-                readers.append(_FrameReader(src, src.open(), index, cfg))
-                rgb = [readers[-1].frame_at(t) for t in times]
+                readers.append(_FrameReader(src, container, index, cfg))
+                rgb = readers[-1].frames_at(times)
         frames = np.stack(rgb)  # (T, S, S, 3)
     except DecodeError:
         raise
     except (av.error.FFmpegError, ValueError, MemoryError) as e:
         raise DecodeError(src.label, "decode", f"{type(e).__name__}: {e}") from None
     finally:
-        container.close()
         for reader in readers:
-            if reader.container is not container:  # opened for a second pass, or reopened by a fallback
+            if reader.container is not container:  # reopened by a fallback to a sequential pass
                 reader.container.close()
+        if stats is not None:
+            stats["decoded"] = sum(r.decoded for r in readers)
+            stats["seeks"] = sum(r.seeks for r in readers)
     out = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
     if index.partial is not None:
-        return Decoded(out, index.partial, index.detail)
-    return Decoded(out)
+        return Decoded(out, index.partial, index.detail), audio_index
+    return Decoded(out), audio_index
 
 
 def decode_frames(path: Source, cfg: DecodeConfig, mode: Mode = "uniform",
