@@ -154,3 +154,23 @@ def test_nested_overrides_from_the_command_line(small_demo, tmp_path, monkeypatc
     cfg = _train_script().main(args, run=False).model.config
     assert not cfg.use_gcn and cfg.audio.depth == 2 and cfg.vision.grad_checkpointing
     assert cfg.audio.width == 64 and cfg.vision.width == 64  # the rest of teacher_tiny's parts stays
+
+
+def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, tmp_path, monkeypatch):
+    """The KuaiRec text model: one step on real KuaiRec text without clips; the text-side objectives
+    train (hashtag head, keyword mask, caption vs cover text views), the video ones are off, and the
+    validation hashtag mAP that its checkpoint monitors exists."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli = _run([CONFIGS / "kuairec_text.yaml"], kuairec_text_only, tmp_path, "--data.labels.hashtag_min_freq=2",
+               "--data.batch_size=16")
+    assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_small"
+    metrics = cli.trainer.callback_metrics
+    assert {"train/hashtag_bce", "train/keyword", "train/text_views"} <= set(metrics)
+    assert set(metrics) & {"train/clip_v2t", "train/clip_t2v", "train/simclr"} == set()
+    assert float(metrics["train/text_views"]) > 0
+    assert 0 <= float(metrics["val/hashtag_map"]) <= 1
+    model = cli.model.model
+    assert model.audio is None and model.fusion is None and model.ngram_bag is not None
+    assert cli.model.model.hashtag_branch is not None and cli.model.config.use_gcn
+    monitors = {cb.monitor for cb in cli.trainer.callbacks if getattr(cb, "monitor", None)}
+    assert monitors == {"val/hashtag_map"}

@@ -110,7 +110,7 @@ class MMEmbCLI(LightningCLI):
     def before_fit(self) -> None:
         """Checkpoint monitors the validation split can compute (:func:`~mmemb.lit.monitor.adapt_checkpoint_monitors`)."""
         dm = self.datamodule
-        if not isinstance(dm, VideoDataModule):
+        if not isinstance(dm, VideoDataModule) or self.trainer.fast_dev_run:  # fast_dev_run saves no checkpoint
             return
         content = validation_content(dm.splits["val"], dm.vocabs)
         source = f"manifest {dm.manifest_path()}; {_sources(self._parsed())}"
