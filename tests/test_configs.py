@@ -61,7 +61,8 @@ def test_the_config_lists_are_what_the_docs_name():
     assert {"quickstart.yaml", "first_model.yaml", "teacher_base.yaml", "teacher_tiny.yaml", "tiny.yaml"} \
         <= set(STANDALONE)
     assert {"no_audio.yaml", "no_fusion.yaml", "no_gcn.yaml", "no_hashtag_head.yaml", "no_keyword.yaml",
-            "no_ngram_bag.yaml", "no_simclr.yaml"} <= set(ABLATIONS)
+            "no_ngram_bag.yaml", "no_simclr.yaml", "cjk_pairs.yaml", "weighting_softmax.yaml",
+            "weighting_uniform.yaml", "no_clicks.yaml", "freshness_on.yaml", "no_cleaning.yaml"} <= set(ABLATIONS)
     assert {"ddp.yaml", "fsdp.yaml"} <= set(STRATEGIES)
     assert {"minilm_text.yaml"} <= set(VARIANTS)
     quick = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text(encoding="utf-8"))
@@ -92,7 +93,7 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
     assert cli.model.hparams.preset == "teacher_small"
     if name != "no_ngram_bag.yaml":  # the quickstart's bag, its buckets linked from the data
         assert cli.model.model.ngram_bag.num_buckets == cli.datamodule.ngram_buckets == 32768
-    cfg, model = cli.model.config, cli.model.model
+    cfg, model, labels = cli.model.config, cli.model.model, cli.datamodule.labels
     metrics = cli.trainer.callback_metrics
     switched_off = {
         "no_audio.yaml": lambda: not cfg.use_audio and model.audio is None,
@@ -103,6 +104,13 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_simclr.yaml": lambda: cli.model.loss_weights["simclr"] == 0 and "train/simclr" not in metrics,
         "no_ngram_bag.yaml": lambda: cfg.text.ngram_buckets == 32768 and model.ngram_bag is None
         and "train/text_weight_ngram" not in metrics,
+        "cjk_pairs.yaml": lambda: cli.model.keyword_cfg.cjk == "pairs",
+        "weighting_softmax.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "softmax"
+        and "train/hashtag_ce" in metrics and "train/hashtag_bce" not in metrics,
+        "weighting_uniform.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "uniform",
+        "no_clicks.yaml": lambda: not labels.clicks,
+        "freshness_on.yaml": lambda: labels.half_life_days == 30.0,
+        "no_cleaning.yaml": lambda: not labels.clean and cli.datamodule.vocabs.removed_hashtags == {},
     }
     assert switched_off[name](), f"{name} did not switch its component off"
 
