@@ -12,7 +12,7 @@ from mmemb.data.vocab import LabelConfig
 def _manifest(tmp_path):
     records = [VideoRecord(id=str(i), caption=f"video {i}", queries=[Query("cats", 50.0), Query("dogs", 0.0)])
                for i in range(12)]
-    return write_manifest(records, tmp_path / "m.jsonl") or tmp_path / "m.jsonl"
+    return write_manifest(records, tmp_path / "m.jsonl")
 
 
 @pytest.mark.parametrize("clicks", [True, False])
