@@ -8,7 +8,7 @@
     mmemb eval sweep --vectors db.npy --queries q.npy --out runs/sweep
     mmemb eval compare runs/first_model runs/quickstart --ensemble 1,2 --out runs/compare
     mmemb eval real-data --run runs/quickstart --out runs/real_data
-    mmemb eval ablate --config configs/kuairec_text.yaml --ablations configs/ablations/no_gcn.yaml --seeds 3 --out runs/ab
+    mmemb eval ablate --config configs/kuairec_text.yaml --ablations configs/ablations/no_gcn.yaml --out runs/ab
     mmemb eval COMMAND --help                        # every option, with an example
 
 Commands
