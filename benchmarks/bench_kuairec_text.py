@@ -1,19 +1,16 @@
-"""How long one epoch of ``configs/kuairec_text.yaml`` takes: a few training steps and validation batches,
-extrapolated to the epoch.
+"""How long one epoch of ``configs/kuairec_text.yaml`` takes: a few training steps and validation batches
+timed one by one, extrapolated to the epoch.
 
     mmemb data import-kuairec assets/kuairec/kuairec_caption_category.csv data/kuairec.jsonl --category-level 2
-    python benchmarks/bench_kuairec_text.py --manifest data/kuairec.jsonl --steps 20
+    nice python benchmarks/bench_kuairec_text.py --manifest data/kuairec.jsonl --steps 20
 
-Three short ``mmemb fit`` runs in subprocesses (each in its own temporary run folder, so each also learns
-the vocabularies: the setup cost):
-
-* ``a``: ``--steps-base`` training steps, no validation;
-* ``b``: ``--steps-base + --steps`` training steps, no validation;
-* ``c``: ``--steps-base`` training steps after ``--val-batches`` sanity-validation batches.
-
-Seconds per training step = (b - a) / steps; per validation batch = (c - a) / val batches; an epoch =
-train batches x step + val batches x validation batch (+ the setup, once per run: a minus its steps).
-Prints one JSON line.
+The config's model, data module (its loaders and workers) and optimizer, built as ``mmemb fit`` builds
+them (``mmemb.lit.cli.main(run=False)``), then ``--steps`` training steps (forward with every loss term,
+backward, optimizer step; the time waiting for the batch counted apart) after ``--warmup`` untimed ones,
+and ``--val-batches`` validation batches (the evaluation step of ``mmemb fit``). An epoch = train batches x
+median step (+ median batch wait) + validation batches x median validation batch. The setup (reading the
+manifest, learning the vocabularies) is reported apart: once per run. Prints one JSON line with the load
+average, since the 2 cores are often shared.
 """
 
 from __future__ import annotations
@@ -21,51 +18,85 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
+import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
-MMEMB = (sys.executable, "-m", "mmemb.cli")
 
 
-def _fit(manifest: str, root: Path, steps: int, val_batches: int, extra: list[str]) -> float:
-    cmd = [*MMEMB, "fit", "--config", str(REPO / "configs" / "kuairec_text.yaml"), f"--data.manifest={manifest}",
-           f"--trainer.default_root_dir={root}", f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false",
-           f"--trainer.num_sanity_val_steps={val_batches}", f"--trainer.limit_val_batches={val_batches}",
-           "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]", *extra]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", default="data/kuairec.jsonl")
-    ap.add_argument("--steps", type=int, default=20, help="training steps measured (b - a)")
-    ap.add_argument("--steps-base", type=int, default=3, help="steps of runs a and c")
-    ap.add_argument("--val-batches", type=int, default=5)
+    ap.add_argument("--config", default=str(REPO / "configs" / "kuairec_text.yaml"))
+    ap.add_argument("--steps", type=int, default=20, help="timed training steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    ap.add_argument("--val-batches", type=int, default=5, help="timed validation batches")
     ap.add_argument("extra", nargs="*", help="more mmemb fit arguments (after --)")
-    args = ap.parse_args()
-    from mmemb.data.datamodule import SplitConfig, split_records
-    from mmemb.data.manifest import read_manifest
+    args = ap.parse_args(argv)
+    from mmemb.lit.cli import main as lightning_main
+    from mmemb.lit.optim import build_optimizer
 
-    splits = split_records(read_manifest(args.manifest), SplitConfig(0.1, 0.1, 0))
-    batch = 64  # configs/kuairec_text.yaml
-    train_batches, val_batches = math.ceil(len(splits["train"]) / batch), math.ceil(len(splits["val"]) / batch)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        a = _fit(args.manifest, Path(tmp) / "a", args.steps_base, 0, args.extra)
-        b = _fit(args.manifest, Path(tmp) / "b", args.steps_base + args.steps, 0, args.extra)
-        c = _fit(args.manifest, Path(tmp) / "c", args.steps_base, args.val_batches, args.extra)
-    step = (b - a) / args.steps
-    val_batch = max(c - a, 0.0) / args.val_batches
-    epoch = train_batches * step + val_batches * val_batch
-    print(json.dumps({"train_batches": train_batches, "val_batches": val_batches, "seconds_a": round(a, 1),
-                      "seconds_b": round(b, 1), "seconds_c": round(c, 1), "seconds_per_step": round(step, 3),
-                      "seconds_per_val_batch": round(val_batch, 3), "setup_seconds": round(a - args.steps_base * step, 1),
-                      "epoch_seconds": round(epoch, 1), "epoch_minutes": round(epoch / 60, 2)}))
+        t0 = time.perf_counter()
+        saved, sys.argv = sys.argv, ["bench"]
+        try:
+            cli = lightning_main(["--config", args.config, f"--data.manifest={args.manifest}",
+                                  f"--trainer.default_root_dir={tmp}", *args.extra], run=False)
+        finally:
+            sys.argv = saved
+        dm, module = cli.datamodule, cli.model
+        dm.setup("fit")
+        module.set_vocabularies(dm.vocabs, dm.splits["train"], dm.text.max_length)
+        if module.config.keyword_head and module.loss_weights.get("keyword", 0) > 0:
+            dm.set_keywords(module.keyword_cfg)
+        setup = time.perf_counter() - t0
+        hp = module.hparams
+        opt = build_optimizer(module.model, hp.optimizer, hp.lr, tuple(hp.betas), hp.weight_decay)
+        module.train()
+        steps, waits = [], []
+        loader = iter(dm.train_dataloader())
+        for i in range(args.warmup + args.steps):
+            t = time.perf_counter()
+            batch = next(loader)
+            wait = time.perf_counter() - t
+            t = time.perf_counter()
+            _, terms = module._losses(batch, batch_idx=i)
+            module._total(terms).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i >= args.warmup:
+                steps.append(time.perf_counter() - t)
+                waits.append(wait)
+        module.eval()
+        vals = []
+        with torch.no_grad():
+            for i, batch in enumerate(dm.val_dataloader()):
+                if i >= args.val_batches:
+                    break
+                t = time.perf_counter()
+                module._losses(batch)
+                vals.append(time.perf_counter() - t)
+        train_batches = math.ceil(len(dm.splits["train"]) / dm.batch_size)
+        val_batches = math.ceil(len(dm.splits["val"]) / dm.batch_size)
+    step, wait, val = statistics.median(steps), statistics.median(waits), statistics.median(vals)
+    epoch = train_batches * (step + wait) + val_batches * val
+    result = {"config": Path(args.config).name, "train_batches": train_batches, "val_batches": val_batches,
+              "batch_size": dm.batch_size, "torch_threads": torch.get_num_threads(),
+              "setup_seconds": round(setup, 1), "step_seconds_median": round(step, 3),
+              "step_seconds_min": round(min(steps), 3), "batch_wait_seconds_median": round(wait, 3),
+              "val_batch_seconds_median": round(val, 3), "epoch_seconds": round(epoch, 1),
+              "epoch_minutes": round(epoch / 60, 1), "epoch_minutes_at_min_step": round(
+                  (train_batches * (min(steps) + wait) + val_batches * val) / 60, 1),
+              "loadavg_before": round(load_before, 2), "loadavg_after": round(os.getloadavg()[0], 2)}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -46,3 +46,21 @@ def test_text_view_infonce_is_nt_xent_over_the_rows_with_both_views():
     assert term == pytest.approx(nt_xent(a[keep], b[keep], 0.1)["simclr"].item())
     aligned = text_view_infonce(a, a + 0.01 * b, 0.1, keep)["text_views"]
     assert aligned < term  # matching views score better
+
+
+def test_the_term_encodes_only_the_rows_with_both_fields():
+    """The module's ``text_views`` equals the loss over the rows that have both views, computed apart."""
+    from mmemb.lit.module import EmbeddingModule
+
+    torch.manual_seed(0)
+    module = EmbeddingModule("teacher_tiny", vocab_size=40, ngram_buckets=64,
+                             loss_weights={"text_views": 1.0}).eval()
+    batch = _batch()
+    three = {k: torch.cat([v, v[:1] + (1 if k == "text_ids" else 0)]) for k, v in batch.items()}  # rows 0 and 2 have both
+    got = module._text_view_term(three)["text_views"]
+    both = {k: v[[0, 2]] for k, v in three.items()}
+    want = text_view_infonce(module.model.encode_text(text_field_view(both, CAPTION_FIELD)),
+                             module.model.encode_text(text_field_view(both, COVER_FIELD)), 0.1)["text_views"]
+    assert got.item() == pytest.approx(want.item()) and got.item() > 0
+    none = {k: v[[1]] for k, v in three.items()}  # no cover text: a zero term
+    assert module._text_view_term(none)["text_views"].item() == 0.0
