@@ -106,9 +106,9 @@ class MMEmbCLI(LightningCLI):
         finally:  # the saved config.yaml keeps the logger as given (save_dir null: the run folder), so that
             trainer["logger"] = given  # rerunning it with another default_root_dir moves the whole run
 
-
     def before_fit(self) -> None:
-        """Checkpoint monitors the validation split can compute (:func:`~mmemb.lit.monitor.adapt_checkpoint_monitors`)."""
+        """Checkpoint monitors that the validation split can compute
+        (:func:`~mmemb.lit.monitor.adapt_checkpoint_monitors`)."""
         dm = self.datamodule
         if not isinstance(dm, VideoDataModule) or self.trainer.fast_dev_run:  # fast_dev_run saves no checkpoint
             return

@@ -101,8 +101,8 @@ def _jieba() -> Any:
 
 def _segment_cjk(run: str, cjk: CjkSegmenter) -> list[int]:
     """Word lengths (in characters) of a run of CJK characters: jieba's dictionary words, or fixed
-    2-character spans for ``"pairs"`` (and for a run jieba does not cover exactly, which it should not
-    happen to do)."""
+    2-character spans for ``"pairs"`` (also, as a safeguard, for a run that jieba's words would not
+    cover exactly)."""
     if cjk == "jieba":
         lengths = [len(w) for w in _jieba().lcut(run, HMM=False) if w]
         if sum(lengths) == len(run):
