@@ -113,6 +113,18 @@ def nt_xent(
     return {"simclr": F.cross_entropy(logits, target)}
 
 
+def text_view_infonce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """InfoNCE between two text views of the same videos (e.g. the caption alone and the cover text
+    alone): :func:`nt_xent` of ``z1``, ``z2`` ``(N, D)`` over the pairs kept by ``mask`` ``(N,)`` (the
+    rows that have both views), named ``{"text_views": ...}``."""
+    return {"text_views": nt_xent(z1, z2, temperature, mask)["simclr"]}
+
+
 def _is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -267,7 +279,8 @@ def keyword_mask_loss(
     return {"keyword": (ce * sel).sum() / sel.sum().clamp(min=1.0)}  # 0 with grad when no slot is valid
 
 
-__all__ += ["nt_xent", "gather_with_grad", "clip_infonce_global", "weighted_multilabel_bce", "keyword_mask_loss"]
+__all__ += ["nt_xent", "gather_with_grad", "clip_infonce_global", "weighted_multilabel_bce", "keyword_mask_loss",
+            "text_view_infonce"]
 
 
 def soft_target_cross_entropy(

@@ -42,3 +42,16 @@ def learning_demo(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("learning_demo")
     return Path(build_demo(out, DemoConfig(workers=2, **LEARNING_DEMO), progress=False).manifest)
+
+
+@pytest.fixture(scope="session")
+def kuairec_text_only(tmp_path_factory) -> Path:
+    """A text-only manifest (no clips) of 240 real KuaiRec videos that carry hashtags, as
+    ``mmemb data import-kuairec`` writes them (level-2 categories). Returns the manifest path."""
+    from mmemb.data.kuairec import read_kuairec
+    from mmemb.data.manifest import write_manifest
+
+    records = [r for r in read_kuairec(ASSETS / "kuairec" / "kuairec_caption_category.csv", 2) if r.hashtags][:240]
+    out = tmp_path_factory.mktemp("kuairec_text") / "kuairec.jsonl"
+    write_manifest(records, out)
+    return out

@@ -96,7 +96,7 @@ def test_mmemb_eval_help_lists_the_eval_commands(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: mmemb eval")
-    for command in ("tasks", "extract", "sweep", "compare", "real-data"):
+    for command in ("tasks", "extract", "sweep", "compare", "real-data", "ablate"):
         assert re.search(rf"^\s+{command}\s+\S", out, flags=re.M) or f"{command}\n" in out, command
 
 

@@ -64,7 +64,8 @@ def test_the_config_lists_are_what_the_docs_name():
         <= set(STANDALONE)
     assert {p.name for p in CONFIGS.glob("*.yaml")} == set(STANDALONE) | NEEDS_TEACHER
     assert {"no_audio.yaml", "no_fusion.yaml", "no_gcn.yaml", "no_hashtag_head.yaml", "no_keyword.yaml",
-            "no_ngram_bag.yaml", "no_simclr.yaml"} <= set(ABLATIONS)
+            "no_ngram_bag.yaml", "no_simclr.yaml", "cjk_pairs.yaml", "weighting_softmax.yaml",
+            "weighting_uniform.yaml", "no_clicks.yaml", "freshness_on.yaml", "no_cleaning.yaml"} <= set(ABLATIONS)
     assert {"ddp.yaml", "fsdp.yaml"} <= set(STRATEGIES)
     assert {"minilm_text.yaml"} <= set(VARIANTS)
     quick = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text(encoding="utf-8"))
@@ -121,7 +122,7 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
     assert cli.model.hparams.preset == "teacher_small"
     if name != "no_ngram_bag.yaml":  # the quickstart's bag, its buckets linked from the data
         assert cli.model.model.ngram_bag.num_buckets == cli.datamodule.ngram_buckets == 32768
-    cfg, model = cli.model.config, cli.model.model
+    cfg, model, labels = cli.model.config, cli.model.model, cli.datamodule.labels
     metrics = cli.trainer.callback_metrics
     switched_off = {
         "no_audio.yaml": lambda: not cfg.use_audio and model.audio is None,
@@ -132,6 +133,13 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_simclr.yaml": lambda: cli.model.loss_weights["simclr"] == 0 and "train/simclr" not in metrics,
         "no_ngram_bag.yaml": lambda: cfg.text.ngram_buckets == 32768 and model.ngram_bag is None
         and "train/text_weight_ngram" not in metrics,
+        "cjk_pairs.yaml": lambda: cli.model.keyword_cfg.cjk == "pairs",
+        "weighting_softmax.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "softmax"
+        and "train/hashtag_ce" in metrics and "train/hashtag_bce" not in metrics,
+        "weighting_uniform.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "uniform",
+        "no_clicks.yaml": lambda: not labels.clicks,
+        "freshness_on.yaml": lambda: labels.half_life_days == 30.0,
+        "no_cleaning.yaml": lambda: not labels.clean and cli.datamodule.vocabs.removed_hashtags == {},
     }
     assert switched_off[name](), f"{name} did not switch its component off"
 
@@ -183,3 +191,23 @@ def test_nested_overrides_from_the_command_line(small_demo, tmp_path, monkeypatc
     cfg = _train_script().main(args, run=False).model.config
     assert not cfg.use_gcn and cfg.audio.depth == 2 and cfg.vision.grad_checkpointing
     assert cfg.audio.width == 64 and cfg.vision.width == 64  # the rest of teacher_tiny's parts stays
+
+
+def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, tmp_path, monkeypatch):
+    """The KuaiRec text model: one step on real KuaiRec text without clips; the text-side objectives
+    train (hashtag head, keyword mask, caption vs cover text views), the video ones are off, and the
+    validation hashtag mAP that its checkpoint monitors exists."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli = _run([CONFIGS / "kuairec_text.yaml"], kuairec_text_only, tmp_path, "--data.labels.hashtag_min_freq=2",
+               "--data.batch_size=16")
+    assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_small"
+    metrics = cli.trainer.callback_metrics
+    assert {"train/hashtag_bce", "train/keyword", "train/text_views"} <= set(metrics)
+    assert set(metrics) & {"train/clip_v2t", "train/clip_t2v", "train/simclr"} == set()
+    assert float(metrics["train/text_views"]) > 0
+    assert 0 <= float(metrics["val/hashtag_map"]) <= 1
+    model = cli.model.model
+    assert model.audio is None and model.fusion is None and model.ngram_bag is not None
+    assert cli.model.model.hashtag_branch is not None and cli.model.config.use_gcn
+    monitors = {cb.monitor for cb in cli.trainer.callbacks if getattr(cb, "monitor", None)}
+    assert monitors == {"val/hashtag_map"}

@@ -288,7 +288,7 @@ def test_bench_real_data_ckpt_adds_the_av_row(runs, tmp_path, capsys):
 # ----------------------------------------------------------------------------- help and the README
 
 
-@pytest.mark.parametrize("command", ["tasks", "extract", "sweep", "compare", "real-data"])
+@pytest.mark.parametrize("command", ["tasks", "extract", "sweep", "compare", "real-data", "ablate"])
 def test_every_command_has_help_with_an_example(evaluate, command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main([command, "--help"])

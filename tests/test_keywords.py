@@ -54,9 +54,9 @@ def _idf(**by_token: float) -> torch.Tensor:
     return idf
 
 
-def test_word_spans_wordpiece_cjk_and_specials(no_jieba):
+def test_word_spans_wordpiece_cjk_and_specials():
     tokens = ["[CLS]", "play", "##ing", "the", "##s", "!", "视", "频", "搞", "笑", "猫", "[SEP]", "咪", "[PAD]"]
-    assert word_spans(tokens) == [(1, 3), (3, 5), (5, 6), (6, 8), (8, 10), (10, 11), (12, 13)]
+    assert word_spans(tokens, cjk="pairs") == [(1, 3), (3, 5), (5, 6), (6, 8), (8, 10), (10, 11), (12, 13)]
     assert word_spans(["##ing", "cat"]) == [(0, 1), (1, 2)]  # a leading piece is its own word
     assert word_spans(["[CLS]", "##s"]) == [(1, 2)]  # no joining across a special token
     assert word_spans([]) == []
@@ -71,10 +71,21 @@ def test_word_spans_uses_jieba_when_present(monkeypatch):
     assert word_spans(tokens, cjk="pairs") == [(1, 3), (3, 5), (5, 6)]  # forced fallback
 
 
-def test_jieba_required_but_missing_raises(no_jieba):
-    with pytest.raises(ImportError, match="jieba"):
-        word_spans(["视", "频"], cjk="jieba")
-    assert word_spans(["视", "频", "搞"], cjk="auto") == [(0, 2), (2, 3)]
+def test_jieba_is_the_default_segmenter_and_its_absence_an_error(no_jieba):
+    with pytest.raises(ImportError, match="pip install jieba"):
+        word_spans(["视", "频"])
+    assert word_spans(["视", "频", "搞"], cjk="pairs") == [(0, 2), (2, 3)]  # no dictionary needed
+    assert KeywordConfig().cjk == "jieba"
+    assert KeywordConfig(cjk="auto").cjk == "jieba"  # the default of earlier versions' checkpoints
+    with pytest.raises(ValueError, match="'jieba' or 'pairs'"):
+        KeywordConfig(cjk="words")
+
+
+def test_real_jieba_cuts_dictionary_words():
+    pytest.importorskip("jieba")  # a dependency (setup.cfg); the check above covers its absence
+    tokens = ["[CLS]", *"我喜欢看搞笑视频", "[SEP]"]
+    assert word_spans(tokens) == [(1, 2), (2, 4), (4, 5), (5, 7), (7, 9)]  # 我 / 喜欢 / 看 / 搞笑 / 视频
+    assert word_spans(tokens, cjk="pairs") == [(1, 3), (3, 5), (5, 7), (7, 9)]  # 我喜 / 欢看 / 搞笑 / 视频
 
 
 def test_whole_words_masked_together_and_rarest_first(tok):
@@ -124,11 +135,12 @@ def test_special_tokens_and_padding_never_masked(tok):
     assert torch.equal(targets[valid], ids[positions])  # targets follow position order
 
 
-def test_fallback_without_jieba_masks_char_pairs(tok, no_jieba):
+def test_pairs_segmenter_masks_char_pairs(tok, no_jieba):
     ids, att = _batch(tok, ["视频搞笑猫"], 10)
-    # tokens: [CLS] 视 频 搞 笑 猫 [SEP]; fallback words 视频 / 搞笑 / 猫; 笑 is rarest
+    # tokens: [CLS] 视 频 搞 笑 猫 [SEP]; pair words 视频 / 搞笑 / 猫; 笑 is rarest
     idf = _idf(**{"视": 1.0, "频": 1.0, "搞": 2.0, "笑": 6.0, "猫": 3.0})
-    positions, targets, _ = select_keywords(ids, att, idf, tok, KeywordConfig(max_keywords=1, mask_ratio=1.0))
+    cfg = KeywordConfig(max_keywords=1, mask_ratio=1.0, cjk="pairs")
+    positions, targets, _ = select_keywords(ids, att, idf, tok, cfg)
     assert positions[0].nonzero().flatten().tolist() == [3, 4]
     assert [tok.id_to_token(i) for i in targets[0].tolist()] == ["搞", "笑"]
 

@@ -34,7 +34,7 @@ LIGHTNING_COMMANDS = {
     "test": "run a checkpoint's test loop (LightningCLI)",
     "predict": "embed a split with a checkpoint (LightningCLI)",
 }
-EVAL_HELP = "evaluate checkpoints: tasks, extract, sweep, compare, real-data (mmemb eval --help)"
+EVAL_HELP = "evaluate checkpoints: tasks, extract, sweep, compare, real-data, ablate (mmemb eval --help)"
 DATA_HELP = "build, import, check and pack datasets: build-demo, check, import-kuairec, write-shards, vocab, scan"
 _VERBOSE = ("-v", "--verbose")
 

@@ -9,6 +9,7 @@
     mmemb eval sweep --vectors db.npy --queries q.npy --out runs/sweep
     mmemb eval compare runs/first_model runs/quickstart --ensemble 1,2 --out runs/compare
     mmemb eval real-data --run runs/quickstart --out runs/real_data
+    mmemb eval ablate --config configs/kuairec_text.yaml --ablations configs/ablations/no_gcn.yaml --out runs/ab
     mmemb eval COMMAND --help                        # every option, with an example
 
 Commands
@@ -34,6 +35,11 @@ Commands
     Several checkpoints (files or run folders) on every task on the same split, optionally with
     weighted-concatenation ensembles (:mod:`mmemb.eval.compare`). Writes ``compare.json``,
     ``compare.csv``, ``compare.md`` and ``compare.png``; prints the table.
+``ablate``
+    A config and each ablation overlay x seeds, each trained (``mmemb fit``) and evaluated (``tasks``)
+    in a subprocess of its own, resumably; a table of mean ± std per metric with the difference to the
+    full model and whether it exceeds the seed spread (:mod:`mmemb.eval.ablate`). Writes
+    ``ablation.md`` and ``ablation.json``; prints the table.
 ``real-data``
     The KuaiRec hashtag / category benchmarks and the audio-visual correspondence benchmark on the
     real clips, with their classical baselines and, given ``--run``/``--ckpt``, the model's rows
@@ -59,13 +65,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 __all__ = ["SUBCOMMANDS", "build_parser", "with_command", "main"]
 
-SUBCOMMANDS = ("tasks", "extract", "sweep", "compare", "real-data")
+SUBCOMMANDS = ("tasks", "extract", "sweep", "compare", "real-data", "ablate")
 COMMAND_HELP = {
     "tasks": "retrieval, hashtag and probe metrics of one checkpoint",
     "extract": "embeddings of a split into a resumable store",
     "sweep": "faiss index sweep: recall, latency, memory",
     "compare": "several checkpoints (and ensembles) on every task",
     "real-data": "KuaiRec and audio-visual real-data benchmarks",
+    "ablate": "a config and its ablations x seeds: mean ± std, differences vs the seed spread",
 }
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's shipped data (an editable install)
 
@@ -150,6 +157,16 @@ def cmd_real_data(args: argparse.Namespace) -> dict[str, Any]:
                               show_progress=not args.no_progress, plot=not args.no_plot)
     print(result["markdown"])
     print(f"wrote {', '.join(result['files'])}")
+    return result
+
+
+def cmd_ablate(args: argparse.Namespace) -> dict[str, Any]:
+    from ..eval.ablate import ablate, markdown_table
+
+    result = ablate(args.config, args.ablations or [], args.seeds, args.out, args.fit_args or [], args.split,
+                    probe=not args.no_probe, metrics=args.metrics,
+                    say=lambda line: print(line, flush=True))
+    print(f"\n{args.split} split\n\n{markdown_table(result['summary'])}\n\nwrote {', '.join(result['files'])}")
     return result
 
 
@@ -315,6 +332,29 @@ def build_parser(prog: str = "mmemb eval") -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_real_data)
+
+    p = sub.add_parser("ablate", formatter_class=_Help, help=COMMAND_HELP["ablate"],
+                       description=_wrap("Train (mmemb fit) and evaluate (tasks, best checkpoint) the config alone "
+                       "(`full`) and with each ablation overlay after it, for seeds 0..N-1, each run in "
+                       "OUT/<name>/seed<s> (fit.log, eval.log, eval/, result.json). Finished runs (result.json "
+                       "present) are not rerun. Writes OUT/ablation.md and OUT/ablation.json: mean ± sample std "
+                       "per metric, the difference to `full`, and * when |difference| > max(std_full, "
+                       "std_ablation)."),
+                       epilog=f"example:\n  {run} ablate --config configs/kuairec_text.yaml --ablations "
+                       "configs/ablations/no_gcn.yaml configs/ablations/no_keyword.yaml --seeds 3 --out "
+                       "runs/ablate_kuairec --fit-args --trainer.max_epochs=4")
+    p.add_argument("--config", type=Path, required=True, help="the full model's config")
+    p.add_argument("--ablations", type=Path, nargs="*", default=None, help="overlay configs, one ablation each")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per config (seed_everything)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (one subfolder per config and seed)")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="the split to evaluate")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="metrics of the table (default: hashtag map/p1/r5, probe accuracies, t2v/v2t R@1; those "
+                        "with a value)")
+    p.add_argument("--no-probe", action="store_true", help="skip the category linear probe")
+    p.add_argument("--fit-args", nargs=argparse.REMAINDER, default=None,
+                   help="everything after it goes to every `mmemb fit` (last on the line)")
+    p.set_defaults(func=cmd_ablate)
     return parser
 
 

@@ -53,6 +53,8 @@ class Batch(TypedDict):
     # int64 (B, G) hashed char-n-gram bucket + 1 of the text fields, 0-padded; only when
     # TextConfig.ngram_buckets > 0
     text_ngrams: NotRequired[torch.Tensor]
+    # int64 (B, G) the field of each n-gram of text_ngrams (as text_field_ids; 0 = padding); with text_ngrams
+    text_ngram_field_ids: NotRequired[torch.Tensor]
     hashtag_targets: torch.Tensor  # float32 (B, H) multi-hot over the cleaned hashtag vocabulary
     hashtag_weights: torch.Tensor  # float32 (B, H) TF-IDF weight of each positive, 0 elsewhere
     query_targets: torch.Tensor  # float32 (B, Q) multi-hot over the query vocabulary
@@ -100,6 +102,7 @@ FIELDS: dict[str, Field] = {
     "text_field_ids": Field(torch.int64, ("B", "L")),
     "text_mask": Field(torch.bool, ("B",)),
     "text_ngrams": Field(torch.int64, ("B", "G"), optional=True),
+    "text_ngram_field_ids": Field(torch.int64, ("B", "G"), optional=True),
     "hashtag_targets": Field(torch.float32, ("B", "H")),
     "hashtag_weights": Field(torch.float32, ("B", "H")),
     "query_targets": Field(torch.float32, ("B", "Q")),

@@ -5,6 +5,7 @@ This is the one module of :mod:`mmemb.data` that imports Lightning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 from .dataset import KeywordSelector, VideoDataset, collate
 from .decode import DecodeConfig
 from .labels import LabelWeighting, normalize_weights
-from .manifest import ManifestError, VideoRecord, check_manifest, manifest_errors
+from .manifest import ManifestError, Query, VideoRecord, check_manifest, manifest_errors
 from .sampler import EpochShuffleSampler
 from .shards import ShardedVideoDataset, read_shard_index
 from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize, text_token_idf
@@ -165,6 +166,9 @@ class VideoDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if shards is not None and not self.labels.clicks:
+            raise ValueError("labels.clicks=false rewrites the manifest's records; streamed shards keep their clicks "
+                             "(train from the manifest, without data.shards)")
         self.manifest = manifest
         self.shards = shards
         self.batch_size = batch_size
@@ -199,6 +203,9 @@ class VideoDataModule(pl.LightningDataModule):
                 records = records[: self.max_videos]
             if not records:
                 raise ValueError(f"manifest {self.manifest_path()} holds no valid records")
+            if not self.labels.clicks:  # every query counts as one click
+                records = [dataclasses.replace(r, queries=[Query(q.text, 1.0) for q in r.queries]) if r.queries else r
+                           for r in records]
             self._splits = split_records(records, self.split)
             sizes = {k: len(v) for k, v in self._splits.items()}
             log.info("split of %s: %s", self.manifest_path(), sizes)

@@ -20,7 +20,7 @@ from .batch import LIST_KEYS, Batch
 from .decode import ClipSample, DecodeConfig, load_clip
 from .labels import label_weights, normalize_label
 from .manifest import VideoRecord
-from .text import hash_field_ngrams
+from .text import hash_field_ngrams_with_fields
 from .text import TextTokenizer
 from .vocab import TextConfig, Vocabularies, record_texts
 
@@ -100,7 +100,7 @@ def tokenize_text(record: VideoRecord, vocabs: Vocabularies, cfg: TextConfig,
     out = {"text_ids": text_ids, "text_attention": attention, "text_field_ids": text_field_ids,
            "text_mask": torch.tensor(has_text)}
     if cfg.ngram_buckets:
-        out["text_ngrams"] = encode_ngrams(fields, cfg)
+        out["text_ngrams"], out["text_ngram_field_ids"] = encode_ngrams_with_fields(fields, cfg)
     return out
 
 
@@ -136,10 +136,18 @@ class TokenTable:
 
 def encode_ngrams(fields: Sequence[str | None], cfg: TextConfig) -> torch.Tensor:
     """``(cfg.ngram_max_length,)`` int64: the fields' hashed char-n-gram buckets + 1, 0-padded (0 = no gram)."""
-    ids = hash_field_ngrams(fields, cfg.ngram_max_length, cfg.ngram_n, cfg.ngram_buckets)
+    return encode_ngrams_with_fields(fields, cfg)[0]
+
+
+def encode_ngrams_with_fields(fields: Sequence[str | None], cfg: TextConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`encode_ngrams` and the field of each n-gram, ``(cfg.ngram_max_length,)`` int64 each (field:
+    1 + the field's index, as in ``text_field_ids``; 0 = padding)."""
+    ids, field_ids = hash_field_ngrams_with_fields(fields, cfg.ngram_max_length, cfg.ngram_n, cfg.ngram_buckets)
     out = torch.zeros(cfg.ngram_max_length, dtype=torch.long)
     out[: len(ids)] = torch.tensor(ids, dtype=torch.long) + 1
-    return out
+    fields_out = torch.zeros(cfg.ngram_max_length, dtype=torch.long)
+    fields_out[: len(field_ids)] = torch.tensor(field_ids, dtype=torch.long)
+    return out, fields_out
 
 
 def encode_record(

@@ -39,6 +39,7 @@ __all__ = [
     "char_ngrams",
     "hash_ngrams",
     "hash_field_ngrams",
+    "hash_field_ngrams_with_fields",
     "stable_hash",
     "strip_hashtags",
 ]
@@ -464,8 +465,18 @@ def hash_field_ngrams(fields: Sequence[str | None], max_length: int, n: int = 3,
     their n-grams and the longer ones an even share of the rest, each cut at its end; the fields'
     ids follow each other in field order (``None``/empty fields add nothing).
     """
+    return hash_field_ngrams_with_fields(fields, max_length, n, num_buckets, seed)[0]
+
+
+def hash_field_ngrams_with_fields(fields: Sequence[str | None], max_length: int, n: int = 3,
+                                  num_buckets: int = 2 ** 18, seed: int = 0) -> tuple[list[int], list[int]]:
+    """:func:`hash_field_ngrams` and, for each id, 1 + the index in ``fields`` of the field it comes from
+    (the numbering of :meth:`TextTokenizer.encode_fields`' field ids): a view of one field keeps the ids
+    of its number."""
     if max_length < 0:
         raise ValueError(f"max_length must be >= 0, got {max_length}")
-    parts = [hash_ngrams(f, n, num_buckets, seed) for f in fields if f]
-    share = _fair_share([len(ids) for ids in parts], max_length)
-    return [i for ids, k in zip(parts, share) for i in ids[:k]]
+    parts = [(i + 1, hash_ngrams(f, n, num_buckets, seed)) for i, f in enumerate(fields) if f]
+    share = _fair_share([len(ids) for _, ids in parts], max_length)
+    ids = [g for (_, grams), k in zip(parts, share) for g in grams[:k]]
+    field_ids = [field for (field, grams), k in zip(parts, share) for _ in grams[:k]]
+    return ids, field_ids

@@ -76,7 +76,8 @@ class LabelConfig:
     """Hashtag and query label vocabularies and their weights.
 
     The mass of a positive label j of video i is ``m_ij = idf_j * (1 + ln(1 + clicks_ij)) * f_i``
-    (clicks for queries only; freshness ``f_i = 0.5 ** (age_i / half_life_days)``, 1 when off). The
+    (clicks for queries only, 1 each with ``clicks=False``; freshness ``f_i = 0.5 ** (age_i / half_life_days)``,
+    1 when off). The
     batch keys ``hashtag_weights`` / ``query_weights`` hold, by ``weighting``
     (:func:`mmemb.data.labels.normalize_weights`):
 
@@ -93,6 +94,10 @@ class LabelConfig:
     hashtag_min_freq: int = 5  # a hashtag enters the vocabulary when this many training videos use it
     query_min_freq: int = 5  # same for queries
     clean: bool = True  # remove boilerplate hashtags (rules + spread over categories), see labels.CleaningConfig
+    # query masses scale by 1 + ln(1 + clicks); False: every query of a video counts as one click (the
+    # click factor is then the same for all, which the weightings normalise away); applied to the manifest's
+    # records by the data module
+    clicks: bool = True
     half_life_days: float | None = None  # freshness: label masses halve every this many days of age (None = off)
     weighting: LabelWeighting = "bce_global"  # label masses -> hashtag_weights/query_weights (see above)
     graph_measure: Literal["cond_prob", "pmi", "npmi"] = "npmi"  # edge weight of the tag co-occurrence graph

@@ -11,6 +11,10 @@ the CSV logs (``metrics.csv``) and the checkpoints (``checkpoints/``: best by
 ``val/t2v_r1_category``, and ``last.ckpt``). :func:`place_run_outputs` gives the logger that folder
 unless a logger ``save_dir`` is given explicitly (which then holds the logs, ``config.yaml`` and the
 checkpoints). ``mmemb eval --run <default_root_dir>`` finds the newest version's best checkpoint.
+On data whose validation videos have no clip (text-only manifests such as imported KuaiRec) a
+video-text retrieval monitor would be NaN: ``fit`` switches it to ``val/hashtag_map`` (a logged
+warning) or stops with a :class:`~mmemb.errors.ConfigError` naming the options
+(:mod:`mmemb.lit.monitor`).
 
 Configuration values rejected while the model, data module or trainer are built (a check in a
 config dataclass or a constructor) raise :class:`~mmemb.errors.ConfigError`, naming the config
@@ -35,6 +39,7 @@ from ..data.manifest import ManifestError  # noqa: E402
 from ..errors import ConfigError, InputError  # noqa: E402
 from .loggers import RunCSVLogger  # noqa: E402
 from .module import EmbeddingModule  # noqa: E402
+from .monitor import adapt_checkpoint_monitors, validation_content  # noqa: E402
 
 __all__ = ["MMEmbCLI", "MODEL_CLASS_PATH", "RUN_LOGGER", "place_run_outputs", "main"]
 
@@ -107,6 +112,16 @@ class MMEmbCLI(LightningCLI):
             raise ConfigError(f"bad configuration value ({_sources(self._parsed())}): {message}") from exc
         finally:  # the saved config.yaml keeps the logger as given (save_dir null: the run folder), so that
             trainer["logger"] = given  # rerunning it with another default_root_dir moves the whole run
+
+    def before_fit(self) -> None:
+        """Checkpoint monitors that the validation split can compute
+        (:func:`~mmemb.lit.monitor.adapt_checkpoint_monitors`)."""
+        dm = self.datamodule
+        if not isinstance(dm, VideoDataModule) or self.trainer.fast_dev_run:  # fast_dev_run saves no checkpoint
+            return
+        content = validation_content(dm.splits["val"], dm.vocabs)
+        source = f"manifest {dm.manifest_path()}; {_sources(self._parsed())}"
+        adapt_checkpoint_monitors(self.trainer.callbacks, content, dm.num_hashtags, source)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:

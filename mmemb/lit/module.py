@@ -11,6 +11,10 @@ from ``loss_weights`` is not computed, nor one whose head is off or whose data i
 * ``hashtag_bce``, ``query_bce``: TF-IDF weighted multi-label BCE of the label heads, over the rows
   that carry at least one label (label weighting ``bce_global`` or ``uniform``); or ``hashtag_ce``,
   ``query_ce``: softmax cross-entropy against each row's target distribution (``softmax``);
+* ``text_views``: NT-Xent between two text views of the same video, its caption alone and its cover
+  text alone (:func:`text_field_view`: the other fields' tokens and n-grams left out), over the rows
+  that have both (only those are encoded; :func:`mmemb.losses.text_view_infonce`); a text-side
+  contrastive objective that needs no video (off unless weighted: 0 in :data:`DEFAULT_LOSS_WEIGHTS`);
 * ``keyword``: cross-entropy of the masked keywords (highest-IDF words, :mod:`mmemb.models.keywords`),
   predicted from a second fusion pass over the masked text; every other term reads the clean text
   (see :class:`~mmemb.models.model.EmbeddingModel`). The dataset workers choose the keywords
@@ -45,8 +49,8 @@ import torch
 from ..data.augment import AugmentConfig, two_views
 from ..data.datamodule import VideoDataModule
 from ..eval.metrics import retrieval_metrics
-from ..losses import (clip_infonce_global, keyword_mask_loss, nt_xent, soft_target_cross_entropy, total_loss,
-                      weighted_multilabel_bce)
+from ..losses import (clip_infonce_global, keyword_mask_loss, nt_xent, soft_target_cross_entropy, text_view_infonce,
+                      total_loss, weighted_multilabel_bce)
 from ..models.config import apply_overrides
 from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords
 from ..models.registry import create_model, get_model_config
@@ -55,16 +59,19 @@ from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero
 from .optim import configure_warmup_cosine
 from .resume import fix_loop_progress
 
-__all__ = ["EmbeddingModule", "DEFAULT_LOSS_WEIGHTS", "augment_generator", "PROGRESS_METRICS", "first_occurrences"]
+__all__ = ["EmbeddingModule", "DEFAULT_LOSS_WEIGHTS", "augment_generator", "PROGRESS_METRICS", "first_occurrences",
+           "text_field_view", "has_field"]
 
 log = logging.getLogger(__name__)
 
 # the label terms are ``<name>_bce`` (label weighting bce_global / uniform) or ``<name>_ce`` (softmax)
 DEFAULT_LOSS_WEIGHTS = {"clip_v2t": 0.5, "clip_t2v": 0.5, "simclr": 0.5, "hashtag_bce": 1.0, "query_bce": 1.0,
-                        "hashtag_ce": 1.0, "query_ce": 1.0, "keyword": 0.5}
+                        "hashtag_ce": 1.0, "query_ce": 1.0, "keyword": 0.5, "text_views": 0.0}
 LabelWeighting = Literal["softmax", "bce_global", "uniform"]
 MASK_ID = 4  # [MASK] in a TextTokenizer vocabulary (SPECIAL_TOKENS order); the data's tokenizer is used when known
 PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")  # also shown in the progress bar
+CAPTION_FIELD, COVER_FIELD = 1, 2  # text_field_ids of the caption and the cover text (mmemb.data.vocab.TEXT_FIELDS)
+TEXT_VIEW_KEYS = ("text_ids", "text_attention", "text_field_ids", "text_ngrams", "text_ngram_field_ids")
 
 
 def augment_generator(seed: int, rank: int, step: int, micro_batch: int) -> torch.Generator:
@@ -86,6 +93,25 @@ class _IdTokenizer:
 def _plain(x: Any) -> Any:
     """Dataclasses -> dicts (checkpoints then load with ``weights_only=True``)."""
     return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+
+
+def has_field(batch: dict[str, Any], field: int) -> torch.Tensor:
+    """``(B,)`` bool: the rows whose text has a token of ``field`` (a ``text_field_ids`` value)."""
+    return ((batch["text_field_ids"] == field) & batch["text_attention"].bool()).any(dim=1)
+
+
+def text_field_view(batch: dict[str, Any], field: int) -> dict[str, torch.Tensor]:
+    """The text inputs of ``batch`` restricted to one field (``field``: its ``text_field_ids`` value, e.g.
+    :data:`CAPTION_FIELD`): ``[CLS]``, that field's tokens and its ``[SEP]`` attend (the positions stay
+    where they are), the n-grams of the other fields are dropped (with ``text_ngram_field_ids``; without
+    it the view has no n-gram bag), and ``text_mask`` holds for the rows where the field has a token."""
+    fields = batch["text_field_ids"]  # (B, L)
+    attention = batch["text_attention"] * ((fields == field) | (fields == 0)).long()  # (B, L) [CLS] + field
+    view = {"text_ids": batch["text_ids"], "text_attention": attention, "text_field_ids": fields,
+            "text_mask": has_field(batch, field)}
+    if batch.get("text_ngrams") is not None and batch.get("text_ngram_field_ids") is not None:
+        view["text_ngrams"] = batch["text_ngrams"] * (batch["text_ngram_field_ids"] == field).long()  # (B, G)
+    return view
 
 
 def first_occurrences(ids: list[str]) -> torch.Tensor:
@@ -112,6 +138,7 @@ class EmbeddingModule(pl.LightningModule):
         warmup_fraction, min_lr_ratio: warmup + cosine schedule (:func:`mmemb.lit.optim.warmup_cosine`).
         loss_weights: weight per term (default :data:`DEFAULT_LOSS_WEIGHTS`); 0 or absent disables a term.
         simclr_temperature: NT-Xent temperature.
+        text_view_temperature: temperature of the ``text_views`` term (caption vs cover text).
         augment: augmentation strength of the SimCLR views (None = ``AugmentConfig()``).
         augment_seed: seed of the augmentations (see :func:`augment_generator`), >= 0.
         keywords: keyword selection (None = ``KeywordConfig()``).
@@ -143,6 +170,7 @@ class EmbeddingModule(pl.LightningModule):
         keywords: KeywordConfig | dict | None = None,
         label_neg_weight: float = 1.0,
         label_weighting: LabelWeighting = "bce_global",
+        text_view_temperature: float = 0.1,
     ):
         super().__init__()
         if not 0 <= warmup_fraction < 1:
@@ -153,6 +181,8 @@ class EmbeddingModule(pl.LightningModule):
             raise ValueError(f"optimizer must be 'adamw' or 'lamb', got {optimizer!r}")
         if simclr_temperature <= 0:
             raise ValueError(f"simclr_temperature must be > 0, got {simclr_temperature}")
+        if text_view_temperature <= 0:
+            raise ValueError(f"text_view_temperature must be > 0, got {text_view_temperature}")
         if augment_seed < 0:
             raise ValueError(f"augment_seed must be >= 0, got {augment_seed}")
         weights = dict(DEFAULT_LOSS_WEIGHTS if loss_weights is None else loss_weights)
@@ -316,6 +346,8 @@ class EmbeddingModule(pl.LightningModule):
             z2 = self.model.encode_video(view2)
             ok = out["video_mask"] & (z2 != 0).any(dim=-1)
             terms.update(nt_xent(out["video"], z2, self.hparams.simclr_temperature, ok))
+        if self._weight("text_views") > 0 and batch.get("text_field_ids") is not None:
+            terms.update(self._text_view_term(batch))
         softmax = self.hparams.label_weighting == "softmax"
         for name in ("hashtag", "query"):
             key = f"{name}_logits"
@@ -339,6 +371,17 @@ class EmbeddingModule(pl.LightningModule):
         from the batch the model saw (``inputs``: the first augmented view when SimCLR is on) and its
         outputs ``out``; ``batch_idx`` None = an evaluation step. None here."""
         return {}
+
+    def _text_view_term(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``text_views`` over the rows that have both a caption and a cover text (only those are encoded:
+        two extra text-tower passes over a quarter of the batch on KuaiRec rather than over all of it)."""
+        rows = (has_field(batch, CAPTION_FIELD) & has_field(batch, COVER_FIELD)).nonzero().flatten()  # (P,)
+        if rows.numel() == 0:
+            return {"text_views": torch.zeros((), device=batch["text_ids"].device)}
+        sub = {k: batch[k][rows] for k in TEXT_VIEW_KEYS if batch.get(k) is not None}  # (P, ...) each
+        caption, cover = text_field_view(sub, CAPTION_FIELD), text_field_view(sub, COVER_FIELD)
+        return text_view_infonce(self.model.encode_text(caption), self.model.encode_text(cover),
+                                 self.hparams.text_view_temperature)
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return total_loss(terms, {k: self._weight(k) for k in terms})

@@ -5,8 +5,8 @@ text (highest IDF over the training texts) and predicts them from the video and 
 
 * :func:`token_idf`: token-level IDF from the training texts' token ids;
 * :func:`word_spans`: WordPiece tokens -> whole words (``##`` pieces join their word; runs of CJK
-  characters, one token each, are segmented into words by ``jieba`` when it is installed, else cut into
-  fixed 2-character spans);
+  characters, one token each, are segmented into words by ``jieba``, a dependency, or, with
+  ``cjk="pairs"`` (to measure what the dictionary brings), cut into fixed 2-character spans);
 * :func:`select_keywords`: the positions to mask and the target ids of each text;
 * :func:`apply_mask` / :func:`gather_slots`: replace the chosen tokens by ``[MASK]``; pick the
   encoder's hidden states at the masked slots, aligned with the targets;
@@ -36,8 +36,9 @@ __all__ = [
     "keyword_targets",
 ]
 
-CjkSegmenter = Literal["auto", "jieba", "pairs"]
-PAIR_SPAN = 2  # characters per word of the fallback CJK segmentation
+CjkSegmenter = Literal["jieba", "pairs"]
+CJK_SEGMENTERS = ("jieba", "pairs")
+PAIR_SPAN = 2  # characters per word of the "pairs" CJK segmentation
 
 
 class _Tokenizer(Protocol):  # what select_keywords needs of mmemb.data.text.TextTokenizer
@@ -52,7 +53,9 @@ class KeywordConfig:
     mask_ratio: float = 0.3  # and at most this share of the text's real tokens (floor; short texts may get none)
     method: Literal["tfidf"] = "tfidf"  # rank words by IDF (a word's score is the max IDF of its tokens)
     min_idf: float = 0.0  # words scoring below this are never masked
-    cjk: CjkSegmenter = "auto"  # CJK runs -> words: "jieba" (must be installed), "pairs" (2-char spans), "auto"
+    # CJK runs -> words: "jieba" (dictionary words) or "pairs" (fixed 2-character spans, the comparison).
+    # "auto" (the default of earlier versions, saved in their checkpoints: jieba when installed) reads as "jieba"
+    cjk: CjkSegmenter = "jieba"
 
     def __post_init__(self) -> None:
         if self.max_keywords < 0:
@@ -61,8 +64,10 @@ class KeywordConfig:
             raise ValueError(f"KeywordConfig.mask_ratio must lie in [0, 1], got {self.mask_ratio}")
         if self.method != "tfidf":
             raise ValueError(f"KeywordConfig.method must be 'tfidf', got {self.method!r}")
-        if self.cjk not in ("auto", "jieba", "pairs"):
-            raise ValueError(f"KeywordConfig.cjk must be 'auto', 'jieba' or 'pairs', got {self.cjk!r}")
+        if self.cjk == "auto":
+            self.cjk = "jieba"
+        if self.cjk not in CJK_SEGMENTERS:
+            raise ValueError(f"KeywordConfig.cjk must be 'jieba' or 'pairs', got {self.cjk!r}")
 
 
 def token_idf(token_id_lists: Sequence[Sequence[int]], vocab_size: int) -> torch.Tensor:
@@ -82,38 +87,38 @@ def _is_cjk(token: str) -> bool:
     return len(token) == 1 and unicodedata.name(token, "").startswith(("CJK UNIFIED", "CJK COMPATIBILITY IDEOGRAPH"))
 
 
-def _jieba() -> Any | None:
-    """The ``jieba`` module, or ``None`` when it is not installed."""
+def _jieba() -> Any:
+    """The ``jieba`` module (a dependency of mmemb; ``ImportError`` naming it when it is missing)."""
     try:
         module = importlib.import_module("jieba")
     except ImportError:
-        return None
+        raise ImportError("Chinese whole-word masking needs jieba, a dependency of mmemb: pip install jieba "
+                          "(or KeywordConfig.cjk='pairs' for 2-character spans)") from None
     if hasattr(module, "setLogLevel"):
         module.setLogLevel(60)  # no "Building prefix dict..." chatter
     return module
 
 
 def _segment_cjk(run: str, cjk: CjkSegmenter) -> list[int]:
-    """Word lengths (in characters) of a run of CJK characters."""
-    seg = None if cjk == "pairs" else _jieba()
-    if seg is None and cjk == "jieba":
-        raise ImportError("KeywordConfig.cjk='jieba' but jieba is not installed (pip install jieba)")
-    if seg is not None:
-        lengths = [len(w) for w in seg.lcut(run, HMM=False) if w]
+    """Word lengths (in characters) of a run of CJK characters: jieba's dictionary words, or fixed
+    2-character spans for ``"pairs"`` (also, as a safeguard, for a run that jieba's words would not
+    cover exactly)."""
+    if cjk == "jieba":
+        lengths = [len(w) for w in _jieba().lcut(run, HMM=False) if w]
         if sum(lengths) == len(run):
             return lengths
     return [min(PAIR_SPAN, len(run) - i) for i in range(0, len(run), PAIR_SPAN)]
 
 
-def word_spans(token_strings: Sequence[str], cjk: CjkSegmenter = "auto") -> list[tuple[int, int]]:
+def word_spans(token_strings: Sequence[str], cjk: CjkSegmenter = "jieba") -> list[tuple[int, int]]:
     """Whole words of a WordPiece token sequence as ``(start, end)`` position spans (end exclusive).
 
     * a ``##`` piece joins the word before it (unless that is a special token);
     * consecutive single-character CJK tokens form a run, cut into words by ``jieba.lcut(run,
-      HMM=False)`` (``cjk="auto"`` when installed, or ``"jieba"``) or else, without a dictionary, into
-      fixed spans of 2 characters from the start of the run (the last may have 1): ``视频搞笑`` ->
-      ``视频`` ``搞笑``, ``猫咪很`` -> ``猫咪`` ``很``. The fallback cuts some words wrongly but
-      keeps the mask unit close to the typical 2-character Chinese word;
+      HMM=False)`` (``cjk="jieba"``) or, with ``cjk="pairs"`` (no dictionary), into fixed spans of 2
+      characters from the start of the run (the last may have 1): ``视频搞笑`` -> ``视频`` ``搞笑``,
+      ``猫咪很`` -> ``猫咪`` ``很``. Pairs cut some words wrongly but keep the mask unit close to the
+      typical 2-character Chinese word;
     * any other token (a Latin word start, a digit run, punctuation, an emoji) starts a word;
     * special tokens (``[CLS]``, ``[SEP]``, ``[PAD]``, ``[MASK]``, ``[UNK]``) belong to no word and split runs.
 

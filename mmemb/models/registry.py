@@ -97,6 +97,19 @@ def teacher_small() -> ModelConfig:
 
 
 @register_model
+def teacher_text_small() -> ModelConfig:
+    """For text-only corpora (KuaiRec: captions, cover texts, hashtags; no clips): ``teacher_small``'s
+    text tower (2-layer BERT of width 128), n-gram bag, hashtag head over the tag GCN and keyword head,
+    without the audio tower and the cross-attention fusion (nothing to fuse the text with: the heads
+    read the text through channel attention). The visual tower is a one-block stub of width 32 on
+    16 px frames: every row's video is masked, so it only costs one 1-patch ViT pass per step."""
+    return dataclasses.replace(
+        teacher_small(),
+        vision=VisionConfig(frame_size=16, patch_size=16, width=32, depth=1, heads=1, fusion_depths=[0]),
+        use_audio=False, use_fusion="none")
+
+
+@register_model
 def teacher_small_minilm() -> ModelConfig:
     """``teacher_small`` with the text tower of all-MiniLM-L6-v2 (6 x 384, 12 heads), initialised from
     its pretrained weights (``text.init="minilm"``; train with ``data.text.base_vocab: minilm``)."""

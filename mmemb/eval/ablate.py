@@ -1,0 +1,275 @@
+"""Ablations over seeds: train and evaluate a config and each ablation overlay with several seeds, and
+tell which differences exceed the seed spread.
+
+    mmemb eval ablate --config configs/kuairec_text.yaml --ablations configs/ablations/no_*.yaml \\
+        --seeds 3 --out runs/ablate_kuairec --fit-args --trainer.max_epochs 4
+
+Every (config, seed) is one run in ``OUT/<name>/seed<s>/`` (``name``: ``full`` for the config alone, else
+the overlay's file stem; the overlay is given after the config, ``--config C --config A``):
+
+1. ``mmemb fit`` in a subprocess with ``--seed_everything <s>`` and ``--trainer.default_root_dir`` the run
+   folder (the fit arguments follow), its output in ``fit.log``;
+2. ``mmemb eval tasks --run <folder> --split test`` (the best checkpoint: retrieval, hashtag and
+   category-probe metrics; :mod:`mmemb.eval.checkpoint`), output in ``eval.log``, files in ``eval/``;
+3. ``result.json``: the run's metrics and timings, written last (atomically): a run is finished when it
+   exists. A rerun of the command skips finished runs and restarts unfinished ones from scratch (their
+   folder is cleared).
+
+The seed changes the initialisation, the shuffle and the augmentations (``seed_everything``); the data
+split (``data.split.seed``) stays, so every run is scored on the same test videos.
+
+The table (``ablation.md``, ``ablation.json``) holds, per config and metric, the mean and the sample
+standard deviation (``ddof=1``) over the seeds, and for an ablation its difference to the full model,
+which *exceeds the seed spread* when ``|mean_ablation - mean_full| > max(std_full, std_ablation)`` (a
+rule of thumb, not a test: with 3 seeds a Welch t-test has little power; with one seed there is no
+spread and the verdict is ``n/a``).
+
+No Lightning here: the training and evaluation run as subprocesses (``python -m mmemb.cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "plan_runs", "fit_command", "eval_command", "run_one",
+           "run_all", "summarize", "markdown_table", "write_tables", "ablate"]
+
+FULL = "full"  # the name of the config without an overlay
+RESULT = "result.json"  # a run is finished when this file exists
+# the metrics of the table, those with a value in some run (retrieval needs clips, the probes a category)
+DEFAULT_METRICS = ("hashtag_map", "hashtag_p1", "hashtag_r5", "probe_multimodal_accuracy", "probe_video_accuracy",
+                   "t2v_r1_category", "v2t_r1_category", "t2v_r1_instance")
+MMEMB = (sys.executable, "-m", "mmemb.cli")  # the mmemb command of this interpreter
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """One training + evaluation: a config set and a seed."""
+
+    name: str  # FULL or the overlay's file stem
+    seed: int
+    configs: tuple[Path, ...]  # the config, then the overlay (if any)
+    folder: Path  # OUT/<name>/seed<seed>
+
+    @property
+    def result_file(self) -> Path:
+        return self.folder / RESULT
+
+    @property
+    def finished(self) -> bool:
+        return self.result_file.exists()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} seed{self.seed}"
+
+
+def plan_runs(config: str | Path, ablations: Sequence[str | Path], seeds: int, out: str | Path) -> list[AblationRun]:
+    """The runs: the full config and each overlay, for seeds ``0 .. seeds-1`` (config-major order)."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    config, out = Path(config), Path(out)
+    sets: list[tuple[str, tuple[Path, ...]]] = [(FULL, (config,))]
+    for overlay in map(Path, ablations):
+        if overlay.resolve() == config.resolve():
+            continue  # a glob that also matches the config itself
+        if overlay.stem == FULL or overlay.stem in {name for name, _ in sets}:
+            raise ValueError(f"ablation {overlay}: the name {overlay.stem!r} is taken (the full model is {FULL!r}; "
+                             "overlay file names must differ)")
+        sets.append((overlay.stem, (config, overlay)))
+    for _, files in sets:
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"config not found: {f}")
+    return [AblationRun(name, seed, files, out / name / f"seed{seed}") for name, files in sets for seed in range(seeds)]
+
+
+def fit_command(run: AblationRun, fit_args: Sequence[str] = (), mmemb: Sequence[str] = MMEMB) -> list[str]:
+    """``mmemb fit`` of ``run``: its configs, seed and folder (then ``fit_args``, which win)."""
+    cmd = [*mmemb, "fit"]
+    for cfg in run.configs:
+        cmd += ["--config", str(cfg)]
+    return cmd + [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run.folder}",
+                  "--trainer.enable_progress_bar=false", *fit_args]
+
+
+def eval_command(run: AblationRun, split: str = "test", probe: bool = True,
+                 mmemb: Sequence[str] = MMEMB) -> list[str]:
+    """``mmemb eval tasks`` of ``run``'s best checkpoint on ``split`` (files in ``<folder>/eval``)."""
+    cmd = [*mmemb, "eval", "tasks", "--run", str(run.folder), "--split", split, "--out", str(run.folder / "eval"),
+           "--no-progress", "--no-plot"]
+    return cmd + ([] if probe else ["--no-probe"])
+
+
+def _run_logged(cmd: list[str], log: Path, what: str) -> float:
+    """Run ``cmd`` with its output in ``log``; seconds taken. A failure raises naming the log."""
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
+    if code != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"{what} failed (exit status {code}), see {log}: {tail[0][:300]}")
+    return time.perf_counter() - t0
+
+
+def run_one(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test", probe: bool = True,
+            mmemb: Sequence[str] = MMEMB) -> dict:
+    """Train and evaluate ``run`` from scratch (its folder cleared first); writes and returns its result."""
+    if run.folder.exists():
+        shutil.rmtree(run.folder)
+    run.folder.mkdir(parents=True)
+    fit_s = _run_logged(fit_command(run, fit_args, mmemb), run.folder / "fit.log", f"{run.label}: mmemb fit")
+    eval_s = _run_logged(eval_command(run, split, probe, mmemb), run.folder / "eval.log",
+                         f"{run.label}: mmemb eval tasks")
+    evaluated = json.loads((run.folder / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    result = {"name": run.name, "seed": run.seed, "configs": [str(c) for c in run.configs], "split": split,
+              "checkpoint": evaluated.get("checkpoint"), "fit_seconds": round(fit_s, 1),
+              "eval_seconds": round(eval_s, 1), "metrics": evaluated["metrics"]}
+    tmp = run.result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, run.result_file)  # the run counts as finished only once the whole file is there
+    return result
+
+
+def run_all(runs: Sequence[AblationRun], fit_args: Sequence[str] = (), split: str = "test", probe: bool = True,
+            mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print) -> list[dict]:
+    """Every run in order, finished ones read back instead of rerun; one progress line per run."""
+    results = []
+    width = len(str(len(runs)))
+    for i, run in enumerate(runs, 1):
+        head = f"[{i:>{width}}/{len(runs)}] {run.label}"
+        if run.finished:
+            results.append(json.loads(run.result_file.read_text(encoding="utf-8")))
+            say(f"{head} ... finished before, not rerun")
+            continue
+        t0 = time.perf_counter()
+        results.append(run_one(run, fit_args, split, probe, mmemb))
+        say(f"{head} ... done in {time.perf_counter() - t0:.0f} s")
+    return results
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass
+class Cell:
+    """One config x metric: the values of its seeds, their mean and sample std, the difference to the full
+    model and whether it exceeds the seed spread."""
+
+    values: list[float]
+    mean: float
+    std: float  # sample std (ddof=1); nan with one value
+    diff: float | None = None  # mean - the full model's mean (None for the full model)
+    exceeds_spread: bool | None = None  # |diff| > max(std_full, std); None: full model or no spread (1 seed)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    return mean, std
+
+
+def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> dict:
+    """``{"configs": [...], "metrics": [...], "cells": {config: {metric: Cell}}, "seeds": {config: [...]}}``
+    from the runs' results (config order as given, the full model first). A metric enters the table when
+    some run has a value for it; a run without one (null) is left out of that cell."""
+    names: list[str] = []
+    for r in results:
+        if r["name"] not in names:
+            names.append(r["name"])
+    if FULL in names:
+        names.remove(FULL)
+        names.insert(0, FULL)
+    wanted = list(metrics) if metrics else list(DEFAULT_METRICS)
+    present = [m for m in wanted if any(r["metrics"].get(m) is not None for r in results)]
+    cells: dict[str, dict[str, Cell]] = {}
+    for name in names:
+        runs = [r for r in results if r["name"] == name]
+        cells[name] = {}
+        for m in present:
+            values = [float(r["metrics"][m]) for r in runs if r["metrics"].get(m) is not None]
+            cells[name][m] = Cell(values, *_mean_std(values))
+    if FULL in cells:
+        for name in names[1:]:
+            for m in present:
+                full, cell = cells[FULL][m], cells[name][m]
+                if not cell.values or not full.values:
+                    continue
+                cell.diff = cell.mean - full.mean
+                spread = max(full.std, cell.std)
+                cell.exceeds_spread = None if math.isnan(spread) else abs(cell.diff) > spread
+    seeds = {name: sorted({int(r["seed"]) for r in results if r["name"] == name}) for name in names}
+    return {"configs": names, "metrics": present, "cells": cells, "seeds": seeds}
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "nan" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def markdown_table(summary: dict) -> str:
+    """One row per config, one column per metric: ``mean ± std`` and, for an ablation, ``(diff)`` with
+    ``*`` when the difference exceeds the seed spread."""
+    metrics = summary["metrics"]
+    lines = ["| config | seeds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for name in summary["configs"]:
+        row = []
+        for m in metrics:
+            cell = summary["cells"][name][m]
+            if not cell.values:
+                row.append("")
+                continue
+            text = _fmt(cell.mean) if math.isnan(cell.std) else f"{_fmt(cell.mean)} ± {_fmt(cell.std)}"
+            if cell.diff is not None:
+                text += f" ({cell.diff:+.3f}{'*' if cell.exceeds_spread else ''})"
+            row.append(text)
+        lines.append(f"| {name} | {len(summary['seeds'][name])} | " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("mean ± sample std over the seeds (no std with one seed); (difference to `full`), `*`: "
+                 "|difference| > max(std of full, std of the ablation), i.e. larger than the seed spread")
+    return "\n".join(lines)
+
+
+def _json_float(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def write_tables(summary: dict, results: Sequence[dict], out: str | Path) -> list[Path]:
+    """``ablation.md`` (the table) and ``ablation.json`` (the table's numbers and every run's metrics)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = {name: {m: {"values": c.values, "mean": _json_float(c.mean), "std": _json_float(c.std),
+                        "diff": _json_float(c.diff), "exceeds_spread": c.exceeds_spread}
+                    for m, c in summary["cells"][name].items()} for name in summary["configs"]}
+    doc = {"rule": "exceeds_spread: |mean - mean_full| > max(std_full, std) (sample std over seeds)",
+           "configs": summary["configs"], "metrics": summary["metrics"], "seeds": summary["seeds"], "table": table,
+           "runs": list(results)}
+    md, js = out / "ablation.md", out / "ablation.json"
+    md.write_text(markdown_table(summary) + "\n", encoding="utf-8")
+    js.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    return [md, js]
+
+
+def ablate(config: str | Path, ablations: Sequence[str | Path], seeds: int, out: str | Path,
+           fit_args: Sequence[str] = (), split: str = "test", probe: bool = True, metrics: Sequence[str] | None = None,
+           mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print) -> dict:
+    """Plan, run (resumably), summarise and write the tables; returns ``summary``, ``results``, ``files``."""
+    runs = plan_runs(config, ablations, seeds, out)
+    say(f"{len(runs)} runs ({len(runs) // seeds} configs x {seeds} seeds) in {out}")
+    results = run_all(runs, fit_args, split, probe, mmemb, say)
+    summary = summarize(results, metrics)
+    files = write_tables(summary, results, out)
+    return {"summary": summary, "results": results, "files": [str(f) for f in files]}

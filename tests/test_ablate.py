@@ -1,0 +1,145 @@
+"""The ablation runner (:mod:`mmemb.eval.ablate`): configs x seeds, resumable, mean ± std and the seed-spread rule.
+
+The planning, resuming and table logic run against a stand-in ``mmemb`` (a small script that writes the
+files the real commands write); one test runs the real ``mmemb fit`` / ``mmemb eval tasks`` on a tiny
+config, 2 configs x 2 seeds, and runs the command a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import textwrap
+
+import pytest
+from conftest import REPO
+
+from mmemb.cli.eval import main as eval_main
+from mmemb.eval.ablate import FULL, ablate, plan_runs, summarize
+
+CONFIGS = REPO / "configs"
+
+FAKE = textwrap.dedent('''
+    """Stand-in for `mmemb`: fit writes nothing but a marker; eval writes metrics from the seed and the config."""
+    import json, sys
+    from pathlib import Path
+    argv = sys.argv[1:]
+    if argv[0] == "fit":
+        root = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--trainer.default_root_dir=")))
+        seed = int(next(a.split("=", 1)[1] for a in argv if a.startswith("--seed_everything=")))
+        ablated = sum(a == "--config" for a in argv) > 1
+        (root / "fitted.json").write_text(json.dumps({"seed": seed, "ablated": ablated}))
+        with open(root.parent.parent / "calls.log", "a") as fh:
+            fh.write(f"fit {root.parent.name} {seed}\\n")
+    else:
+        run, out = Path(argv[argv.index("--run") + 1]), Path(argv[argv.index("--out") + 1])
+        fitted = json.loads((run / "fitted.json").read_text())
+        out.mkdir(parents=True, exist_ok=True)
+        base = 0.5 - 0.2 * fitted["ablated"]
+        metrics = {"hashtag_map": base + 0.01 * fitted["seed"] ** 2, "t2v_r1_category": None}
+        (out / "metrics.json").write_text(json.dumps({"checkpoint": "x.ckpt", "metrics": metrics}))
+''')
+
+
+@pytest.fixture()
+def fake_mmemb(tmp_path):
+    script = tmp_path / "fake_mmemb.py"
+    script.write_text(FAKE, encoding="utf-8")
+    return (sys.executable, str(script))
+
+
+def _overlay(tmp_path, name="lower_lr"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("model:\n  lr: 0.0003\n", encoding="utf-8")
+    return path
+
+
+def test_plan_names_runs_by_overlay_and_seed(tmp_path):
+    overlay = _overlay(tmp_path)
+    runs = plan_runs(CONFIGS / "tiny.yaml", [overlay, CONFIGS / "tiny.yaml"], 2, tmp_path / "out")
+    assert [r.label for r in runs] == ["full seed0", "full seed1", "lower_lr seed0", "lower_lr seed1"]
+    assert runs[3].folder == tmp_path / "out" / "lower_lr" / "seed1" and runs[3].configs[-1] == overlay
+    with pytest.raises(ValueError, match="'lower_lr' is taken"):
+        plan_runs(CONFIGS / "tiny.yaml", [overlay, overlay], 1, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        plan_runs(CONFIGS / "tiny.yaml", [tmp_path / "nope.yaml"], 1, tmp_path / "out")
+
+
+def _result(name, seed, value, other=None):
+    return {"name": name, "seed": seed, "metrics": {"hashtag_map": value, "t2v_r1_category": other}}
+
+
+def test_summary_mean_std_difference_and_the_spread_rule():
+    results = [_result(FULL, 0, 0.30), _result(FULL, 1, 0.34), _result(FULL, 2, 0.32),
+               _result("small", 0, 0.31), _result("small", 1, 0.29), _result("small", 2, 0.33),  # within spread
+               _result("big", 0, 0.20), _result("big", 1, 0.21), _result("big", 2, 0.19)]  # far below
+    summary = summarize(results)
+    assert summary["configs"] == [FULL, "small", "big"]
+    assert summary["metrics"] == ["hashtag_map"]  # t2v_r1_category has no value in any run
+    full, small, big = (summary["cells"][n]["hashtag_map"] for n in (FULL, "small", "big"))
+    assert full.mean == pytest.approx(0.32) and full.std == pytest.approx(statistics.stdev([0.30, 0.34, 0.32]))
+    assert small.diff == pytest.approx(-0.01) and small.exceeds_spread is False
+    assert big.diff == pytest.approx(-0.12) and big.exceeds_spread is True
+    assert full.diff is None and full.exceeds_spread is None
+    one_seed = summarize([_result(FULL, 0, 0.3), _result("x", 0, 0.1)])
+    assert math.isnan(one_seed["cells"][FULL]["hashtag_map"].std)
+    assert one_seed["cells"]["x"]["hashtag_map"].exceeds_spread is None  # no spread, no verdict
+
+
+def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
+    overlay, out, lines = _overlay(tmp_path), tmp_path / "out", []
+    first = ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append)
+    assert [ln.split(" ... ")[1].split(" in ")[0] for ln in lines[1:]] == ["done"] * 4
+    assert lines[1].startswith("[1/4] full seed0 ... done in ")
+    calls = (out / "calls.log").read_text().splitlines()
+    assert calls == ["fit full 0", "fit full 1", "fit lower_lr 0", "fit lower_lr 1"]
+    table = first["summary"]["cells"]
+    assert table[FULL]["hashtag_map"].values == pytest.approx([0.5, 0.51])
+    assert table["lower_lr"]["hashtag_map"].diff == pytest.approx(-0.2)
+    # a run whose result is missing (interrupted) restarts from a clean folder; the others are read back
+    (out / "lower_lr" / "seed1" / "result.json").unlink()
+    (out / "lower_lr" / "seed1" / "stale.txt").write_text("left by the interrupted run")
+    lines.clear()
+    ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append)
+    assert (out / "calls.log").read_text().splitlines()[4:] == ["fit lower_lr 1"]
+    assert sum("not rerun" in ln for ln in lines) == 3 and not (out / "lower_lr" / "seed1" / "stale.txt").exists()
+
+
+def test_a_failed_run_names_its_log(tmp_path):
+    with pytest.raises(RuntimeError, match=r"full seed0: mmemb fit failed \(exit status 1\), see .*fit\.log"):
+        ablate(CONFIGS / "tiny.yaml", [], 1, tmp_path / "out", mmemb=(sys.executable, "-c", "raise SystemExit(1)"),
+               say=lambda line: None)
+
+
+@pytest.mark.slow
+def test_ablate_command_on_a_tiny_config(kuairec_text_only, tmp_path, capsys):
+    """The real thing: `mmemb eval ablate` on tiny.yaml and an overlay, 2 seeds each, on text-only KuaiRec
+    data; the table's numbers are the mean and std of the runs' own metrics, and a second invocation
+    trains nothing."""
+    overlay, out = _overlay(tmp_path), tmp_path / "ablate"
+    fit_args = ["--fit-args", f"--data.manifest={kuairec_text_only}", "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=2", "--data.batch_size=16", "--data.num_workers=0",
+                "--data.labels.hashtag_min_freq=2", "--data.split.val_fraction=0.25"]
+    args = ["ablate", "--config", str(CONFIGS / "tiny.yaml"), "--ablations", str(overlay), "--seeds", "2",
+            "--out", str(out), "--no-probe", *fit_args]
+    eval_main(args)
+    printed = capsys.readouterr().out
+    assert "[4/4] lower_lr seed1 ... done in " in printed
+    doc = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
+    assert doc["configs"] == [FULL, "lower_lr"] and "hashtag_map" in doc["metrics"]
+    for name in (FULL, "lower_lr"):
+        per_run = [json.loads((out / name / f"seed{s}" / "result.json").read_text())["metrics"]["hashtag_map"]
+                   for s in (0, 1)]
+        cell = doc["table"][name]["hashtag_map"]
+        assert cell["values"] == per_run
+        assert cell["mean"] == pytest.approx(statistics.mean(per_run))
+        assert cell["std"] == pytest.approx(statistics.stdev(per_run))
+    full, ablated = doc["table"][FULL]["hashtag_map"], doc["table"]["lower_lr"]["hashtag_map"]
+    assert ablated["diff"] == pytest.approx(ablated["mean"] - full["mean"])
+    assert f"{full['mean']:.3f}" in (out / "ablation.md").read_text(encoding="utf-8")
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/**/*") if p.is_file()}
+    eval_main(args)  # resumable: every run is finished, nothing is trained or evaluated again
+    assert capsys.readouterr().out.count("finished before, not rerun") == 4
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/**/*") if p.is_file()} == stamps
