@@ -72,3 +72,23 @@ def test_readme_tables_real_data_block_keeps_the_tables_only():
     md = ("## Real-data benchmarks\n\nLinux, 2 CPU(s); total 1.0s; checkpoint /x/best.ckpt\n\n### tagging\n\n"
           "| method | map |\n|---|---:|\n| a | 0.1 |\n")
     assert tables.real_data_block(md) == "**tagging**\n\n| method | map |\n|---|---:|\n| a | 0.1 |"
+
+
+def test_distill_table_judges_each_target_on_the_means():
+    bench = _bench("distill_table")
+    row = lambda r1, r10, m: {"t2v_r1_category": r1, "v2t_r1_category": r1, "t2v_r10_category": r10,  # noqa: E731
+                              "v2t_r10_category": r10, "hashtag_map": m}
+    test = {"teacher": [row(0.5, 0.80, 0.60), row(0.5, 0.80, 0.60)],
+            "distilled student": [row(0.4, 0.77, 0.50), row(0.4, 0.77, 0.60)],  # R@10 96%, mAP 0.55 = 92%
+            "student without distillation": [row(0.3, 0.70, 0.40), row(0.3, 0.70, 0.40)]}
+    cost = {"teacher": {"ms_clip": 6.0, "ms_text": 1.0, "params": 8e6, "params_ngram_table": 4e6,
+                        "flops_clip": 1e8, "flops_text": 1e7},
+            "distilled student": {"ms_clip": 1.5, "ms_text": 0.8, "params": 6e6, "params_ngram_table": 4e6,
+                                  "flops_clip": 1e7, "flops_text": 1e7}}
+    lines = bench.targets(test, cost)
+    assert "t2v_r10_category: 0.770 / 0.800 = 96.2%: **met**" in lines[0]
+    assert "hashtag_map: 0.550 / 0.600 = 91.7%: **missed**" in lines[2]
+    assert "6.00 ms / 1.50 ms = 4.0x: **missed**" in lines[3]
+    assert "better on 5 of 5" in lines[4] and lines[4].endswith("**met**")
+    text = bench.table(test, cost, 2, "test machine")
+    assert "| distilled student | 0.400 ± 0.000 |" in text and "2 seeds (mean ± std)" in text

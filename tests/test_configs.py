@@ -20,7 +20,9 @@ from conftest import REPO
 from mmemb.lit.module import EmbeddingModule
 
 CONFIGS = REPO / "configs"
-STANDALONE = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+# configs that need a trained teacher (run by their own test below)
+NEEDS_TEACHER = {"distill.yaml"}
+STANDALONE = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name not in NEEDS_TEACHER)
 ABLATIONS = sorted(p.name for p in (CONFIGS / "ablations").glob("*.yaml"))
 STRATEGIES = sorted(p.name for p in (CONFIGS / "strategies").glob("*.yaml"))
 VARIANTS = sorted(p.name for p in (CONFIGS / "variants").glob("*.yaml"))
@@ -60,6 +62,7 @@ def _check_one_step(cli, root: Path) -> None:
 def test_the_config_lists_are_what_the_docs_name():
     assert {"quickstart.yaml", "first_model.yaml", "teacher_base.yaml", "teacher_tiny.yaml", "tiny.yaml"} \
         <= set(STANDALONE)
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == set(STANDALONE) | NEEDS_TEACHER
     assert {"no_audio.yaml", "no_fusion.yaml", "no_gcn.yaml", "no_hashtag_head.yaml", "no_keyword.yaml",
             "no_ngram_bag.yaml", "no_simclr.yaml"} <= set(ABLATIONS)
     assert {"ddp.yaml", "fsdp.yaml"} <= set(STRATEGIES)
@@ -82,6 +85,32 @@ def test_standalone_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch)
     if preset.startswith("two_tower_"):  # the first model: the towers and the video-text InfoNCE alone
         assert set(cli.trainer.callback_metrics) & {"train/simclr", "train/keyword", "train/hashtag_bce"} == set()
         assert cli.model.model.audio is None and cli.model.model.fusion is None
+
+
+def test_distill_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
+    """configs/distill.yaml distils student_small from a teacher_small (the quickstart's, trained one step
+    here) with its vocabularies, and logs every distillation term."""
+    from mmemb.lit.distill import DistillModule
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    teacher = tmp_path / "teacher"
+    train = _train_script()
+    train.main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.manifest", str(small_demo),
+                "--trainer.default_root_dir", str(teacher), "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+                "--trainer.num_sanity_val_steps=0", "--data.batch_size=4", "--data.num_workers=0",
+                "--trainer.enable_progress_bar=false", *CPU])
+    root = tmp_path / "student"
+    cli = _run([CONFIGS / "distill.yaml"], small_demo, root, *CPU, "--model.teacher_ckpt", str(teacher),
+               "--data.vocab_dir", str(teacher / "vocab"))
+    assert cli.trainer.global_step == 1
+    assert isinstance(cli.model, DistillModule) and cli.model.hparams.preset == "student_small"
+    assert cli.model.teacher is not None and cli.model.teacher.hparams.preset == "teacher_small"
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "train/distill_embed", "train/distill_relation", "train/distill_label",
+            "val/t2v_r1_category"} <= set(metrics)
+    assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size == cli.model.teacher.config.text.vocab_size
+    cfg = yaml.safe_load((CONFIGS / "distill.yaml").read_text(encoding="utf-8"))["model"]
+    assert cfg["class_path"] == "mmemb.lit.distill.DistillModule" and cfg["init_args"]["preset"] == "student_small"
 
 
 @pytest.mark.parametrize("name", ABLATIONS)

@@ -4,6 +4,7 @@
     mmemb eval tasks --ckpt runs/quickstart/version_0/checkpoints/last.ckpt --split val
     mmemb eval tasks --run runs/quickstart --config my_data.yaml      # another data section
     mmemb eval extract --run runs/quickstart --split all --out runs/quickstart/emb
+    mmemb eval extract --run runs/quickstart --split train --logits --out runs/quickstart/teacher_store
     mmemb eval sweep --store runs/quickstart/emb --out runs/quickstart/sweep --quick
     mmemb eval sweep --vectors db.npy --queries q.npy --out runs/sweep
     mmemb eval compare runs/first_model runs/quickstart --ensemble 1,2 --out runs/compare
@@ -101,7 +102,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     ckpt = _checkpoint(args)
     result = extract_checkpoint(ckpt, args.out, args.split, args.config, args.batch_size, args.num_workers,
                                 args.device, chunk_size=args.chunk_size, parquet=not args.no_parquet,
-                                show_progress=not args.no_progress)
+                                show_progress=not args.no_progress, logits=args.logits)
     print(f"\n{args.split} split, checkpoint {ckpt}: {result['added']} rows added, {result['before']} already stored\n")
     print(result["table"])
     print(f"\nwrote {', '.join(result['files'])}")
@@ -232,6 +233,9 @@ def build_parser(prog: str = "mmemb eval") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="store folder")
     p.add_argument("--chunk-size", type=int, default=4096, help="rows per stored chunk")
     p.add_argument("--no-parquet", action="store_true", help="do not export embeddings.parquet")
+    p.add_argument("--logits", action="store_true",
+                   help="also store the label heads' logits and the vocabulary fingerprint (the teacher store of "
+                        "offline distillation: mmemb fit --config configs/distill.yaml --model.teacher_store OUT)")
     _common(p)
     p.set_defaults(func=cmd_extract)
 

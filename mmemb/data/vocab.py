@@ -35,7 +35,7 @@ from .manifest import VideoRecord
 from .text import SPECIAL_TOKENS, TextTokenizer, strip_hashtags
 
 __all__ = ["TextConfig", "LabelConfig", "MassMeans", "Vocabularies", "record_texts", "record_label_ids",
-           "positive_mass_means", "text_token_idf"]
+           "positive_mass_means", "text_token_idf", "vocab_fingerprint"]
 
 TEXT_FIELDS = ("caption", "cover_text", "asr", "comments")
 
@@ -337,3 +337,15 @@ def summarize(vocabs: Vocabularies) -> dict[str, int]:
 
 def config_dict(text: TextConfig, labels: LabelConfig) -> dict:
     return {"text": asdict(text), "labels": asdict(labels)}
+
+
+def vocab_fingerprint(vocabs: Vocabularies) -> str:
+    """A SHA-1 of what a model's inputs and outputs depend on: the tokenizer's tokens in id order and
+    the hashtag and query labels in vocabulary order. Two runs whose fingerprints differ cannot share
+    token ids or label logits (e.g. a teacher and the student distilled from it)."""
+    import hashlib
+
+    tok = vocabs.tokenizer
+    content = {"tokens": [tok.id_to_token(i) for i in range(tok.vocab_size)],
+               "hashtags": list(vocabs.hashtags.labels), "queries": list(vocabs.queries.labels)}
+    return hashlib.sha1(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()

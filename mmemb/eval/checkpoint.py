@@ -146,10 +146,16 @@ def evaluate_checkpoint(ckpt: str | Path, config_path: Path | None = None, split
 
 def extract_checkpoint(ckpt: str | Path, out: str | Path, split: str = "test", config_path: Path | None = None,
                        batch_size: int | None = None, num_workers: int | None = None, device: str | None = None, *,
-                       chunk_size: int = 4096, parquet: bool = True, show_progress: bool = True) -> dict[str, Any]:
+                       chunk_size: int = 4096, parquet: bool = True, show_progress: bool = True,
+                       logits: bool = False) -> dict[str, Any]:
     """The embeddings of ``split`` (``train``/``val``/``test``, or ``all``) into the store at ``out``:
     resumable (only ids the store lacks are decoded); returns ``checkpoint``, ``split``, ``added``,
-    ``stored``, ``dims``, ``out``, ``table`` (Markdown: rows and zero rows per embedding), ``files``."""
+    ``stored``, ``dims``, ``out``, ``table`` (Markdown: rows and zero rows per embedding), ``files``.
+
+    With ``logits`` the store also holds the label heads' raw scores (``hashtag_logits``,
+    ``query_logits``, for the heads the model has) and its info the run's vocabulary fingerprint
+    (``vocab_fingerprint``, :func:`mmemb.data.vocab.vocab_fingerprint`): the teacher store of offline
+    distillation (:class:`mmemb.lit.distill.DistillModule`)."""
     from .store import EmbeddingStore, extract
 
     run = load_run(ckpt, config_path, batch_size, num_workers)
@@ -157,6 +163,10 @@ def extract_checkpoint(ckpt: str | Path, out: str | Path, split: str = "test", c
     module = run.module.to(dev).eval()
     splits = ("train", "val", "test") if split == "all" else (split,)
     info = {"checkpoint": str(Path(ckpt).resolve()), "split": split, "preset": run.preset}
+    if logits:
+        from ..data.vocab import vocab_fingerprint
+
+        info["vocab_fingerprint"] = vocab_fingerprint(run.datamodule.vocabs)
     store = EmbeddingStore(out, info=info)
     before = len(store)
     done = store.done_ids()  # resume: decode only what the store lacks
@@ -169,7 +179,7 @@ def extract_checkpoint(ckpt: str | Path, out: str | Path, split: str = "test", c
     @torch.inference_mode()
     def embed_fn(batch: dict) -> dict[str, torch.Tensor]:
         outputs = module({k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()})
-        names = ("video", "text", "multimodal")
+        names = ("video", "text", "multimodal") + (("hashtag_logits", "query_logits") if logits else ())
         return {n: outputs[n].float().cpu() for n in names if n in outputs}
 
     bar = report.progress(batches(), total=sum(len(ld) for ld in loaders), desc=f"extracting {split}",

@@ -36,8 +36,10 @@ from ..errors import ConfigError, InputError  # noqa: E402
 from .loggers import RunCSVLogger  # noqa: E402
 from .module import EmbeddingModule  # noqa: E402
 
-__all__ = ["MMEmbCLI", "RUN_LOGGER", "place_run_outputs", "main"]
+__all__ = ["MMEmbCLI", "MODEL_CLASS_PATH", "RUN_LOGGER", "place_run_outputs", "main"]
 
+# the model class of a config whose model section names none (the plain ``preset: ...`` layout)
+MODEL_CLASS_PATH = f"{EmbeddingModule.__module__}.{EmbeddingModule.__name__}"
 # the logger a run gets when its config names none: CSV logs in <default_root_dir>/version_N
 RUN_LOGGER = {"class_path": f"{RunCSVLogger.__module__}.{RunCSVLogger.__name__}"}
 
@@ -69,14 +71,19 @@ def _sources(config: Namespace) -> str:
 
 
 class MMEmbCLI(LightningCLI):
-    """LightningCLI of :class:`~mmemb.lit.module.EmbeddingModule` (every preset) whose model takes the
+    """LightningCLI of :class:`~mmemb.lit.module.EmbeddingModule` (every preset) or a subclass named by
+    ``model.class_path`` (``mmemb.lit.distill.DistillModule`` in ``configs/distill.yaml``; a config
+    without ``class_path`` gives its model arguments directly, as before), whose model takes the
     sizes of its text, hashtag and query vocabularies, the n-gram buckets and the label weighting from the data module (the
     label names, tag graph and keyword IDF are read from the data in ``setup``), and whose run writes
     everything under ``trainer.default_root_dir`` (:func:`place_run_outputs`)."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        # the model section is EmbeddingModule's arguments unless it names another class_path (a subclass:
+        # configs/distill.yaml's DistillModule)
+        parser.set_defaults({"model": {"class_path": MODEL_CLASS_PATH}})
         for key in ("vocab_size", "num_hashtags", "num_queries", "ngram_buckets", "label_weighting"):
-            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
 
     def _parsed(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -107,4 +114,4 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     or, with ``run=False``, only build the model, data module and trainer (no subcommand)."""
     kwargs: dict[str, Any] = dict(save_config_kwargs={"overwrite": True}, trainer_defaults={"logger": RUN_LOGGER},
                                   parser_kwargs={"exit_on_error": False})
-    return MMEmbCLI(EmbeddingModule, VideoDataModule, args=args, run=run, **kwargs)
+    return MMEmbCLI(EmbeddingModule, VideoDataModule, subclass_mode_model=True, args=args, run=run, **kwargs)

@@ -330,7 +330,15 @@ class EmbeddingModule(pl.LightningModule):
                                                          name, labelled))
         if kw is not None and "keyword_logits" in out:
             terms.update(keyword_mask_loss(out["keyword_logits"], *kw))
+        terms.update(self._extra_terms(main, out, batch_idx))
         return out, terms
+
+    def _extra_terms(self, inputs: dict[str, Any], out: dict[str, Any],
+                     batch_idx: int | None) -> dict[str, torch.Tensor]:
+        """Further loss terms of a subclass (e.g. distillation, :class:`mmemb.lit.distill.DistillModule`)
+        from the batch the model saw (``inputs``: the first augmented view when SimCLR is on) and its
+        outputs ``out``; ``batch_idx`` None = an evaluation step. None here."""
+        return {}
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return total_loss(terms, {k: self._weight(k) for k in terms})

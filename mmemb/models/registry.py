@@ -2,12 +2,15 @@
 
 >>> model = create_model("teacher_tiny", text={"vocab_size": 500}, heads={"num_hashtags": 20})
 >>> list_models()
-['teacher_base', 'teacher_small', 'teacher_small_minilm', 'teacher_tiny', 'two_tower_base', 'two_tower_small', 'two_tower_tiny']
+['student_small', 'student_tiny', 'teacher_base', 'teacher_small', 'teacher_small_minilm', 'teacher_tiny', 'two_tower_base', 'two_tower_small', 'two_tower_tiny']
 
 * ``teacher_*``: the full model (visual, audio and text towers, multi-scale fusion, label heads);
 * ``two_tower_*``: the first model, the baseline row of every comparison: the same model with the
   ViT and BERT towers only (no audio, no fusion, no heads, no n-gram bag, frames mean-pooled over time),
-  trained with the video-text InfoNCE alone.
+  trained with the video-text InfoNCE alone;
+* ``student_*``: light models distilled from a teacher (:class:`mmemb.lit.distill.DistillModule`): the
+  same outputs and label heads as the teacher, a small ViT, no audio tower, channel attention instead
+  of the cross-attention fusion, a 2-layer text tower with the char-3-gram bag.
 
 Overrides are :class:`ModelConfig` fields; a part (``vision``, ``text``, ``audio``, ``fusion``,
 ``heads``) takes a dict of the fields to change, merged into the preset's part, e.g.
@@ -145,3 +148,35 @@ def two_tower_base() -> ModelConfig:
     """For GPUs: ViT-B/16 at 224 px (timm ``vit_base_patch16_224`` layout) and a 6-layer BERT of width 384."""
     return _two_tower(VisionConfig(frame_size=224, patch_size=16, width=768, depth=12, heads=12, drop_path=0.1),
                       TextEncoderConfig(width=384, depth=6, heads=6, max_length=512), embed_dim=512)
+
+
+# ----------------------------------------------------------------------------- students (distillation)
+
+
+def _student(vision: VisionConfig, text: TextEncoderConfig, embed_dim: int, gcn_hidden: int) -> ModelConfig:
+    """A light model with the teacher's outputs (``video``, ``text``, ``multimodal``) and label heads:
+    a small ViT over the same frames (attention-pooled over time), no audio tower, channel attention
+    instead of the cross-attention fusion (``multimodal`` = ChannelAttention(visual, text)), the text
+    tower with its hashed char-3-gram bag, hashtag and query heads over a tag GCN, no keyword head
+    (a training-only objective). Trained by distillation (:class:`mmemb.lit.distill.DistillModule`)."""
+    return ModelConfig(vision=vision, text=text, heads=HeadsConfig(gcn_hidden=gcn_hidden, gcn_layers=2,
+                                                                    label_max_length=8),
+                       embed_dim=embed_dim, use_audio=False, use_fusion="none", keyword_head=False)
+
+
+@register_model
+def student_tiny() -> ModelConfig:
+    """For tests: a 1-block ViT of width 32 over teacher_tiny's 32 px frames, 2-layer BERT of width 32,
+    embeddings of width 32 (half the teacher's: the distillation projections are exercised)."""
+    return _student(VisionConfig(frame_size=32, patch_size=8, width=32, depth=1, heads=2),
+                    TextEncoderConfig(width=32, depth=2, heads=2, max_length=128), embed_dim=32, gcn_hidden=32)
+
+
+@register_model
+def student_small() -> ModelConfig:
+    """The student of ``teacher_small`` (CPU quickstart): a 2-block ViT of width 64 over the same 64 px
+    frames in 16x16 patches (about 6x faster per clip than the teacher's 4-block ViT of width 128 with
+    its audio tower, measured at batch 1 on one thread; see README "Distillation"), the Que2Search-like
+    text tower (2 layers of width 128 plus the char-3-gram bag), embeddings of width 128 (the teacher's)."""
+    return _student(VisionConfig(frame_size=64, patch_size=16, width=64, depth=2, heads=2),
+                    TextEncoderConfig(width=128, depth=2, heads=4, max_length=128), embed_dim=128, gcn_hidden=128)
