@@ -19,7 +19,10 @@ For every export it times, query by query and interleaved (a change of load hits
 
 TorchScript and ``torch.compile`` are not measured: the text tower is Hugging Face's BertModel, which
 does not script, and a compiled graph per query length would recompile for every new length.
-Prints one Markdown table of p50 / p99 / mean in ms.
+Prints one Markdown table of p50 / p99 / mean wall-clock ms, and beside them p50 / p99 of the thread's CPU
+time (``time.thread_time``: the work itself, without the time the thread waited for a core; with one
+torch thread and one ONNX Runtime intra-op thread all the work runs on the calling thread). On a box
+shared with other jobs the wall-clock p99 is mostly waiting for a core; the target is judged on it anyway.
 """
 
 from __future__ import annotations
@@ -130,22 +133,27 @@ def measure(exports: dict[str, Path], queries: Sequence[str], warmup: int = 50) 
             fn(q)
     _cached_hash.cache_clear()  # the n-gram cache starts empty: every query's new n-grams pay their hash
     times: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
-    clock = time.perf_counter
+    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
+    clock, thread_clock = time.perf_counter, time.thread_time
     with torch.inference_mode():
         for q in queries:
             for key, fn in fns.items():
-                t0 = clock()
+                c0, t0 = thread_clock(), clock()
                 fn(q)
-                times[key].append(clock() - t0)
+                t1, c1 = clock(), thread_clock()
+                times[key].append(t1 - t0)
+                cpu[key].append(c1 - c0)
     return [{"model": name, "setting": s, "n": len(ts), "p50_ms": percentile(ts, 0.5) * 1e3,
-             "p99_ms": percentile(ts, 0.99) * 1e3, "mean_ms": statistics.fmean(ts) * 1e3}
+             "p99_ms": percentile(ts, 0.99) * 1e3, "mean_ms": statistics.fmean(ts) * 1e3,
+             "cpu_p50_ms": percentile(cpu[(name, s)], 0.5) * 1e3, "cpu_p99_ms": percentile(cpu[(name, s)], 0.99) * 1e3}
             for (name, s), ts in times.items()]
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | setting | p50 ms | p99 ms | mean ms |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['setting']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} |"
-              for r in rows]
+    lines = ["| model | setting | p50 ms | p99 ms | mean ms | CPU p50 ms | CPU p99 ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['setting']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | "
+              f"{r['cpu_p50_ms']:.3f} | {r['cpu_p99_ms']:.3f} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -155,7 +163,7 @@ def verdict(rows: list[dict], student: str) -> str:
     for r in rows:
         if r["model"] == student and r["setting"] in ("torch", "onnx"):
             ok = "met" if r["p99_ms"] <= TARGET_P99_MS else "NOT met"
-            parts.append(f"{r['setting']} p99 {r['p99_ms']:.3f} ms: {ok}")
+            parts.append(f"{r['setting']} p99 {r['p99_ms']:.3f} ms: {ok} (CPU-time p99 {r['cpu_p99_ms']:.3f} ms)")
     return f"target p99 <= {TARGET_P99_MS} ms for {student} end to end: " + "; ".join(parts)
 
 
