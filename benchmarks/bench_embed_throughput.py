@@ -46,14 +46,15 @@ def raw_rate(paths: Sequence[str], decode) -> float:
         torch.set_num_threads(threads)
 
 
-def embed_rate(folder: Path, manifest: Path, workers: int, runtime: str, batch_size: int) -> tuple[float, int]:
+def embed_rate(folder: Path, manifest: Path, workers: int, runtime: str, batch_size: int,
+               threads: int | None = 1) -> tuple[float, int]:
     """(clips/s, clips) of one ``embed`` run of ``manifest`` into a fresh output."""
     from mmemb.export.embed import embed
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = embed(folder, Path(tmp) / "e.parquet", manifest=str(manifest), runtime=runtime,
-                       batch_size=batch_size, workers=workers, show_progress=False)
+                       batch_size=batch_size, workers=workers, threads=threads, show_progress=False)
         seconds = time.perf_counter() - start
     return result["added"] / seconds, result["added"]
 
@@ -83,6 +84,8 @@ def _export_arg(value: str) -> tuple[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
     import mmemb
     from mmemb.data.demo import ensure_demo
     from mmemb.data.manifest import read_manifest
@@ -94,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1,
+                   help="the command's --threads (0: leave torch's default, as before that option existed)")
     p.add_argument("--export", type=_export_arg, action="append", default=[],
                    help="NAME=DIR of an export folder (repeatable); default: untrained teacher_small and student_small")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_exports")
@@ -111,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         decode = mmemb.load(next(iter(exports.values()))).preprocessor.decode
         settings = [(name, w) for name in exports for w in args.workers]
         print(f"{len(paths)} clips of {manifest}; runtime {args.runtime}; batch {args.batch_size}; "
+              f"threads {args.threads or f'torch default ({torch.get_num_threads()})'}; "
               f"{decode.num_frames} frames at {decode.frame_size} px + {decode.audio_seconds:g} s audio")
         print("| round | raw clips/s | " + " | ".join(f"{n}, {w} workers (x raw)" for n, w in settings) + " |")
         print("|---" * (2 + len(settings)) + "|")
@@ -119,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = raw_rate(paths, decode)
             cells = []
             for name, w in settings:
-                rate, _ = embed_rate(exports[name], sub, w, args.runtime, args.batch_size)
+                rate, _ = embed_rate(exports[name], sub, w, args.runtime, args.batch_size, args.threads or None)
                 ratios[(name, w)].append(rate / raw)
                 cells.append(f"{rate:.1f} ({rate / raw:.2f})")
             print(f"| {r + 1} | {raw:.1f} | " + " | ".join(cells) + " |")

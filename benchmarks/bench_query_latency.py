@@ -7,7 +7,9 @@ quickstart's data settings (made once under ``--work`` by :mod:`bench_exports`; 
 the weights). Queries are short real strings of the KuaiRec sample (``assets/kuairec``): hashtags, short
 cover texts and the Latin-script phrases of captions, in a fixed order.
 
-For every export it times, query by query and interleaved (a change of load hits every setting alike):
+For every export it times, on blocks of 100 queries per setting, the settings taking turns block after
+block (a change of load hits every setting alike, and a setting runs back to back within a block as in
+a service, its caches warm):
 
 * ``tokenise``: :meth:`TextTokenizer.encode_fields` of the query (the Rust WordPiece tokenizer);
 * ``n-grams``: :func:`mmemb.data.text.hash_field_ngrams` (char 3-grams, BLAKE2b, cached), and beside it
@@ -119,9 +121,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
 
 
-def measure(exports: dict[str, Path], queries: Sequence[str], warmup: int = 50) -> list[dict]:
-    """Rows ``{model, setting, p50_ms, p99_ms, mean_ms, n}``: every setting of every export timed on every
-    query, interleaved query by query."""
+def measure(exports: dict[str, Path], queries: Sequence[str], warmup: int = 50, block: int = 100) -> list[dict]:
+    """Rows ``{model, setting, n, p50_ms, p99_ms, mean_ms, cpu_p50_ms, cpu_p99_ms}``: every setting of every
+    export timed on every query, in blocks of ``block`` queries per setting, taking turns."""
     import torch
 
     from mmemb.data.text import _cached_hash
@@ -136,13 +138,14 @@ def measure(exports: dict[str, Path], queries: Sequence[str], warmup: int = 50) 
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
     clock, thread_clock = time.perf_counter, time.thread_time
     with torch.inference_mode():
-        for q in queries:
+        for start in range(0, len(queries), block):
             for key, fn in fns.items():
-                c0, t0 = thread_clock(), clock()
-                fn(q)
-                t1, c1 = clock(), thread_clock()
-                times[key].append(t1 - t0)
-                cpu[key].append(c1 - c0)
+                for q in queries[start:start + block]:
+                    c0, t0 = thread_clock(), clock()
+                    fn(q)
+                    t1, c1 = clock(), thread_clock()
+                    times[key].append(t1 - t0)
+                    cpu[key].append(c1 - c0)
     return [{"model": name, "setting": s, "n": len(ts), "p50_ms": percentile(ts, 0.5) * 1e3,
              "p99_ms": percentile(ts, 0.99) * 1e3, "mean_ms": statistics.fmean(ts) * 1e3,
              "cpu_p50_ms": percentile(cpu[(name, s)], 0.5) * 1e3, "cpu_p99_ms": percentile(cpu[(name, s)], 0.99) * 1e3}
@@ -178,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--queries", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--block", type=int, default=100, help="queries per setting before the next setting's turn")
     p.add_argument("--export", type=_export_arg, action="append", default=[],
                    help="NAME=DIR of an export folder (repeatable); default: untrained teacher_small and student_small")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_exports",
@@ -196,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chars = statistics.fmean(len(q) for q in queries)
     print(f"{len(queries)} queries (mean {chars:.1f} characters), batch 1, 1 thread; exports: "
           + ", ".join(f"{k}={v}" for k, v in exports.items()))
-    rows = measure(exports, queries, args.warmup)
+    rows = measure(exports, queries, args.warmup, args.block)
     print(table(rows))
     if args.student in exports:
         print(verdict(rows, args.student))
