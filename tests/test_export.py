@@ -511,6 +511,28 @@ def test_embed_texts_from_a_file_and_the_command_line(exported, tmp_path):
     assert _parquet(one)["id"] == ["funny cat", "dog"] and _parquet(one)["text"][0] == rows["text"][0]
 
 
+def test_embed_runs_with_the_threads_it_is_given_and_restores_torchs(exported, tmp_path, monkeypatch):
+    from mmemb.export.embed import embed
+
+    out_dir, _ = exported
+    seen = []
+    import mmemb.export.loader as loader
+
+    real = loader.ExportedModel.encode_text
+    monkeypatch.setattr(loader.ExportedModel, "encode_text",
+                        lambda self, batch: seen.append(torch.get_num_threads()) or real(self, batch))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        embed(out_dir, tmp_path / "a.parquet", texts=["funny cat"], show_progress=False)  # default: 1 thread
+        embed(out_dir, tmp_path / "b.parquet", texts=["funny cat"], threads=None, show_progress=False)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads"):
+            embed(out_dir, tmp_path / "c.parquet", texts=["funny cat"], threads=0, show_progress=False)
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- short texts
 
 
