@@ -164,3 +164,15 @@ def test_bench_embed_throughput_compares_with_the_raw_rate(tiny_exports, small_d
                        "--export", f"student_tiny={tiny_exports['student_tiny']}"]) == 0
     printed = capsys.readouterr().out
     assert "8 clips of" in printed and "| median x raw | 1.00 |" in printed
+
+
+def test_bench_loader_work_restores_the_hash_and_the_decoder(small_demo, capsys):
+    import mmemb.data.dataset as dataset
+    import mmemb.data.text as text
+
+    hasher, load = text._cached_hash, dataset.load_clip
+    bench = _bench("bench_loader_work")
+    assert bench.main(["--manifest", str(small_demo), "--rounds", "1", "--limit", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "20 train records" in printed and printed.rstrip().splitlines()[-1].startswith("| 1 |")
+    assert text._cached_hash is hasher and dataset.load_clip is load
