@@ -439,9 +439,10 @@ def stable_hash(value: str, seed: int = 0) -> int:
     return int.from_bytes(digest, "little")
 
 
-# Hashes of recently seen n-grams: a BLAKE2b call costs about 1 us in Python, and short-video text
-# and queries repeat their n-grams (a few tens of thousands of distinct CJK and Latin 3-grams cover
-# most of a corpus), so a search query's n-grams are mostly cache hits. 2**17 entries: about 20 MB.
+# Hashes of recently seen n-grams (an LRU cache; the ids are those of stable_hash). A BLAKE2b call
+# costs about 1 us from Python and a caption has up to ``ngram_max_length`` n-grams, while the
+# n-grams of a corpus' texts and of search queries repeat (common CJK 3-grams, frequent words), within
+# an epoch and from one epoch to the next. Each DataLoader worker and server process has its own.
 _HASH_CACHE_SIZE = 2 ** 17
 
 
