@@ -75,8 +75,8 @@ def measure(exports: dict[str, Path], clips: list[str], batches: Sequence[int], 
     import mmemb
 
     torch.set_num_threads(1)
-    models = {name: {"torch": mmemb.load(folder, runtime="torch"), "onnx": mmemb.load(folder, runtime="onnx", threads=1)}
-              for name, folder in exports.items()}
+    models = {name: {"torch": mmemb.load(folder, runtime="torch"),
+                     "onnx": mmemb.load(folder, runtime="onnx", threads=1)} for name, folder in exports.items()}
     times: dict[tuple[str, str, int], list[float]] = {}
     clock = time.perf_counter
     with torch.inference_mode():
