@@ -117,3 +117,87 @@ def test_distill_table_judges_each_target_on_the_means():
     assert "better on 5 of 5" in lines[4] and lines[4].endswith("**met**")
     text = bench.table(test, cost, 2, "test machine")
     assert "| distilled student | 0.400 ± 0.000 |" in text and "2 seeds (mean ± std)" in text
+
+
+# ----------------------------------------------------------------------------- export latency benchmarks
+
+TINY_DATA = {"batch_size": 8, "num_workers": 0, "decode": {"num_frames": 4, "frame_size": 32, "audio_seconds": 1.0},
+             "labels": {"hashtag_min_freq": 2},
+             "text": {"max_length": 32, "vocab_size": 2000, "ngram_buckets": 512, "ngram_max_length": 64}}
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(small_demo, tmp_path_factory):
+    """Untrained teacher_tiny and student_tiny exports of the small demo corpus (shared vocabularies)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    exports = _bench("bench_exports")
+    return exports.exported(tmp_path_factory.mktemp("bench_exports"), ["teacher_tiny", "student_tiny"], small_demo,
+                            data=TINY_DATA)
+
+
+def _export_args(exports) -> list[str]:
+    return [a for name, folder in exports.items() for a in ("--export", f"{name}={folder}")]
+
+
+def test_bench_exports_share_the_vocabularies(tiny_exports):
+    teacher, student = (json.loads((f / "config.json").read_text()) for f in tiny_exports.values())
+    assert teacher["preset"] == "teacher_tiny" and student["preset"] == "student_tiny"
+    assert teacher["model"]["text"]["vocab_size"] == student["model"]["text"]["vocab_size"]
+    assert (tiny_exports["teacher_tiny"] / "tokenizer/vocab.txt").read_text() == \
+        (tiny_exports["student_tiny"] / "tokenizer/vocab.txt").read_text()
+
+
+def test_bench_query_latency_times_every_setting(tiny_exports, tmp_path, capsys):
+    bench = _bench("bench_query_latency")
+    queries = bench.load_queries(50)
+    assert len(queries) == 50 and all(q.strip() for q in queries)
+    assert sum(q.isascii() for q in queries) >= 5  # Latin-script queries are mixed in
+    assert bench.percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0 and bench.percentile([1.0] * 99 + [9.0], 0.99) == 1.0
+    out = tmp_path / "q.json"
+    assert bench.main(["--queries", "12", "--warmup", "2", "--student", "student_tiny", "--json", str(out)]
+                      + _export_args(tiny_exports)) == 0
+    rows = json.loads(out.read_text())["rows"]
+    settings = {"tokenise", "n-grams", "n-grams, uncached", "preprocess", "torch", "torch, padded", "onnx",
+                "onnx, padded"}
+    assert {(r["model"], r["setting"]) for r in rows} == {(m, s) for m in tiny_exports for s in settings}
+    assert all(r["n"] == 12 and 0 < r["p50_ms"] <= r["p99_ms"] for r in rows)
+    printed = capsys.readouterr().out
+    assert "| student_tiny | onnx |" in printed and "target p99 <= 0.5 ms for student_tiny" in printed
+
+
+def test_bench_clip_latency_reports_each_setting_with_its_cost(tiny_exports, small_demo, capsys):
+    bench = _bench("bench_clip_latency")
+    assert bench.main(["--clips", "4", "--batches", "1", "2", "--rounds", "1", "--manifest", str(small_demo),
+                       "--teacher", "teacher_tiny", "--student", "student_tiny"] + _export_args(tiny_exports)) == 0
+    printed = capsys.readouterr().out
+    for setting in ("decode", "torch", "onnx", "torch + decode", "onnx + decode"):
+        for batch in (1, 2):
+            assert f"| {batch} | {setting} | student_tiny |" in printed, (batch, setting)
+    assert "student" in printed and "faster than the teacher" in printed
+    import mmemb
+
+    teacher = bench.clip_cost(mmemb.load(tiny_exports["teacher_tiny"]))
+    student = bench.clip_cost(mmemb.load(tiny_exports["student_tiny"]))
+    assert 0 < student[0] < teacher[0] and 0 < student[1] < teacher[1]  # params and FLOPs
+
+
+def test_bench_embed_throughput_compares_with_the_raw_rate(tiny_exports, small_demo, capsys):
+    bench = _bench("bench_embed_throughput")
+    assert bench.main(["--clips", "8", "--rounds", "1", "--workers", "0", "--manifest", str(small_demo),
+                       "--export", f"student_tiny={tiny_exports['student_tiny']}"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 clips of" in printed and "| median x raw | 1.00 |" in printed
+
+
+def test_bench_loader_work_restores_the_hash_and_the_decoder(small_demo, capsys):
+    import mmemb.data.dataset as dataset
+    import mmemb.data.text as text
+
+    hasher, load = text._cached_hash, dataset.load_clip
+    bench = _bench("bench_loader_work")
+    assert bench.main(["--manifest", str(small_demo), "--rounds", "1", "--limit", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "20 train records" in printed and printed.rstrip().splitlines()[-1].startswith("| 1 |")
+    assert text._cached_hash is hasher and dataset.load_clip is load

@@ -509,3 +509,59 @@ def test_embed_texts_from_a_file_and_the_command_line(exported, tmp_path):
     assert main(["embed", "--model", str(out_dir), "--text", "funny cat", "--text", "dog", "--out", str(one),
                  "--quiet"]) == 0
     assert _parquet(one)["id"] == ["funny cat", "dog"] and _parquet(one)["text"][0] == rows["text"][0]
+
+
+def test_embed_runs_with_the_threads_it_is_given_and_restores_torchs(exported, tmp_path, monkeypatch):
+    from mmemb.export.embed import embed
+
+    out_dir, _ = exported
+    seen = []
+    import mmemb.export.loader as loader
+
+    real = loader.ExportedModel.encode_text
+    monkeypatch.setattr(loader.ExportedModel, "encode_text",
+                        lambda self, batch: seen.append(torch.get_num_threads()) or real(self, batch))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        embed(out_dir, tmp_path / "a.parquet", texts=["funny cat"], show_progress=False)  # default: 1 thread
+        embed(out_dir, tmp_path / "b.parquet", texts=["funny cat"], threads=None, show_progress=False)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads"):
+            embed(out_dir, tmp_path / "c.parquet", texts=["funny cat"], threads=0, show_progress=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- short texts
+
+
+def test_text_batches_are_trimmed_to_their_longest_row_with_the_same_embeddings(exported):
+    """The text graph takes any token / n-gram length, and encoding trims the padded batch: a short query
+    embeds exactly as at the preprocessing's full lengths, in both runtimes."""
+    import mmemb
+    from mmemb.export.loader import trim_text_batch
+    from mmemb.export.parity import onnx_session
+
+    out, _ = exported
+    session = onnx_session(out / "text_encoder.onnx")
+    assert [i.shape[1] for i in session.get_inputs()] == ["tokens", "tokens", "tokens", "ngrams"]
+    texts = ["funny cat", "猫咪搞笑视频 cat", "", "a much longer caption with many more tokens than the others"]
+    for runtime in ("torch", "onnx"):
+        m = mmemb.load(out, runtime=runtime)
+        assert m.trim_text
+        batch = m.preprocess_texts(texts)
+        trimmed = trim_text_batch(batch)
+        longest = int(batch["text_attention"].sum(1).max())
+        assert trimmed["text_ids"].shape == (4, longest) < batch["text_ids"].shape
+        assert trimmed["text_ngrams"].shape[1] == int((batch["text_ngrams"] != 0).sum(1).max())
+        short = m.encode_text(batch)
+        m.trim_text = False
+        padded = m.encode_text(batch)
+        assert (short - padded).abs().max() <= 1e-5, runtime
+        assert not short[2].any()  # the empty text stays a zero row
+        one = m.embed_texts(["funny cat"])
+        m.trim_text = True
+        assert (m.embed_texts(["funny cat"]) - one).abs().max() <= 1e-5
+    empty = trim_text_batch(mmemb.load(out).preprocess_texts([""]))
+    assert empty["text_ids"].shape == (1, 1) and empty["text_ngrams"].shape == (1, 1)  # never a 0-length axis

@@ -239,3 +239,31 @@ def test_kuairec_uses_the_same_hashtag_stripping():
     from mmemb.data import kuairec
 
     assert kuairec.strip_hashtags is strip_hashtags
+
+
+def test_hash_ngrams_ids_are_the_blake2b_ids_with_the_cache_cold_and_warm():
+    """The n-gram hash cache changes nothing: every id equals BLAKE2b(gram, salt=seed) mod buckets, computed
+    here without mmemb, on the first call (misses) and on repeated calls (hits), for several seeds and
+    bucket counts."""
+    import hashlib
+
+    from mmemb.data.text import _cached_hash, char_ngrams, hash_field_ngrams, hash_ngrams
+
+    def reference(text, n, buckets, seed):
+        salt = seed.to_bytes(8, "little")
+        return [int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8, salt=salt).digest(), "little")
+                % buckets for g in char_ngrams(text, n)]
+
+    corpus = ["搞笑视频", "funny cat", "Cat猫咪 ok😂", "ＡＢＣ１２３！", "五爱街最美美女 一天1q", "a", "", None,
+              "#情感视频# 更新了", "LNG气瓶 以旧换新", "naïve café", "猫"] * 2
+    _cached_hash.cache_clear()
+    for n, buckets, seed in ((3, 2 ** 18, 0), (3, 32768, 0), (2, 97, 12345), (3, 512, 2 ** 64 - 1)):
+        for text in corpus:
+            expected = reference(text or "", n, buckets, seed)
+            assert hash_ngrams(text, n, buckets, seed) == expected, (text, seed)
+    assert _cached_hash.cache_info().hits > 0  # the second half of the corpus repeats the first
+    fields = ["猫咪搞笑", None, "funny cat video"]
+    expected = reference("猫咪搞笑", 3, 512, 0) + reference("funny cat video", 3, 512, 0)
+    assert hash_field_ngrams(fields, 100, 3, 512) == expected
+    with pytest.raises(ValueError, match="seed"):
+        hash_ngrams("cat", seed=-1)

@@ -36,7 +36,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     result = embed(args.model, args.out, manifest=args.manifest, videos=args.videos, texts_file=args.texts,
                    texts=args.text, runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
-                   chunk_size=args.chunk_size, show_progress=not args.quiet)
+                   chunk_size=args.chunk_size, threads=args.threads, show_progress=not args.quiet)
     nulls = ", ".join(f"{n} without {m}" for m, n in result["null"].items())
     print(f"{result['out']}: {result['rows']} rows ({result['added']} added, {result['skipped']} already there; "
           f"{nulls})")
@@ -67,6 +67,8 @@ def add_export_commands(sub) -> None:
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="decoding processes (DataLoader workers)")
+    p.add_argument("--threads", type=int, default=1, help="torch (and ONNX Runtime) threads of the main process; "
+                   "1 suits decoding, and the workers take the other cores")
     p.add_argument("--chunk-size", type=int, default=1024, help="rows per resumable flush")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)

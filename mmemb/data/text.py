@@ -23,6 +23,7 @@ n-grams with a hash that is the same in every process and on every machine (BLAK
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import re
@@ -449,12 +450,26 @@ def stable_hash(value: str, seed: int = 0) -> int:
     return int.from_bytes(digest, "little")
 
 
+# Hashes of recently seen n-grams (an LRU cache; the ids are those of stable_hash). A BLAKE2b call
+# costs about 1 us from Python and a caption has up to ``ngram_max_length`` n-grams, while the
+# n-grams of a corpus' texts and of search queries repeat (common CJK 3-grams, frequent words), within
+# an epoch and from one epoch to the next. Each DataLoader worker and server process has its own.
+_HASH_CACHE_SIZE = 2 ** 17
+
+
+@functools.lru_cache(maxsize=_HASH_CACHE_SIZE)
+def _cached_hash(value: str, seed: int) -> int:
+    return stable_hash(value, seed)
+
+
 def hash_ngrams(text: str | None, n: int = 3, num_buckets: int = 2 ** 18, seed: int = 0) -> list[int]:
     """Bucket ids in ``[0, num_buckets)`` of the :func:`char_ngrams` of ``text`` (same order, duplicates
-    kept), by :func:`stable_hash` modulo ``num_buckets``."""
+    kept), by :func:`stable_hash` modulo ``num_buckets`` (hashes of recent n-grams are cached)."""
     if num_buckets < 1:
         raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
-    return [stable_hash(g, seed) % num_buckets for g in char_ngrams(text, n)]
+    if not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return [_cached_hash(g, seed) % num_buckets for g in char_ngrams(text, n)]
 
 
 def hash_field_ngrams(fields: Sequence[str | None], max_length: int, n: int = 3, num_buckets: int = 2 ** 18,

@@ -9,7 +9,7 @@ An export folder (written by :func:`mmemb.export.writer.export_checkpoint`, read
     labels/hashtags.json the label vocabularies in id order ({"labels", "counts", "min_freq"})
     labels/queries.json
     video_encoder.onnx   frames (+ log-mel) and masks -> ``video`` (dynamic batch)
-    text_encoder.onnx    token ids, attention, field ids (+ n-gram ids) -> ``text`` (dynamic batch)
+    text_encoder.onnx    token ids, attention, field ids (+ n-gram ids) -> ``text`` (dynamic batch and lengths)
     parity.json          eager vs safetensors reload vs ONNX Runtime on fixed inputs
     README.md            the model card
 

@@ -1,5 +1,5 @@
 """The two encoders of an :class:`~mmemb.models.model.EmbeddingModel` as plain modules of tensors, their
-ONNX export (dynamic batch axis) and fixed example inputs.
+ONNX export (dynamic batch axis, and token / n-gram lengths) and fixed example inputs.
 
 * :class:`VideoEncoder`: ``frames`` uint8 ``(B, T, 3, S, S)``, ``video_mask`` bool ``(B,)`` and, with
   an audio tower, ``mel`` float32 ``(B, M, F)`` and ``audio_mask`` bool ``(B,)`` -> ``video``
@@ -135,16 +135,23 @@ def example_inputs(cfg: ModelConfig, sizes: dict[str, int], batch: int,
     return {"video": video, "text": text}
 
 
+# Axes that stay symbolic in the graphs: the batch, and the text's token and n-gram lengths (a search
+# query is a few tokens: the text graph runs on the batch trimmed to its longest row, see
+# mmemb.export.loader.trim_text_batch); frame count and size, mel size are fixed by the preprocessing.
+_DYNAMIC_AXES = {"B": ("batch", 65536), "L": ("tokens", 65536), "G": ("ngrams", 65536)}
+
+
 def export_onnx(model: EmbeddingModel, name: str, inputs: dict[str, torch.Tensor], spec: GraphSpec,
                 path: Path) -> Path:
-    """Export the ``name`` encoder of ``model`` (``"video"`` or ``"text"``) to ``path`` with a dynamic
-    batch axis, tracing it on ``inputs`` (batch >= 2)."""
+    """Export the ``name`` encoder of ``model`` (``"video"`` or ``"text"``) to ``path`` with dynamic batch,
+    token and n-gram axes, tracing it on ``inputs`` (batch >= 2, the preprocessing's full lengths)."""
     module = encoder_modules(model)[name].eval()
     args = tuple(inputs[n] for n in spec.input_names)
     if args[0].shape[0] < 2:
         raise ValueError("trace the ONNX graphs on a batch of >= 2 rows (a batch of 1 specialises the batch axis)")
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic = tuple({0: batch} for _ in args)
+    dims = {symbol: torch.export.Dim(name, min=1, max=high) for symbol, (name, high) in _DYNAMIC_AXES.items()}
+    dynamic = tuple({axis: dims[symbol] for axis, symbol in enumerate(shape) if symbol in dims}
+                    for _, _, shape in spec.inputs)
     path = Path(path)
     chatter = io.StringIO()  # the exporter prints its steps and optimiser notes; errors still raise
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), \

@@ -24,7 +24,7 @@ from .format import (CONFIG_FILE, LABEL_KINDS, LABELS_DIR, TOKENIZER_DIR, WEIGHT
                      read_json)
 from .preprocess import Preprocessor
 
-__all__ = ["ExportedModel", "load", "model_config_from_dict", "Runtime"]
+__all__ = ["ExportedModel", "load", "model_config_from_dict", "Runtime", "trim_text_batch"]
 
 Runtime = Literal["torch", "onnx"]
 
@@ -92,6 +92,33 @@ def _read_labels(folder: Path, files: dict) -> dict[str, list[str]]:
     return labels
 
 
+_TOKEN_KEYS = ("text_ids", "text_attention", "text_field_ids")  # (B, L), padded at the end
+
+
+def trim_text_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with its token axis cut after the last attended column and its n-gram axis after the
+    last non-padding id (at least one column each); other keys unchanged.
+
+    The preprocessing pads every text to ``max_length`` tokens and ``ngram_max_length`` n-grams, but a
+    search query is a few tokens: the padding is masked (attention, the bag's padding id) and
+    positions are absolute, so the embeddings are the same, and the encoder does a few tokens' work
+    instead of ``max_length``'s."""
+    out = dict(batch)
+    attention = batch["text_attention"]  # (B, L)
+    columns = attention.bool().any(dim=0).nonzero()  # (L', 1)
+    length = max(int(columns[-1]) + 1 if len(columns) else 1, 1)
+    if length < attention.shape[1]:
+        for key in _TOKEN_KEYS:
+            out[key] = batch[key][:, :length]  # (B, length)
+    ngrams = batch.get("text_ngrams")
+    if ngrams is not None:
+        columns = (ngrams != 0).any(dim=0).nonzero()  # (G', 1)
+        grams = max(int(columns[-1]) + 1 if len(columns) else 1, 1)
+        if grams < ngrams.shape[1]:
+            out["text_ngrams"] = ngrams[:, :grams]  # (B, grams)
+    return out
+
+
 @dataclass
 class ExportedModel:
     """A loaded export: the model (``runtime="torch"``) or ONNX Runtime sessions (``runtime="onnx"``),
@@ -112,6 +139,11 @@ class ExportedModel:
     model: Any = None  # EmbeddingModel with runtime="torch"
     sessions: dict[str, Any] = field(default_factory=dict)  # "video"/"text" -> onnxruntime session
     device: torch.device = torch.device("cpu")
+    # whether the text encoder takes any token / n-gram length (the torch model does, and so do ONNX
+    # graphs exported with symbolic lengths; older graphs fix them at the preprocessing's lengths): the
+    # text batch is then trimmed to its longest row (:func:`trim_text_batch`)
+    trim_text: bool = True
+    _graph_specs: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def embed_dim(self) -> int:
@@ -134,12 +166,12 @@ class ExportedModel:
     # ------------------------------------------------------------------ encoders
 
     def _run(self, name: str, batch: dict[str, Any]) -> torch.Tensor:
-        from .graphs import graph_specs
-
-        spec = graph_specs(self.model_config)[name]
+        spec = self._specs()[name]
         missing = [n for n in spec.input_names if n not in batch]
         if missing:
             raise KeyError(f"the {name} encoder needs the batch keys {missing}")
+        if name == "text" and self.trim_text:
+            batch = trim_text_batch(batch)
         if self.runtime == "onnx":
             from .parity import run_onnx
 
@@ -149,6 +181,13 @@ class ExportedModel:
             if name == "video":
                 return self.model.encode_video(inputs).float().cpu()
             return self.model.encode_text(inputs).float().cpu()
+
+    def _specs(self) -> dict[str, Any]:
+        from .graphs import graph_specs
+
+        if self._graph_specs is None:
+            self._graph_specs = graph_specs(self.model_config)
+        return self._graph_specs
 
     def encode_video(self, batch: dict[str, Any]) -> torch.Tensor:
         """``(B, D)`` L2-normalised video embeddings of a :meth:`preprocess_clips` batch; zero rows where
@@ -232,4 +271,6 @@ def load(folder: str | Path, runtime: Runtime = "torch", device: str | torch.dev
                 raise ExportError(f"{onnx_path}: graph inputs {names} do not match the model of {path} "
                                   f"({spec.input_names})")
             out.sessions[name] = session
+            if name == "text":  # a graph with fixed lengths (an older export) needs the padded batch
+                out.trim_text = all(isinstance(i.shape[1], str) for i in session.get_inputs())
     return out

@@ -42,28 +42,31 @@ class Preprocessor:
         """Token ids ``(B, L)``, attention, field ids, ``text_mask`` ``(B,)`` (any text) and, when the
         model reads them, ``text_ngrams`` ``(B, G)``, of rows of text fields in :data:`TEXT_FIELDS`
         order (caption, cover text, ASR, comments; ``None`` = absent)."""
-        length = self.text.max_length
-        b = len(rows)
-        ids = torch.zeros(b, length, dtype=torch.long)  # (B, L)
-        field_ids = torch.zeros(b, length, dtype=torch.long)  # (B, L)
-        attention = torch.zeros(b, length, dtype=torch.long)  # (B, L)
-        has_text = torch.zeros(b, dtype=torch.bool)  # (B,)
-        grams = torch.zeros(b, self.text.ngram_max_length, dtype=torch.long) if self.use_ngrams else None  # (B, G)
-        for i, fields in enumerate(rows):
+        # built as Python lists and turned into tensors once: a search query is one row, where a
+        # tensor per field and row would cost more than tokenising it
+        length, grams_length = self.text.max_length, self.text.ngram_max_length
+        ids, field_ids, attention, has_text, grams = [], [], [], [], []
+        for fields in rows:
             if len(fields) > len(TEXT_FIELDS):
                 raise ValueError(f"a text row has {len(fields)} fields; at most {len(TEXT_FIELDS)}: {TEXT_FIELDS}")
-            if not any(fields):
-                continue
-            has_text[i] = True
-            row_ids, row_fields = self.tokenizer.encode_fields(list(fields), length)
-            n = len(row_ids)
-            ids[i, :n] = torch.tensor(row_ids, dtype=torch.long)
-            field_ids[i, :n] = torch.tensor(row_fields, dtype=torch.long)
-            attention[i, :n] = 1
-            if grams is not None:
-                buckets = hash_field_ngrams(list(fields), self.text.ngram_max_length, self.text.ngram_n,
-                                            self.text.ngram_buckets)
-                grams[i, : len(buckets)] = torch.tensor(buckets, dtype=torch.long) + 1
+            fields = list(fields)
+            present = any(fields)
+            has_text.append(present)
+            row_ids, row_fields = self.tokenizer.encode_fields(fields, length) if present else ([], [])
+            pad = length - len(row_ids)
+            ids.append(row_ids + [0] * pad)
+            field_ids.append(row_fields + [0] * pad)
+            attention.append([1] * len(row_ids) + [0] * pad)
+            if self.use_ngrams:
+                buckets = hash_field_ngrams(fields, grams_length, self.text.ngram_n,
+                                            self.text.ngram_buckets) if present else []
+                grams.append([i + 1 for i in buckets] + [0] * (grams_length - len(buckets)))
+        b = len(rows)
+        ids = torch.tensor(ids, dtype=torch.long).view(b, length)  # (B, L)
+        field_ids = torch.tensor(field_ids, dtype=torch.long).view(b, length)  # (B, L)
+        attention = torch.tensor(attention, dtype=torch.long).view(b, length)  # (B, L)
+        has_text = torch.tensor(has_text, dtype=torch.bool).view(b)  # (B,)
+        grams = torch.tensor(grams, dtype=torch.long).view(b, grams_length) if self.use_ngrams else None  # (B, G)
         out = {"text_ids": ids, "text_attention": attention, "text_field_ids": field_ids, "text_mask": has_text}
         if grams is not None:
             out["text_ngrams"] = grams

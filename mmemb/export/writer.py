@@ -269,7 +269,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path
              "L": text.max_length, "G": text.ngram_max_length}
     trace = example_inputs(cfg, sizes, batch=2, seed=1)
     for step, name in ((3, "video"), (4, "text")):
-        say(f"[{step}/6] exporting {specs[name].file} (ONNX opset {OPSET}, dynamic batch)")
+        say(f"[{step}/6] exporting {specs[name].file} (ONNX opset {OPSET}, dynamic axes)")
         export_onnx(model, name, trace[name], specs[name], out / specs[name].file)
 
     say("[5/6] parity: safetensors reload and ONNX Runtime vs the checkpoint's eager model")
