@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_exports import export_arg  # noqa: E402  (a sibling script)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,20 +131,13 @@ def speedups(rows: list[dict], teacher: str, student: str) -> list[str]:
     return out
 
 
-def _export_arg(value: str) -> tuple[str, Path]:
-    name, sep, folder = value.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"--export takes NAME=DIR, got {value!r}")
-    return name, Path(folder)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=int, default=64, help="clips read from the manifest (batches cycle over them)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--manifest", default=None, help="the clips (default: the demo corpus)")
-    p.add_argument("--export", type=_export_arg, action="append", default=[],
+    p.add_argument("--export", type=export_arg, action="append", default=[],
                    help="NAME=DIR of an export folder (repeatable); default: untrained teacher_small and student_small")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_exports")
     p.add_argument("--teacher", default="teacher_small")

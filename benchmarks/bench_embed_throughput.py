@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_exports import export_arg  # noqa: E402  (a sibling script)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,13 +77,6 @@ def subset_manifest(manifest: Path, clips: int, out: Path) -> Path:
     return out
 
 
-def _export_arg(value: str) -> tuple[str, Path]:
-    name, sep, folder = value.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"--export takes NAME=DIR, got {value!r}")
-    return name, Path(folder)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
@@ -99,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1,
                    help="the command's --threads (0: leave torch's default, as before that option existed)")
-    p.add_argument("--export", type=_export_arg, action="append", default=[],
+    p.add_argument("--export", type=export_arg, action="append", default=[],
                    help="NAME=DIR of an export folder (repeatable); default: untrained teacher_small and student_small")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_exports")
     args = p.parse_args(argv)

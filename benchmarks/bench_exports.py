@@ -24,6 +24,14 @@ QUICKSTART_DATA: dict[str, Any] = {
 }
 
 
+def export_arg(value: str) -> tuple[str, Path]:
+    """``--export NAME=DIR`` of the latency benchmarks -> ``(NAME, DIR)``."""
+    name, sep, folder = value.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"--export takes NAME=DIR, got {value!r}")
+    return name, Path(folder)
+
+
 def make_run(root: Path, manifest: str | Path | None, preset: str, data: dict[str, Any] | None = None,
              vocab_from: Path | None = None) -> Path:
     """A run folder in ``root`` with an untrained module of ``preset`` (vocabularies built from ``manifest``,

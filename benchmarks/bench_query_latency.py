@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_exports import export_arg  # noqa: E402  (a sibling script)
 
 REPO = Path(__file__).resolve().parents[1]
 KUAIREC = REPO / "assets" / "kuairec" / "kuairec_caption_category.csv"
@@ -170,19 +171,12 @@ def verdict(rows: list[dict], student: str) -> str:
     return f"target p99 <= {TARGET_P99_MS} ms for {student} end to end: " + "; ".join(parts)
 
 
-def _export_arg(value: str) -> tuple[str, Path]:
-    name, sep, folder = value.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"--export takes NAME=DIR, got {value!r}")
-    return name, Path(folder)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--queries", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--block", type=int, default=100, help="queries per setting before the next setting's turn")
-    p.add_argument("--export", type=_export_arg, action="append", default=[],
+    p.add_argument("--export", type=export_arg, action="append", default=[],
                    help="NAME=DIR of an export folder (repeatable); default: untrained teacher_small and student_small")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_exports",
                    help="where the default exports are made (once)")

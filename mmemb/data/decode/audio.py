@@ -201,6 +201,15 @@ _TAIL = 0.05  # seconds decoded past the window (what the resampler still holds 
 _WINDOW_MIN_SPARE = 1.0  # decode only the window when the audio is this many seconds longer than it
 
 
+def _window_offset(spare: int, mode: Mode, generator: torch.Generator | None) -> int:
+    """Where a window starts within ``spare`` extra samples: the middle (``uniform``) or at random."""
+    if mode == "random":
+        return int(torch.randint(0, spare + 1, (), generator=generator))
+    if mode == "uniform":
+        return spare // 2
+    raise ValueError(f"mmemb/data/decode/audio.py: mode must be 'uniform' or 'random', got {mode!r}")
+
+
 def sound_window(path: Source, container: av.container.InputContainer, cfg: DecodeConfig,
                  mode: Mode = "uniform", generator: torch.Generator | None = None,
                  index: _AudioIndex | None = None) -> Decoded[torch.Tensor] | None:
@@ -248,12 +257,7 @@ def sound_window(path: Source, container: av.container.InputContainer, cfg: Deco
             return decode_sound(src, cfg)  # the seek did not land on the first packet
         return _decode_sound(src, container, stream, itertools.chain([first], packets), cfg)
     spare = total - n
-    if mode == "random":
-        offset = int(torch.randint(0, spare + 1, (), generator=generator))
-    elif mode == "uniform":
-        offset = spare // 2
-    else:
-        raise ValueError(f"mmemb/data/decode/audio.py: mode must be 'uniform' or 'random', got {mode!r}")
+    offset = _window_offset(spare, mode, generator)
     t0 = index.start + offset / sr  # time of the window's first sample
     t1 = t0 + n / sr
     out = _Waveform(cfg)
@@ -316,12 +320,7 @@ def log_mel(wave: torch.Tensor, cfg: DecodeConfig, mode: Mode = "uniform",
     wave = wave.float()
     if wave.numel() > n:
         spare = wave.numel() - n
-        if mode == "random":
-            offset = int(torch.randint(0, spare + 1, (), generator=generator))
-        elif mode == "uniform":
-            offset = spare // 2
-        else:
-            raise ValueError(f"mmemb/data/decode/audio.py: mode must be 'uniform' or 'random', got {mode!r}")
+        offset = _window_offset(spare, mode, generator)
         wave = wave[offset:offset + n]  # (n,)
     elif wave.numel() < n:
         wave = torch.nn.functional.pad(wave, (0, n - wave.numel()))  # (n,)
