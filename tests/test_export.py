@@ -565,3 +565,15 @@ def test_text_batches_are_trimmed_to_their_longest_row_with_the_same_embeddings(
         assert (m.embed_texts(["funny cat"]) - one).abs().max() <= 1e-5
     empty = trim_text_batch(mmemb.load(out).preprocess_texts([""]))
     assert empty["text_ids"].shape == (1, 1) and empty["text_ngrams"].shape == (1, 1)  # never a 0-length axis
+
+
+@pytest.mark.parametrize("option, value", [("--threads", "0"), ("--batch-size", "0"), ("--workers", "-1"),
+                                           ("--chunk-size", "0")])
+def test_embed_refuses_counts_out_of_range_in_one_line(option, value, tmp_path, capsys):
+    from mmemb.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "--model", str(tmp_path), "--text", "hi", "--out", str(tmp_path / "o.parquet"), option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be an integer >=" in err and "Traceback" not in err

@@ -17,6 +17,17 @@ EXPORT_HELP = ("write a self-contained folder of a checkpoint: safetensors weigh
                "label vocabularies, ONNX encoders, parity.json, model card")
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (argparse turns the ValueError into a one-line usage error)."""
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return number
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..export.writer import export_checkpoint
 
@@ -65,10 +76,11 @@ def add_export_commands(sub) -> None:
     source.add_argument("--text", action="append", help="a text to embed (repeatable)")
     p.add_argument("--out", required=True, help="output Parquet file (rerun to resume)")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help="decoding processes (DataLoader workers)")
-    p.add_argument("--threads", type=int, default=1, help="torch (and ONNX Runtime) threads of the main process; "
-                   "1 suits decoding, and the workers take the other cores")
-    p.add_argument("--chunk-size", type=int, default=1024, help="rows per resumable flush")
+    p.add_argument("--batch-size", type=_at_least(1), default=32)
+    p.add_argument("--workers", type=_at_least(0), default=0, help="decoding processes (DataLoader workers)")
+    p.add_argument("--threads", type=_at_least(1), default=1,
+                   help="torch (and ONNX Runtime) threads of the main process; 1 suits decoding, and the workers "
+                   "take the other cores")
+    p.add_argument("--chunk-size", type=_at_least(1), default=1024, help="rows per resumable flush")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
