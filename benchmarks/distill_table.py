@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme_tables import REPO, _mmemb, _run, fmt, mean_std, replace_block  # noqa: E402
+from readme_tables import (REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std,  # noqa: E402
+                           replace_block)
 
 QUALITY = (("t2v R@1", "t2v_r1_category"), ("v2t R@1", "v2t_r1_category"), ("t2v R@10", "t2v_r10_category"),
            ("v2t R@10", "v2t_r10_category"), ("hashtag mAP", "hashtag_map"))
@@ -61,19 +62,10 @@ SMOKE_STUDENT = SMOKE_TEACHER + ["--model.preset", "student_tiny", "--data.decod
                                  "--trainer.num_sanity_val_steps", "0"]
 
 
-def _metrics(root: Path) -> Path | None:
-    found = sorted(root.glob("version_*/checkpoints/metrics.json"))
-    return found[-1] if found else None
-
-
 def ensure(root: Path, fit: list[str], eval_args: Sequence[str]) -> dict[str, float]:
-    """Train ``root`` with ``mmemb fit <fit>`` unless it has a checkpoint, evaluate it unless it has a
-    ``metrics.json``; its test metrics."""
-    if not list(root.glob("version_*/checkpoints/last.ckpt")):
-        _run(_mmemb("fit", *fit, "--trainer.default_root_dir", str(root)))
-    if _metrics(root) is None:
-        _run(_mmemb("eval", "--run", str(root), "--no-progress", *eval_args))
-    return json.loads(_metrics(root).read_text())["metrics"]
+    """Train ``root`` with ``mmemb fit <fit>`` unless that run finished, evaluate it unless it has a
+    ``metrics.json``; its test metrics (:func:`readme_tables.ensure_trained_and_evaluated`)."""
+    return ensure_trained_and_evaluated(root, fit, eval_args)
 
 
 # ----------------------------------------------------------------------------- cost

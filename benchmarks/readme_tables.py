@@ -65,20 +65,25 @@ def _best_metrics(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def ensure_run(config: str, root: Path, seed: int, fit_args: Sequence[str]) -> dict:
-    """Train (unless the run finished: `fit.done` or metrics.json) and evaluate (unless metrics.json exists) one
-    run; its test metrics. A run folder without either (training was cut) is removed and trained again."""
+def ensure_trained_and_evaluated(root: Path, fit: Sequence[str], eval_args: Sequence[str] = ()) -> dict:
+    """Train ``root`` with ``mmemb fit <fit> --trainer.default_root_dir root`` unless the run finished
+    (``fit.done`` or a metrics.json), evaluate it unless it has a metrics.json; its test metrics. A run
+    folder with neither (training was cut, perhaps after a checkpoint) is removed and trained again."""
     done = root / "fit.done"  # written after `mmemb fit` returned 0: a run with checkpoints but no marker was cut
     if not done.exists() and _best_metrics(root) is None:
         if root.exists():
             print(f"{root}: an interrupted run (no fit.done); training it again from the start", flush=True)
             shutil.rmtree(root)
-        _run(_mmemb("fit", "--config", config, "--seed_everything", str(seed), "--trainer.default_root_dir",
-                    str(root), *fit_args))
+        _run(_mmemb("fit", *fit, "--trainer.default_root_dir", str(root)))
         done.write_text("ok\n")
     if _best_metrics(root) is None:
-        _run(_mmemb("eval", "--run", str(root), "--no-progress"))
+        _run(_mmemb("eval", "--run", str(root), "--no-progress", *eval_args))
     return json.loads(_best_metrics(root).read_text())["metrics"]
+
+
+def ensure_run(config: str, root: Path, seed: int, fit_args: Sequence[str]) -> dict:
+    """One seeded run of ``config`` (see :func:`ensure_trained_and_evaluated`); its test metrics."""
+    return ensure_trained_and_evaluated(root, ["--config", config, "--seed_everything", str(seed), *fit_args])
 
 
 def validation_best_last(root: Path, key: str = "val/t2v_r1_category") -> dict[str, dict[str, float]]:
