@@ -33,11 +33,12 @@ import json
 import math
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from mmemb.eval import ablate
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_ROWS = ("t2v_r1_category", "t2v_r5_category", "t2v_r10_category", "v2t_r1_category", "v2t_r5_category",
@@ -99,10 +100,10 @@ def validation_best_last(root: Path, key: str = "val/t2v_r1_category") -> dict[s
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std of the values that exist (None and NaN left out); std 0.0 for one value."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    mean, std = ablate.mean_std(vals)
+    return mean, (0.0 if len(vals) == 1 else std)
 
 
 def fmt(values: Sequence[float], digits: int = 3) -> str:
@@ -132,7 +133,7 @@ def gap_verdict(a: Sequence[float], b: Sequence[float]) -> str:
     if len(a) < 2 or len(b) < 2:
         return "one seed: unknown"
     gap = ma - mb
-    return f"{gap:+.3f}, {'exceeds' if abs(gap) > max(sa, sb) else 'within'} the spread"
+    return f"{gap:+.3f}, {'exceeds' if ablate.exceeds_spread(gap, sa, sb) else 'within'} the spread"
 
 
 def compare_table(runs: dict[str, list[tuple[dict, dict]]]) -> str:

@@ -174,13 +174,20 @@ class Cell:
     exceeds_spread: bool | None = None  # |diff| > max(std_full, std); None: full model or no spread (1 seed)
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) of ``values``; NaN where undefined (no value, one value)."""
     n = len(values)
     if n == 0:
         return math.nan, math.nan
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
     return mean, std
+
+
+def exceeds_spread(diff: float, std_a: float, std_b: float) -> bool | None:
+    """The seed-spread rule of every comparison table: ``|diff| > max(std_a, std_b)``; None without a spread."""
+    spread = max(std_a, std_b)
+    return None if math.isnan(spread) else abs(diff) > spread
 
 
 def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> dict:
@@ -202,7 +209,7 @@ def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> 
         cells[name] = {}
         for m in present:
             values = [float(r["metrics"][m]) for r in runs if r["metrics"].get(m) is not None]
-            cells[name][m] = Cell(values, *_mean_std(values))
+            cells[name][m] = Cell(values, *mean_std(values))
     if FULL in cells:
         for name in names[1:]:
             for m in present:
@@ -210,8 +217,7 @@ def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> 
                 if not cell.values or not full.values:
                     continue
                 cell.diff = cell.mean - full.mean
-                spread = max(full.std, cell.std)
-                cell.exceeds_spread = None if math.isnan(spread) else abs(cell.diff) > spread
+                cell.exceeds_spread = exceeds_spread(cell.diff, full.std, cell.std)
     seeds = {name: sorted({int(r["seed"]) for r in results if r["name"] == name}) for name in names}
     return {"configs": names, "metrics": present, "cells": cells, "seeds": seeds}
 
