@@ -266,10 +266,12 @@ def test_real_data_text_rows_with_a_checkpoint(evaluate, runs, tmp_path):
                             "--out", str(out), "--no-progress"])
     methods = [(r["method"], r["task"]) for r in result["rows"]]
     assert methods == [("label_popularity", "tagging"), ("tfidf_char13_lr", "tagging"),
-                       ("tfidf_char13_svd256_lr", "category_l2"), ("mmemb_text", "tagging"),
+                       ("tfidf_char13_svd256_lr", "category_l2"), ("mmemb_head", "tagging"), ("mmemb_text", "tagging"),
                        ("mmemb_text", "category_l2"), ("mmemb_fused", "tagging"), ("mmemb_fused", "category_l2")]
     same = {r["n_samples"] for r in result["rows"] if r["task"] == "tagging"}
     assert len(same) == 1  # every tagging row on the same test videos
+    head = next(r for r in result["rows"] if r["method"] == "mmemb_head")
+    assert 0.0 <= head["map"] <= 1.0 and 0 <= head["n_labels_unknown"] <= head["data_n_labels"]
     for name in ("results.json", "results.csv", "results.md"):
         assert (out / name).exists()
     assert _is_png(out / "results.png")

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from mmemb.data.decode import probe
+from mmemb.data.split import SplitConfig, split_of
 from mmemb.eval import av_bench
 from mmemb.eval.kuairec_bench import (
     evaluate_embeddings,
     markdown_table,
     popularity_baseline,
+    align_label_scores,
+    evaluate_head_scores,
     prepare_kuairec_tagging,
-    split_is_test,
     tfidf_baseline,
     tfidf_features,
 )
@@ -36,16 +38,47 @@ def tfidf(task):
     return tfidf_features(task)
 
 
-def test_split_is_deterministic_and_disjoint(task):
+def test_split_is_the_data_modules_split(task):
     again = prepare_kuairec_tagging(CSV, max_rows=ROWS, min_label_count=5)
     assert again.train_ids == task.train_ids and again.test_ids == task.test_ids
     assert not set(task.train_ids) & set(task.test_ids)
-    assert len(task.train_ids) + len(task.test_ids) == ROWS
-    assert 0.15 < len(task.test_ids) / ROWS < 0.25
-    # the split of a video depends only on its id and the seed, not on the rows loaded
-    assert all(split_is_test(v) for v in task.test_ids)
-    assert not any(split_is_test(v) for v in task.train_ids)
-    assert {v for v in task.train_ids if split_is_test(v, seed=1)} != set()
+    # the validation videos (where a trained model chose its checkpoint) are in no row
+    assert len(task.train_ids) + len(task.test_ids) + task.n_val_held_out == ROWS
+    assert 0.07 < len(task.test_ids) / ROWS < 0.13 and 0.07 < task.n_val_held_out / ROWS < 0.13
+    # the split of a video is the data module's (so `mmemb fit` on the KuaiRec manifest never trains on a
+    # test video): it depends only on its id and the split's seed, not on the rows loaded
+    cfg = SplitConfig()
+    assert all(split_of(v, cfg) == "test" for v in task.test_ids)
+    assert all(split_of(v, cfg) == "train" for v in task.train_ids)
+    assert [r.id for r in task.test_records] == task.test_ids
+    other = prepare_kuairec_tagging(CSV, max_rows=ROWS, min_label_count=5, split=SplitConfig(seed=1))
+    assert set(other.test_ids) != set(task.test_ids)
+    assert all(split_of(v, SplitConfig(seed=1)) == "test" for v in other.test_ids)
+
+
+def test_align_label_scores_by_name_unknown_labels_last():
+    scores = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])  # over the model's names
+    aligned, unknown = align_label_scores(scores, ["猫", "Dog", "fish"], ["dog", "bird", "猫"])
+    # "Dog" matches "dog" after normalisation; "bird" is unknown: below the row's minimum
+    np.testing.assert_allclose(aligned, [[-1.0, -2.0, 2.0], [3.0, -1.0, 0.0]])
+    assert unknown == 1
+    with pytest.raises(ValueError, match="NaN"):
+        align_label_scores(np.array([[np.nan, 0.0, 0.0]]), ["a", "b", "c"], ["a"])
+    with pytest.raises(ValueError, match="3 label names"):
+        align_label_scores(np.zeros((1, 2)), ["a", "b", "c"], ["a"])
+
+
+def test_head_scores_are_scored_like_the_baselines(task):
+    # a "head" that scores every label by its training share is the popularity baseline, column for column
+    share = task.train_targets.mean(axis=0)
+    scores = np.tile(share, (len(task.test_ids), 1))[:, ::-1]  # over the labels in reverse order
+    out = evaluate_head_scores(scores, task.labels[::-1], task)
+    pop = popularity_baseline(task)
+    assert out["n_labels_unknown"] == 0
+    for k in ("map", "p1", "r5", "n_samples"):
+        assert out[k] == pytest.approx(pop[k])
+    with pytest.raises(ValueError, match="test videos"):
+        evaluate_head_scores(scores[:3], task.labels[::-1], task)
 
 
 def test_labels_targets_and_counts(task):

@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -24,45 +23,12 @@ from .labels import LabelWeighting, normalize_weights
 from .manifest import ManifestError, Query, VideoRecord, check_manifest, manifest_errors
 from .sampler import EpochShuffleSampler
 from .shards import ShardedVideoDataset, read_shard_index
+from .split import Split, SplitConfig, split_of, split_records
 from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize, text_token_idf
 
-__all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_records"]
+__all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_of", "split_records"]
 
 log = logging.getLogger(__name__)
-
-Split = Literal["train", "val", "test"]
-
-
-@dataclass
-class SplitConfig:
-    """A deterministic split by a hash of the video id (stable when the manifest grows)."""
-
-    val_fraction: float = 0.1  # share of videos in validation
-    test_fraction: float = 0.1  # share of videos in test
-    seed: int = 0  # changes which videos land where
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(f"bad split fractions: val={self.val_fraction}, test={self.test_fraction}")
-
-
-def split_of(video_id: str, cfg: SplitConfig) -> Split:
-    """Which split ``video_id`` belongs to."""
-    u = zlib.crc32(f"{cfg.seed}:{video_id}".encode()) / 2**32  # uniform in [0, 1)
-    if u < cfg.test_fraction:
-        return "test"
-    if u < cfg.test_fraction + cfg.val_fraction:
-        return "val"
-    return "train"
-
-
-def split_records(records: list[VideoRecord], cfg: SplitConfig) -> dict[Split, list[VideoRecord]]:
-    out: dict[Split, list[VideoRecord]] = {"train": [], "val": [], "test": []}
-    for r in records:
-        out[split_of(r.id, cfg)].append(r)
-    return out
-
 
 @dataclass(frozen=True)
 class WeightedCollate:
@@ -320,8 +286,14 @@ class VideoDataModule(pl.LightningDataModule):
                 vocabs.save(target)
 
     def _dataset(self, name: Split) -> VideoDataset:
+        return self.dataset_of(self.splits[name], train=(name == "train"))
+
+    def dataset_of(self, records: list[VideoRecord], train: bool = False) -> VideoDataset:
+        """A dataset of any ``records`` (e.g. read from elsewhere) encoded exactly as this data module
+        encodes its splits: its vocabularies, decoding, text and label settings (``train``: the
+        training split's random choices, e.g. the frame jitter)."""
         vocabs = self.vocabs  # first: loading them may set self.now
-        return VideoDataset(self.splits[name], vocabs, self.decode, self.text, train=(name == "train"),
+        return VideoDataset(records, vocabs, self.decode, self.text, train=train,
                             half_life_days=self.labels.half_life_days, now=self.now)
 
     def _loader(self, dataset) -> DataLoader:

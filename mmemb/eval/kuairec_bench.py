@@ -1,16 +1,18 @@
 """KuaiRec real-data benchmarks: hashtag tagging and category probe, each with a classical baseline.
 
-Part of issue #4: every row (baseline or mmemb) is computed by the same code on the same split.
+Every row (baseline or mmemb) is computed by the same code on the same split.
 
 Data (:func:`prepare_kuairec_tagging` -> :class:`KuaiRecTaggingTask`)
 ---------------------------------------------------------------------
 * Input text = the caption with its ``#hashtag`` words and ``@account(O..)`` mentions removed
   (:func:`mmemb.data.kuairec.clean_caption`, applied by :func:`read_kuairec`) + ``" "`` + the cover
   text. Videos with neither get the empty string (they stay in the split).
-* Split: 80/20 by video id with a fixed seed. A video is in test when
-  ``int(sha1(f"{seed}:{video_id}")[:8], 16) % 10_000 < test_share * 10_000``. This is a hash, not a
-  permutation, so the split of a video does not depend on which other rows are loaded (a slice of the
-  CSV is split exactly as the full file), and it is deterministic across runs and machines.
+* Split: the data module's split (:func:`mmemb.data.split.split_of`: a seeded CRC32 hash of the video
+  id, 80/10/10 by default), so a model trained with ``mmemb fit`` on the KuaiRec manifest (whose ids are
+  the CSV's ``video_id``) and the baselines are scored on the same test videos, and the model's
+  training never saw a test video's labels. The baselines fit on the train split; the validation split
+  is left out of every row (the model chooses its checkpoint on it). A hash, not a permutation: the
+  split of a video does not depend on which other rows are loaded, and it is the same on every machine.
 * Labels: hashtags normalised and cleaned with :func:`mmemb.data.labels.clean_hashtags`, **fitted on
   the training videos only** (with their level-1 KuaiRec categories, as :mod:`mmemb.data.vocab`
   does); the tags it removes are removed from test videos too. The label set is the cleaned tags used
@@ -35,7 +37,6 @@ Baselines and the mmemb hook
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +46,21 @@ import numpy as np
 
 from ..data.kuairec import kuairec_categories, read_kuairec
 from ..data.labels import CleaningConfig, clean_hashtags, normalize_label
+from ..data.manifest import VideoRecord
+from ..data.split import SplitConfig, split_records
 from .probe import linear_probe
 from .tagging import label_popularity_scores, tagging_metrics
 
 __all__ = [
     "KuaiRecTaggingTask",
-    "split_is_test",
     "prepare_kuairec_tagging",
     "ovr_tagging",
     "tfidf_features",
     "popularity_baseline",
     "tfidf_baseline",
     "evaluate_embeddings",
+    "align_label_scores",
+    "evaluate_head_scores",
     "category_probe_tfidf",
     "category_probe_embeddings",
     "run_kuairec_benchmark",
@@ -79,7 +83,9 @@ class KuaiRecTaggingTask:
     labels: list[str]  # column -> normalised hashtag
     train_categories: list[str | None]  # level-2 category name per training video (None = UNKNOWN)
     test_categories: list[str | None]
-    seed: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)  # the data module's split of the ids
+    test_records: list[VideoRecord] = field(default_factory=list)  # the test videos (a model's own inputs)
+    n_val_held_out: int = 0  # validation videos: in no row (a trained model selects its checkpoint on them)
     min_label_count: int = 5
     n_train_unlabeled: int = 0  # training videos without any kept label (kept as negatives)
     n_test_unlabeled: int = 0  # test videos without any kept label (excluded from tagging metrics)
@@ -89,17 +95,12 @@ class KuaiRecTaggingTask:
         return {
             "n_train": float(len(self.train_ids)),
             "n_test": float(len(self.test_ids)),
+            "n_val_held_out": float(self.n_val_held_out),
             "n_labels": float(len(self.labels)),
             "n_train_unlabeled": float(self.n_train_unlabeled),
             "n_test_unlabeled": float(self.n_test_unlabeled),
             "n_tags_removed_by_cleaning": float(len(self.cleaning_removed)),
         }
-
-
-def split_is_test(video_id: str, seed: int = 0, test_share: float = 0.2) -> bool:
-    """Whether ``video_id`` is in the test split (seeded SHA-1 hash of the id; see the module docstring)."""
-    h = int(hashlib.sha1(f"{seed}:{video_id}".encode("utf-8")).hexdigest()[:8], 16)
-    return h % 10_000 < int(round(test_share * 10_000))
 
 
 def _text(caption: str | None, cover: str | None) -> str:
@@ -110,19 +111,21 @@ def prepare_kuairec_tagging(
     csv_path: str | Path,
     max_rows: int | None = None,
     min_label_count: int = 5,
-    seed: int = 0,
-    test_share: float = 0.2,
+    split: SplitConfig | None = None,
     cleaning: CleaningConfig | None = None,
 ) -> KuaiRecTaggingTask:
-    """Build the tagging task from the KuaiRec CSV (``max_rows``: only the first rows, for tests)."""
+    """Build the tagging task from the KuaiRec CSV (``max_rows``: only the first rows, for tests) on
+    ``split`` (default ``SplitConfig()``: the data module's default, that of ``configs/kuairec_text.yaml``)."""
+    split = split or SplitConfig()
     records = read_kuairec(csv_path, category_level=1)
     cats = kuairec_categories(csv_path)
     if max_rows is not None:
         records = records[:max_rows]
-    train = [r for r in records if not split_is_test(r.id, seed, test_share)]
-    test = [r for r in records if split_is_test(r.id, seed, test_share)]
+    parts = split_records(records, split)
+    train, test = parts["train"], parts["test"]
     if not train or not test:
-        raise ValueError(f"prepare_kuairec_tagging: empty split ({len(train)} train, {len(test)} test)")
+        raise ValueError(f"prepare_kuairec_tagging: empty split ({len(train)} train, {len(test)} test) "
+                         f"with {split}")
 
     train_tags, report = clean_hashtags([r.hashtags for r in train], [r.category for r in train], cleaning)
     removed = dict(report.removed)
@@ -158,7 +161,9 @@ def prepare_kuairec_tagging(
         labels=labels,
         train_categories=[cats.get(r.id, (None, None, None))[1] for r in train],
         test_categories=[cats.get(r.id, (None, None, None))[1] for r in test],
-        seed=seed,
+        split=split,
+        test_records=test,
+        n_val_held_out=len(parts["val"]),
         min_label_count=min_label_count,
         n_train_unlabeled=int((ytr.sum(axis=1) == 0).sum()),
         n_test_unlabeled=int((yte.sum(axis=1) == 0).sum()),
@@ -244,6 +249,40 @@ def evaluate_embeddings(train_emb, test_emb, task: KuaiRecTaggingTask, C: float 
     return ovr_tagging(tr, te, task, C=C)
 
 
+def align_label_scores(scores, names: Sequence[str], labels: Sequence[str]) -> tuple[np.ndarray, int]:
+    """A model's ``(N, H)`` label scores over its own label ``names`` as ``(N, L)`` scores over the
+    task's ``labels`` (matched after :func:`~mmemb.data.labels.normalize_label`). A task label the model
+    does not know scores below every known label of the row (the model cannot predict it; never a
+    favour). Returns the scores and how many task labels were unknown."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(names):
+        raise ValueError(f"scores of shape {scores.shape} do not match the {len(names)} label names")
+    if not np.isfinite(scores).all():
+        raise ValueError("the model's label scores contain NaN or infinity")
+    col = {normalize_label(n): i for i, n in enumerate(names)}
+    floor = (scores.min(axis=1, keepdims=True) if scores.size else np.zeros((len(scores), 1))) - 1.0  # (N, 1)
+    out = np.repeat(floor, len(labels), axis=1)  # (N, L)
+    known = [(j, col[t]) for j, t in enumerate(labels) if t in col]
+    if known:
+        dst, src = (np.array(x) for x in zip(*known))
+        out[:, dst] = scores[:, src]
+    return out, len(labels) - len(known)
+
+
+def evaluate_head_scores(scores, names: Sequence[str], task: KuaiRecTaggingTask) -> dict[str, float]:
+    """Tagging metrics of a model's own label head: ``scores`` ``(N_test, H)`` aligned with
+    ``task.test_ids``, over the model's label ``names`` (:func:`align_label_scores`; the count of task
+    labels the head does not know is ``n_labels_unknown``)."""
+    t0 = time.perf_counter()
+    if len(scores) != len(task.test_ids):
+        raise ValueError(f"{len(scores)} rows of head scores for {len(task.test_ids)} test videos")
+    aligned, unknown = align_label_scores(scores, names, task.labels)
+    out = tagging_metrics(aligned, task.test_targets, ks=(1, 5))
+    out["n_labels_unknown"] = float(unknown)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 # ----------------------------------------------------------------------------- category probe
 
 
@@ -287,6 +326,7 @@ def run_kuairec_benchmark(
     progress: bool = True,
     max_rows: int | None = None,
     embed_name: str = "mmemb",
+    split: SplitConfig | None = None,
 ) -> list[dict]:
     """All KuaiRec rows: baselines, and ``embed_fn`` (texts -> ``(N, D)``) rows when given.
 
@@ -294,7 +334,7 @@ def run_kuairec_benchmark(
     """
     say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
-    task = prepare_kuairec_tagging(csv_path, max_rows=max_rows)
+    task = prepare_kuairec_tagging(csv_path, max_rows=max_rows, split=split)
     info = task.summary()
     say(f"[kuairec] data prepared in {time.perf_counter() - t0:.1f}s: "
         + ", ".join(f"{k}={int(v)}" for k, v in info.items()))
@@ -327,7 +367,7 @@ def run_kuairec_benchmark(
     return rows
 
 
-_TAG_COLS = ("p1", "r5", "map", "n_samples", "n_excluded", "seconds")
+_TAG_COLS = ("p1", "r5", "map", "n_samples", "n_excluded", "n_labels_unknown", "seconds")
 _PROBE_COLS = ("accuracy", "macro_f1", "chance_majority", "chance_uniform", "num_classes", "n_test", "seconds")
 
 

@@ -12,6 +12,14 @@
   its audio alone (frames masked). Frames are resized to the model's frame size; the model has no
   audio-visual objective, so this measures what the shared video space carries, zero-shot.
 
+:func:`load_model` also gives the model's own hashtag head (``mmemb_head``, models with one): its
+scores of each test video, the inputs built by the run's own data module
+(:meth:`~mmemb.data.datamodule.VideoDataModule.dataset_of`: caption and cover text as the separate
+fields they were in training, the n-gram bag, the clip marked missing), scored against the benchmark's
+labels (:func:`mmemb.eval.kuairec_bench.evaluate_head_scores`), and the run's split, on which every
+row is then computed: the baselines and the model are scored on the test videos the model never
+trained on.
+
 :func:`run_kuairec` is :func:`mmemb.eval.kuairec_bench.run_kuairec_benchmark` for several embedding
 functions at once: one data preparation and one set of baselines, then for each function the same
 one-vs-rest tagging classifier and the same category probe, on the same split.
@@ -27,18 +35,32 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..data.split import SplitConfig
 from . import av_bench, kuairec_bench
 from .report import progress
 
-__all__ = ["load_embedders", "run_kuairec", "run_real_data", "real_data_report", "write_outputs"]
+__all__ = ["RealDataModel", "load_model", "load_embedders", "run_kuairec", "run_real_data", "real_data_report",
+           "write_outputs"]
 
 TextEmbedFn = Callable[[Sequence[str]], np.ndarray]
+HeadFn = Callable[[Sequence], tuple[np.ndarray, list[str]]]  # records -> ((N, H) scores, the H label names)
+
+
+@dataclass
+class RealDataModel:
+    """What the real-data benchmarks need of a checkpoint (:func:`load_model`)."""
+
+    text_fns: dict[str, TextEmbedFn]  # row name -> texts -> (N, D) embeddings
+    av_fn: Callable | None = None  # (frames, mel) -> (video_emb, audio_emb); None without an audio tower
+    head_fn: HeadFn | None = None  # the hashtag head's scores of records; None without a hashtag head
+    split: SplitConfig = field(default_factory=SplitConfig)  # the run's train/val/test split
 
 
 def _text_batch(tokenizer, texts: Sequence[str], text_cfg) -> dict[str, torch.Tensor]:
@@ -78,9 +100,17 @@ def _missing_video(module, dm, b: int) -> dict[str, torch.Tensor]:
 
 def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_size: int = 64,
                    device: str | None = None, show_progress: bool = True):
-    """``(text_fns, av_fn)`` of a checkpoint (a file or a run folder): ``text_fns`` maps a row name
+    """``(text_fns, av_fn)`` of a checkpoint (:func:`load_model` without the head and the split)."""
+    model = load_model(ckpt, config, batch_size, device, show_progress)
+    return model.text_fns, model.av_fn
+
+
+def load_model(ckpt: str | Path, config: str | Path | None = None, batch_size: int = 64,
+               device: str | None = None, show_progress: bool = True) -> RealDataModel:
+    """The :class:`RealDataModel` of a checkpoint (a file or a run folder): ``text_fns`` maps a row name
     (``mmemb_text``, and ``mmemb_fused`` when the model has a fused path) to ``texts -> (N, D)``;
-    ``av_fn(frames, mel) -> (video_emb, audio_emb)`` or None without an audio tower."""
+    ``av_fn(frames, mel) -> (video_emb, audio_emb)`` or None without an audio tower; ``head_fn`` the
+    hashtag head's scores (:func:`_head_fn`); ``split`` the run's data split."""
     from .loading import load_run, resolve_checkpoint
 
     run = load_run(resolve_checkpoint(ckpt), config, num_workers=0)
@@ -105,7 +135,8 @@ def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_siz
                        f"text path ({len(texts)} texts)")
 
     fns: dict[str, TextEmbedFn] = {"mmemb_text": text_fn}
-    has_fused = "multimodal" in _probe_outputs(module, dm, dev, tokenizer, text_cfg)
+    outputs = _probe_outputs(module, dm, dev, tokenizer, text_cfg)
+    has_fused = "multimodal" in outputs
     if has_fused:
         def fused_fn(texts: Sequence[str]) -> np.ndarray:
             def one(t):
@@ -143,7 +174,33 @@ def load_embedders(ckpt: str | Path, config: str | Path | None = None, batch_siz
                     audios.append(model.encode_video(to({**base, "video_mask": ~ones, "audio_mask": ones})).cpu())
             return torch.cat(videos).numpy(), torch.cat(audios).numpy()
 
-    return fns, av_fn
+    head_fn = _head_fn(module, dm, dev, batch_size, show_progress) if "hashtag_logits" in outputs else None
+    return RealDataModel(fns, av_fn, head_fn, SplitConfig(**run.split_config))
+
+
+def _head_fn(module, dm, dev: torch.device, batch_size: int, show_progress: bool) -> HeadFn:
+    """``records -> ((N, H) logits, names)``: the hashtag head's logits of ``records``, encoded by the
+    run's data module exactly as its test split is (:meth:`~mmemb.data.datamodule.VideoDataModule.dataset_of`),
+    over the run's hashtag vocabulary ``names``."""
+    from torch.utils.data import DataLoader
+
+    names = list(dm.vocabs.hashtags.labels)
+
+    def fn(records: Sequence) -> tuple[np.ndarray, list[str]]:
+        loader = DataLoader(dm.dataset_of(list(records)), batch_size=batch_size, num_workers=0,
+                            collate_fn=dm.collate_fn)
+        out = []
+        with torch.inference_mode():
+            for batch in progress(loader, desc=f"hashtag head ({len(records)} videos)", unit="batch",
+                                  enabled=show_progress):
+                batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
+                out.append(module.model(batch)["hashtag_logits"].float().cpu())  # (B, H)
+        scores = torch.cat(out).numpy() if out else np.zeros((0, len(names)), np.float32)
+        return scores, names
+
+    return fn
+
+
 
 
 def _probe_outputs(module, dm, dev, tokenizer, text_cfg) -> dict:
@@ -154,12 +211,15 @@ def _probe_outputs(module, dm, dev, tokenizer, text_cfg) -> dict:
 
 
 def run_kuairec(csv_path: str | Path, embed_fns: dict[str, TextEmbedFn] | None = None, max_rows: int | None = None,
-                show_progress: bool = True) -> list[dict]:
-    """KuaiRec rows: the baselines once, then each of ``embed_fns`` (see the module docstring)."""
+                show_progress: bool = True, head_fn: HeadFn | None = None,
+                split: SplitConfig | None = None) -> list[dict]:
+    """KuaiRec rows on ``split`` (default: the data module's default split): the baselines once, then
+    ``mmemb_head`` (``head_fn``: a model's own hashtag head) and each of ``embed_fns`` (see the module
+    docstring)."""
     kb = kuairec_bench
     say = print if show_progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
-    task = kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows)
+    task = kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows, split=split)
     info = task.summary()
     say(f"[kuairec] data prepared in {time.perf_counter() - t0:.1f}s: "
         + ", ".join(f"{k}={int(v)}" for k, v in info.items()))
@@ -178,6 +238,11 @@ def run_kuairec(csv_path: str | Path, embed_fns: dict[str, TextEmbedFn] | None =
     tag["seconds"] += vec_seconds
     add("tfidf_char13_lr", "tagging", tag)
     add("tfidf_char13_svd256_lr", "category_l2", kb.category_probe_tfidf(task, features=feats))
+    if head_fn is not None:
+        th = time.perf_counter()
+        scores, names = head_fn(task.test_records)
+        add("mmemb_head", "tagging", {**kb.evaluate_head_scores(scores, names, task),
+                                      "embed_seconds": time.perf_counter() - th})
     for name, fn in (embed_fns or {}).items():
         te = time.perf_counter()
         tr_emb = np.asarray(fn(task.train_texts), dtype=np.float32)
@@ -196,13 +261,15 @@ def run_real_data(csv_path: str | Path | None, clip_dir: str | Path | None, ckpt
                   show_progress: bool = True) -> tuple[list[dict], str]:
     """Every real-data row (KuaiRec unless ``csv_path`` is None, AV unless ``clip_dir`` is None) and
     their Markdown tables; with ``ckpt``, the checkpoint's rows next to the baselines."""
-    text_fns, av_fn = ({}, None)
+    model = RealDataModel({})
     if ckpt is not None:
-        text_fns, av_fn = load_embedders(ckpt, config, device=device, show_progress=show_progress)
+        model = load_model(ckpt, config, device=device, show_progress=show_progress)
+    text_fns, av_fn = model.text_fns, model.av_fn
     rows: list[dict] = []
     tables: list[str] = []
     if csv_path is not None:
-        k_rows = run_kuairec(csv_path, text_fns, max_rows=max_rows, show_progress=show_progress)
+        k_rows = run_kuairec(csv_path, text_fns, max_rows=max_rows, show_progress=show_progress,
+                             head_fn=model.head_fn, split=model.split)
         rows += k_rows
         tables.append(kuairec_bench.markdown_table(k_rows))
     if clip_dir is not None:
