@@ -119,6 +119,29 @@ def test_distill_table_judges_each_target_on_the_means():
     assert "| distilled student | 0.400 ± 0.000 |" in text and "2 seeds (mean ± std)" in text
 
 
+def _kuairec_rows(head_map: float, text_acc: float, tfidf_map: float = 0.25) -> list[dict]:
+    data = {"data_n_train": 8542.0, "data_n_val_held_out": 1061.0, "data_n_test": 1125.0, "data_n_labels": 238.0}
+    tag = lambda m, v: {"method": m, "task": "tagging", "map": v, "p1": v, "r5": v, "n_samples": 250.0, **data}  # noqa: E731
+    probe = lambda m, a: {"method": m, "task": "category_l2", "accuracy": a, "chance_majority": 0.14, **data}  # noqa: E731
+    return [tag("label_popularity", 0.1), tag("tfidf_char13_lr", tfidf_map), probe("tfidf_char13_svd256_lr", 0.30),
+            tag("mmemb_head", head_map), tag("mmemb_text", 0.2), probe("mmemb_text", text_acc)]
+
+
+def test_kuairec_table_judges_the_targets_on_the_means_and_checks_one_split():
+    bench = _bench("kuairec_table")
+    seeds = [_kuairec_rows(0.31, 0.33), _kuairec_rows(0.29, 0.29)]  # head mean 0.300 = 1.2 x 0.25; probe 0.31
+    text = bench.kuairec_table(seeds, [5.0, 7.0])
+    assert "| mmemb_head | 0.300 ± 0.014 |" in text
+    assert "| tfidf_char13_lr | 0.250 |" in text and "same split" in text
+    assert "the head's 0.300 ± 0.014 **met** (1.20 x TF-IDF + LR)" in text
+    assert "mmemb_text 0.310 ± 0.028 **met**" in text
+    assert "8542 train / 1061 validation / 1125 test videos; 238 hashtags" in text and "6.0 ± 1.4 min" in text
+    missed = bench.kuairec_table([_kuairec_rows(0.26, 0.25)], [5.0])
+    assert "**missed** (1.04 x TF-IDF + LR)" in missed and "mmemb_text 0.250 **missed**" in missed
+    with pytest.raises(ValueError, match="not on one split"):
+        bench.kuairec_table([_kuairec_rows(0.3, 0.3), _kuairec_rows(0.3, 0.3, tfidf_map=0.24)], [1.0, 1.0])
+
+
 # ----------------------------------------------------------------------------- export latency benchmarks
 
 TINY_DATA = {"batch_size": 8, "num_workers": 0, "decode": {"num_frames": 4, "frame_size": 32, "audio_seconds": 1.0},

@@ -211,3 +211,50 @@ def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, t
     assert cli.model.model.hashtag_branch is not None and cli.model.config.use_gcn
     monitors = {cb.monitor for cb in cli.trainer.callbacks if getattr(cb, "monitor", None)}
     assert monitors == {"val/hashtag_map"}
+
+
+def test_kuairec_pretrain_then_finetune_from_its_weights(kuairec_text_only, tmp_path, monkeypatch):
+    """Stage 1 (configs/stages/kuairec_pretrain.yaml) trains on every split's texts without their labels
+    and without a label term; stage 2 starts from its weights (``model.init_from``, with its vocabularies).
+    At lr 1e-12 the one step of stage 2 changes nothing visible, so its weights are stage 1's checkpoint's."""
+    import torch
+
+    from mmemb.data.split import split_of
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    stage1 = tmp_path / "pretrain"
+    train = _train_script()
+    small = ["--data.labels.hashtag_min_freq=2", "--data.batch_size=16", "--data.num_workers=0",
+             "--trainer.enable_progress_bar=false", *CPU]
+    cli1 = train.main(["fit", "--config", str(CONFIGS / "kuairec_text.yaml"), "--config",
+                       str(CONFIGS / "stages" / "kuairec_pretrain.yaml"), "--data.manifest", str(kuairec_text_only),
+                       "--trainer.default_root_dir", str(stage1), "--trainer.max_steps=2",
+                       "--trainer.limit_val_batches=1", *small])
+    dm = cli1.datamodule
+    train_set = dm.train_dataset()
+    held_out = dm.splits["val"] + dm.splits["test"]
+    assert len(held_out) > 0 and len(train_set) == sum(len(v) for v in dm.splits.values())
+    unlabelled = train_set.records[len(dm.splits["train"]):]
+    assert {r.id for r in unlabelled} == {r.id for r in held_out}
+    assert all(not r.hashtags and r.category is None and split_of(r.id, dm.split) != "train" for r in unlabelled)
+    assert any(r.caption for r in unlabelled)  # their texts are kept
+    metrics = cli1.trainer.callback_metrics
+    assert {"train/keyword", "train/text_views"} <= set(metrics) and "train/hashtag_bce" not in metrics
+    ckpt = stage1 / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+
+    stage2 = tmp_path / "finetune"
+    cli2 = _run([CONFIGS / "kuairec_text.yaml"], kuairec_text_only, stage2, *CPU, "--data.labels.hashtag_min_freq=2",
+                "--data.batch_size=16", "--model.lr=1e-12", "--model.init_from", str(ckpt),
+                "--data.vocab_dir", str(stage1 / "vocab"))
+    assert "train/hashtag_bce" in cli2.trainer.callback_metrics  # stage 2 trains the labels
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    own = cli2.model.model.state_dict()
+    for key in ("text.bert.embeddings.word_embeddings.weight", "hashtag_branch.embed.convs.0.lin.weight",
+                "keyword_token.weight"):
+        assert torch.allclose(own[key], saved[f"model.{key}"], rtol=0, atol=1e-8), key
+        assert not torch.allclose(own[key], torch.zeros_like(own[key]))
+    # another data vocabulary than the checkpoint's is refused
+    with pytest.raises(Exception, match="vocabularies"):
+        _run([CONFIGS / "kuairec_text.yaml"], kuairec_text_only, tmp_path / "other", *CPU,
+             "--data.labels.hashtag_min_freq=3", "--data.batch_size=16", "--model.init_from", str(ckpt))

@@ -26,9 +26,16 @@ from .shards import ShardedVideoDataset, read_shard_index
 from .split import Split, SplitConfig, split_of, split_records
 from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize, text_token_idf
 
-__all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_of", "split_records"]
+__all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_of", "split_records", "without_labels"]
 
 log = logging.getLogger(__name__)
+
+def without_labels(record: VideoRecord) -> VideoRecord:
+    """``record`` with its hashtags, queries and category removed (its id, clip, text fields (caption,
+    cover text, ASR, comments: the model's inputs) and publish time kept): what self-supervised
+    pre-training may see of a validation or test video."""
+    return dataclasses.replace(record, hashtags=[], queries=[], category=None)
+
 
 @dataclass(frozen=True)
 class WeightedCollate:
@@ -102,6 +109,12 @@ class VideoDataModule(pl.LightningDataModule):
         skip_bad_records: train on the manifest's valid records and log how many invalid ones were
             skipped (:attr:`skipped_records`); by default an invalid record raises one
             :class:`~mmemb.data.manifest.ManifestError` (``mmemb data check FILE`` lists them all).
+        train_on_all_texts: train also on the validation and test videos with every label removed
+            (:func:`without_labels`: no hashtags, queries or category; clip and text fields kept),
+            for the objectives that need no label (keyword masking, text views, SimCLR, video-text
+            InfoNCE): self-supervised pre-training on the whole corpus. The vocabularies, the keyword
+            IDF and the label statistics still come from the train split alone, and validation and
+            test are unchanged; the rows without a label are left out of the label terms.
 
     Freshness is measured from one reference time (:attr:`now`): the vocabularies' when they were
     saved with freshness on, else the time this module was created.
@@ -122,6 +135,7 @@ class VideoDataModule(pl.LightningDataModule):
         demo_dir: str | None = None,
         pin_memory: bool = False,
         skip_bad_records: bool = False,
+        train_on_all_texts: bool = False,
     ):
         super().__init__()
         self.decode = decode or DecodeConfig()
@@ -144,6 +158,10 @@ class VideoDataModule(pl.LightningDataModule):
         self.demo_dir = demo_dir
         self.pin_memory = pin_memory
         self.skip_bad_records = skip_bad_records
+        self.train_on_all_texts = train_on_all_texts
+        if train_on_all_texts and shards is not None:
+            raise ValueError("train_on_all_texts needs the manifest's splits: train from the manifest, without "
+                             "data.shards")
         self.skipped_records = 0  # invalid manifest records left out (only with skip_bad_records)
         self._splits: dict[Split, list[VideoRecord]] | None = None
         self._keyword_config = None  # set_keywords
@@ -303,6 +321,9 @@ class VideoDataModule(pl.LightningDataModule):
                           persistent_workers=self.num_workers > 0, drop_last=False)
 
     def train_dataset(self):
+        if self.shards is None and self.train_on_all_texts:
+            unlabelled = [without_labels(r) for r in self.splits["val"] + self.splits["test"]]
+            return self.dataset_of(self.splits["train"] + unlabelled, train=True)
         if self.shards is None:
             return self._dataset("train")
         rank, world = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -147,6 +148,12 @@ class EmbeddingModule(pl.LightningModule):
             ``data.labels.weighting``: ``softmax`` (per-video target distributions) trains the label
             heads with softmax cross-entropy (terms ``hashtag_ce``, ``query_ce``); ``bce_global`` and
             ``uniform`` with weighted BCE (``hashtag_bce``, ``query_bce``).
+        init_from: a checkpoint (``.ckpt`` file) whose model weights start this training, e.g. a
+            self-supervised pre-training run (``data.train_on_all_texts``): every weight whose name and
+            shape match is copied when ``fit`` starts (read with ``weights_only=True``), the rest keep
+            their initialisation (both counts logged). Its run's vocabularies must be the data's (checked
+            when its ``vocab/`` is found beside it). A run resumed with ``--ckpt_path`` then restores
+            its own weights over these.
     """
 
     def __init__(
@@ -171,6 +178,7 @@ class EmbeddingModule(pl.LightningModule):
         label_neg_weight: float = 1.0,
         label_weighting: LabelWeighting = "bce_global",
         text_view_temperature: float = 0.1,
+        init_from: str | None = None,
     ):
         super().__init__()
         if not 0 <= warmup_fraction < 1:
@@ -282,6 +290,32 @@ class EmbeddingModule(pl.LightningModule):
             length = text_max_length or cfg.text.max_length
             self.keyword_idf = torch.from_numpy(text_token_idf(train_records, tok, length)).to(self.keyword_idf.device)
 
+    def init_from_checkpoint(self, path: str, vocabs=None) -> tuple[int, int]:
+        """Copy the model weights of the checkpoint at ``path`` whose names and shapes match this model's
+        (see ``init_from``); returns (tensors copied, tensors of this model left as they were). With
+        ``vocabs`` (the data's), the checkpoint run's saved vocabularies must have the same fingerprint."""
+        from ..data.vocab import Vocabularies, vocab_fingerprint
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"init_from: no checkpoint file {path}")
+        _, state = read_checkpoint(path)
+        if vocabs is not None:
+            saved = next((p / "vocab" for p in Path(path).resolve().parents if (p / "vocab" / "vocab.json").exists()),
+                         None)
+            if saved is not None and vocab_fingerprint(Vocabularies.load(str(saved))) != vocab_fingerprint(vocabs):
+                raise ValueError(f"init_from: {path} was trained with the vocabularies of {saved}, not the data's; "
+                                 f"train with --data.vocab_dir {saved}")
+        own = self.model.state_dict()
+        found = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        match = {k: v for k, v in found.items() if k in own and own[k].shape == v.shape}
+        if not match:
+            raise ValueError(f"init_from: no weight of {path} fits this model (preset {self.hparams.preset!r})")
+        self.model.load_state_dict(match, strict=False)
+        kept = len(own) - len(match)
+        log.info("init_from %s: %d of the model's %d tensors copied, %d left as initialised (%d of the "
+                 "checkpoint's unused)", path, len(match), len(own), kept, len(found) - len(match))
+        return len(match), kept
+
     def _init_text_from_minilm(self, tokenizer) -> None:
         from ..models.text_init import init_text_from_minilm
 
@@ -299,6 +333,8 @@ class EmbeddingModule(pl.LightningModule):
         text_len = getattr(getattr(dm, "text", None), "max_length", None)
         # MiniLM weights only when training starts (a resumed run's checkpoint then overwrites them)
         self.set_vocabularies(dm.vocabs, records, text_len, init_text=(stage == "fit"))
+        if stage == "fit" and self.hparams.get("init_from"):
+            self.init_from_checkpoint(self.hparams["init_from"], dm.vocabs)
         if self.config.keyword_head and self._weight("keyword") > 0 and isinstance(dm, VideoDataModule):
             dm.set_keywords(self.keyword_cfg)  # the loaders' workers choose the keywords
 
