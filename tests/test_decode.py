@@ -34,6 +34,22 @@ REAL = {
 SMALL = DecodeConfig(num_frames=8, frame_size=32)
 
 
+def test_frames_only_decoding_skips_the_audio_and_keeps_the_frames(monkeypatch):
+    """``audio=False`` (a model without an audio tower): the same frames, and the audio is never
+    decoded (its window function is not called)."""
+    from mmemb.data.decode import clip as C
+
+    cfg = DecodeConfig(num_frames=4, frame_size=32)
+    both = load_clip(str(WEBM_1), cfg)
+    assert both.mel is not None
+    monkeypatch.setattr(C, "sound_window", lambda *a, **k: pytest.fail("the audio was decoded"))
+    frames_only = load_clip(str(WEBM_1), cfg, audio=False)
+    assert torch.equal(frames_only.frames, both.frames)
+    assert frames_only.mel is None and frames_only.audio_error is None and frames_only.video_error is None
+    broken = load_clip(io.BytesIO(b"not a video"), cfg, audio=False)
+    assert broken.frames is None and broken.video_error is not None and broken.audio_error is None
+
+
 # --------------------------------------------------------------------------- synthetic clips
 
 

@@ -85,7 +85,8 @@ class Preprocessor:
         """Frames ``(B, T, 3, S, S)`` uint8, ``video_mask``, (with an audio tower) ``mel`` ``(B, M, F)``
         and ``audio_mask`` of clips (paths, bytes or binary file objects; ``None`` = no clip), decoded
         as in evaluation; the lists ``video_error`` / ``audio_error`` (a decode reason where masked,
-        ``no_audio`` for a clip without sound) and ``video_partial`` / ``audio_partial``."""
+        ``no_audio`` for a clip without sound; None throughout without an audio tower, whose preprocessing
+        does not decode the audio) and ``video_partial`` / ``audio_partial``."""
         d = self.decode
         b = len(sources)
         frames = torch.zeros(b, d.num_frames, 3, d.frame_size, d.frame_size, dtype=torch.uint8)  # (B, T, 3, S, S)
@@ -98,7 +99,8 @@ class Preprocessor:
                 for key in errors:
                     errors[key].append(None)
                 continue
-            clip = load_clip(os.fspath(source) if isinstance(source, os.PathLike) else source, d, train=False)
+            clip = load_clip(os.fspath(source) if isinstance(source, os.PathLike) else source, d, train=False,
+                             audio=self.use_audio)  # no audio tower: the audio is not decoded
             if clip.frames is not None:
                 frames[i] = clip.frames
                 video_mask[i] = True

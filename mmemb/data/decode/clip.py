@@ -32,8 +32,10 @@ class ClipSample:
 
 
 def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
-              generator: torch.Generator | None = None) -> ClipSample:
-    """Frames and log-mel of one clip; never raises for bad input.
+              generator: torch.Generator | None = None, audio: bool = True) -> ClipSample:
+    """Frames and log-mel of one clip; never raises for bad input. ``audio=False`` (a model without an
+    audio tower) decodes the frames only: the audio is neither indexed nor decoded, and ``mel`` and
+    ``audio_error`` are None.
 
     Each modality is decoded separately: a failure masks that modality (``None``) and records its
     reason (a :data:`REASONS` value; ``audio_error="no_audio"`` for a clip without an audio stream,
@@ -50,7 +52,7 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
         src = _Input(path)  # a file object is read once, for both modalities
     except Exception as e:  # noqa: BLE001 - never raise for bad input
         warn_once(repr(path), "video and audio", "decode", f"{type(e).__name__}: {e}")
-        return ClipSample(None, None, "decode", "decode")
+        return ClipSample(None, None, "decode", "decode" if audio else None)
     try:
         container = src.open()
     except DecodeError as e:
@@ -59,20 +61,20 @@ def load_clip(path: Source | None, cfg: DecodeConfig, train: bool = False,
         else:  # e.g. an MP4 that lost its index: each modality fails on its own
             warn_once(src.label, "video", e.reason, e.detail)
             warn_once(src.label, "audio", e.reason, e.detail)
-        return ClipSample(None, None, e.reason, e.reason)
+        return ClipSample(None, None, e.reason, e.reason if audio else None)
     with container:
-        return _load_open_clip(src, container, cfg, mode, generator)
+        return _load_open_clip(src, container, cfg, mode, generator, audio)
 
 
 def _load_open_clip(src: _Input, container: av.container.InputContainer, cfg: DecodeConfig, mode: Mode,
-                    generator: torch.Generator | None) -> ClipSample:
+                    generator: torch.Generator | None, audio: bool = True) -> ClipSample:
     """:func:`load_clip` of an open container."""
     frames = mel = None
     video_error = audio_error = None
     mel_valid = video_partial = audio_partial = None
     state: dict[str, object] = {}  # what the video pass did: "scanned", "audio_index"
     try:
-        video, _ = _decode_video(src, container, cfg, mode, generator, audio=True, stats=state)
+        video, _ = _decode_video(src, container, cfg, mode, generator, audio=audio, stats=state)
         frames, video_partial = video.data, video.partial
         if video_partial is not None:
             warn_once(src.label, "video", PARTIAL, video.detail)
@@ -83,7 +85,9 @@ def _load_open_clip(src: _Input, container: av.container.InputContainer, cfg: De
         video_error = "decode"
         warn_once(src.label, "video", "decode", f"{type(e).__name__}: {e}")
     if video_error in FILE_LEVEL:
-        return ClipSample(None, None, video_error, video_error)
+        return ClipSample(None, None, video_error, video_error if audio else None)
+    if not audio:
+        return ClipSample(frames, None, video_error, None, None, video_partial, None)
     audio_container = container
     try:
         audio_index = state.get("audio_index")
