@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmemb.eval import ablate
+from mmemb.eval.report import replace_block  # noqa: F401  (the README blocks; also used by the other table scripts)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_ROWS = ("t2v_r1_category", "t2v_r5_category", "t2v_r10_category", "v2t_r1_category", "v2t_r5_category",
@@ -164,14 +164,6 @@ def real_data_block(results_md: str, seconds_note: str = "") -> str:
             continue
         lines.append(f"**{line[4:].strip()}**" if line.startswith("### ") else line)
     return "\n".join(lines).strip() + seconds_note
-
-
-def replace_block(text: str, name: str, body: str) -> str:
-    """``text`` with the lines between ``<!-- table:name -->`` and ``<!-- /table:name -->`` replaced."""
-    pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table:{re.escape(name)} -->)", re.S)
-    if not pattern.search(text):
-        raise ValueError(f"the README has no <!-- table:{name} --> ... <!-- /table:{name} --> block")
-    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -107,6 +107,19 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     assert sum("not rerun" in ln for ln in lines) == 3 and not (out / "lower_lr" / "seed1" / "stale.txt").exists()
 
 
+def test_readme_block_is_replaced_in_place_or_named_when_missing(tmp_path):
+    from mmemb.eval.report import write_readme_block
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- table:t -->\nold\n<!-- /table:t -->\nb\n", encoding="utf-8")
+    write_readme_block(readme, "t", "| new |\n")
+    assert readme.read_text(encoding="utf-8") == "a\n<!-- table:t -->\n| new |\n<!-- /table:t -->\nb\n"
+    with pytest.raises(ValueError, match="no <!-- table:u -->"):
+        write_readme_block(readme, "u", "x")
+    with pytest.raises(FileNotFoundError, match="no README"):
+        write_readme_block(tmp_path / "missing.md", "t", "x")
+
+
 def test_a_failed_run_names_its_log(tmp_path):
     with pytest.raises(RuntimeError, match=r"full seed0: mmemb fit failed \(exit status 1\), see .*fit\.log"):
         ablate(CONFIGS / "tiny.yaml", [], 1, tmp_path / "out", mmemb=(sys.executable, "-c", "raise SystemExit(1)"),
@@ -140,6 +153,13 @@ def test_ablate_command_on_a_tiny_config(kuairec_text_only, tmp_path, capsys):
     assert ablated["diff"] == pytest.approx(ablated["mean"] - full["mean"])
     assert f"{full['mean']:.3f}" in (out / "ablation.md").read_text(encoding="utf-8")
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/**/*") if p.is_file()}
-    eval_main(args)  # resumable: every run is finished, nothing is trained or evaluated again
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:abl -->\nNot yet run.\n<!-- /table:abl -->\nend\n", encoding="utf-8")
+    cut = args.index("--fit-args")
+    # resumable: every run is finished, nothing is trained or evaluated again; the table goes into the README
+    eval_main(args[:cut] + ["--readme", str(readme), "--readme-block", "abl"] + args[cut:])
     assert capsys.readouterr().out.count("finished before, not rerun") == 4
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("intro\n<!-- table:abl -->\n| config | seeds |") and text.endswith("<!-- /table:abl -->\nend\n")
+    assert (out / "ablation.md").read_text(encoding="utf-8").strip() in text and "Not yet run" not in text
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/**/*") if p.is_file()} == stamps

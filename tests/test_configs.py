@@ -65,7 +65,7 @@ def test_the_config_lists_are_what_the_docs_name():
     assert {p.name for p in CONFIGS.glob("*.yaml")} == set(STANDALONE) | NEEDS_TEACHER
     assert {"no_audio.yaml", "no_fusion.yaml", "no_gcn.yaml", "no_hashtag_head.yaml", "no_keyword.yaml",
             "no_ngram_bag.yaml", "no_simclr.yaml", "cjk_pairs.yaml", "weighting_softmax.yaml",
-            "weighting_uniform.yaml", "no_clicks.yaml", "freshness_on.yaml", "no_cleaning.yaml"} <= set(ABLATIONS)
+            "weighting_uniform.yaml", "weighting_bce_global.yaml", "no_clicks.yaml", "freshness_on.yaml", "no_cleaning.yaml"} <= set(ABLATIONS)
     assert {"ddp.yaml", "fsdp.yaml"} <= set(STRATEGIES)
     assert {"minilm_text.yaml"} <= set(VARIANTS)
     quick = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text(encoding="utf-8"))
@@ -137,6 +137,8 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "weighting_softmax.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "softmax"
         and "train/hashtag_ce" in metrics and "train/hashtag_bce" not in metrics,
         "weighting_uniform.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "uniform",
+        "weighting_bce_global.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "bce_global"
+        and "train/hashtag_bce" in metrics,
         "no_clicks.yaml": lambda: not labels.clicks,
         "freshness_on.yaml": lambda: labels.half_life_days == 30.0,
         "no_cleaning.yaml": lambda: not labels.clean and cli.datamodule.vocabs.removed_hashtags == {},
@@ -202,8 +204,8 @@ def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, t
                "--data.batch_size=16")
     assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_small"
     metrics = cli.trainer.callback_metrics
-    assert {"train/hashtag_bce", "train/keyword", "train/text_views"} <= set(metrics)
-    assert set(metrics) & {"train/clip_v2t", "train/clip_t2v", "train/simclr"} == set()
+    assert {"train/hashtag_ce", "train/keyword", "train/text_views"} <= set(metrics)  # label weighting softmax
+    assert set(metrics) & {"train/clip_v2t", "train/clip_t2v", "train/simclr", "train/hashtag_bce"} == set()
     assert float(metrics["train/text_views"]) > 0
     assert 0 <= float(metrics["val/hashtag_map"]) <= 1
     model = cli.model.model
@@ -239,7 +241,8 @@ def test_kuairec_pretrain_then_finetune_from_its_weights(kuairec_text_only, tmp_
     assert all(not r.hashtags and r.category is None and split_of(r.id, dm.split) != "train" for r in unlabelled)
     assert any(r.caption for r in unlabelled)  # their texts are kept
     metrics = cli1.trainer.callback_metrics
-    assert {"train/keyword", "train/text_views"} <= set(metrics) and "train/hashtag_bce" not in metrics
+    assert {"train/keyword", "train/text_views"} <= set(metrics)
+    assert not {"train/hashtag_bce", "train/hashtag_ce"} & set(metrics)
     ckpt = stage1 / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
 
@@ -247,7 +250,7 @@ def test_kuairec_pretrain_then_finetune_from_its_weights(kuairec_text_only, tmp_
     cli2 = _run([CONFIGS / "kuairec_text.yaml"], kuairec_text_only, stage2, *CPU, "--data.labels.hashtag_min_freq=2",
                 "--data.batch_size=16", "--model.lr=1e-12", "--model.init_from", str(ckpt),
                 "--data.vocab_dir", str(stage1 / "vocab"))
-    assert "train/hashtag_bce" in cli2.trainer.callback_metrics  # stage 2 trains the labels
+    assert "train/hashtag_ce" in cli2.trainer.callback_metrics  # stage 2 trains the labels
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     own = cli2.model.model.state_dict()
     for key in ("text.bert.embeddings.word_embeddings.weight", "hashtag_branch.embed.convs.0.lin.weight",

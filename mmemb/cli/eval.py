@@ -166,7 +166,12 @@ def cmd_ablate(args: argparse.Namespace) -> dict[str, Any]:
     result = ablate(args.config, args.ablations or [], args.seeds, args.out, args.fit_args or [], args.split,
                     probe=not args.no_probe, metrics=args.metrics,
                     say=lambda line: print(line, flush=True))
-    print(f"\n{args.split} split\n\n{markdown_table(result['summary'])}\n\nwrote {', '.join(result['files'])}")
+    table = markdown_table(result["summary"])
+    print(f"\n{args.split} split\n\n{table}\n\nwrote {', '.join(result['files'])}")
+    if args.readme_block:
+        from ..eval.report import write_readme_block
+
+        print(f"wrote the table into the block {args.readme_block!r} of {write_readme_block(args.readme, args.readme_block, table)}")
     return result
 
 
@@ -352,6 +357,9 @@ def build_parser(prog: str = "mmemb eval") -> argparse.ArgumentParser:
                    help="metrics of the table (default: hashtag map/p1/r5, probe accuracies, t2v/v2t R@1; those "
                         "with a value)")
     p.add_argument("--no-probe", action="store_true", help="skip the category linear probe")
+    p.add_argument("--readme-block", default=None, metavar="NAME",
+                   help="also write the table between <!-- table:NAME --> and <!-- /table:NAME --> of --readme")
+    p.add_argument("--readme", type=Path, default=Path("README.md"), help="the file of --readme-block")
     p.add_argument("--fit-args", nargs=argparse.REMAINDER, default=None,
                    help="everything after it goes to every `mmemb fit` (last on the line)")
     p.set_defaults(func=cmd_ablate)

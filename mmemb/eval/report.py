@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ __all__ = [
     "markdown_table",
     "fmt",
     "plot_bars",
+    "replace_block",
+    "write_readme_block",
 ]
 
 DEFAULT_INTERVAL_S = 30.0
@@ -285,4 +288,25 @@ def plot_bars(metrics: Sequence[str], series: Mapping[str, Sequence[float | None
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- README blocks
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with the lines between ``<!-- table:name -->`` and ``<!-- /table:name -->`` replaced by
+    ``body`` (a ValueError when the block is missing)."""
+    pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table:{re.escape(name)} -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"the README has no <!-- table:{name} --> ... <!-- /table:{name} --> block")
+    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text)
+
+
+def write_readme_block(path: str | Path, name: str, body: str) -> Path:
+    """Rewrite the block ``name`` of the Markdown file at ``path`` (:func:`replace_block`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no README at {path}")
+    path.write_text(replace_block(path.read_text(encoding="utf-8"), name, body), encoding="utf-8")
     return path
