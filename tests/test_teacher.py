@@ -194,6 +194,30 @@ def test_ngram_bag_joins_the_text_embedding_only():
 
 
 @pytest.mark.parametrize("fusion", ["multiscale", "none"])
+def test_heads_read_ngram_adds_the_bag_to_the_clean_pass_only(fusion):
+    """``heads_read_ngram``: the bag is a channel of the multimodal vector the heads read, so other
+    n-grams move the hashtag logits; the keyword pass never sees it (its logits stay)."""
+    model = tiny(use_fusion=fusion, heads_read_ngram=True).eval()
+    assert model.multimodal_attention.channels[-1] == "ngram"
+    batch = teacher_batch(b=4)
+    batch["text_ngrams"][2] = 0  # no n-grams in row 2: the channel is unavailable there
+    other = dict(batch, text_ngrams=torch.randint(1, NB + 1, batch["text_ngrams"].shape))
+    other["text_ngrams"][2] = 0
+    with torch.no_grad():
+        out, out2 = model(batch, **_keywords(batch)), model(other, **_keywords(batch))
+    rows = [0, 1, 3]
+    assert not torch.allclose(out["hashtag_logits"][rows], out2["hashtag_logits"][rows], atol=1e-6)
+    assert not torch.allclose(out["multimodal"][rows], out2["multimodal"][rows], atol=1e-6)
+    w = out["multimodal_weights"]  # (B, C_m), the bag last
+    assert w[2, -1] == 0 and torch.all(w[rows, -1] > 0)
+    torch.testing.assert_close(out["keyword_logits"], out2["keyword_logits"])  # the masked pass: no bag
+    torch.testing.assert_close(out["video"], out2["video"])
+    # without a bag (no buckets) the switch adds no channel
+    plain = create_model("teacher_tiny", **{"text": {"vocab_size": VOCAB}, "heads_read_ngram": True})
+    assert "ngram" not in plain.multimodal_attention.channels
+
+
+@pytest.mark.parametrize("fusion", ["multiscale", "none"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_heads_read_clean_text_and_keyword_head_masked_text(fusion, mode):
     """The keyword logits read the masked text: changing the clean text at the masked positions leaves

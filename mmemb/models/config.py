@@ -172,6 +172,8 @@ class ModelConfig:
     use_audio: bool = True  # the audio tower and channel
     use_fusion: Literal["multiscale", "none"] = "multiscale"  # cross-attention fusion, or channel attention only
     use_ngram_bag: bool = True  # the text tower's n-gram bag channel (also needs text.ngram_buckets > 0)
+    heads_read_ngram: bool = False  # the bag also joins the multimodal vector the label heads read (clean pass
+    #                                 only: the keyword pass never sees it, it would show the masked words)
     use_gcn: bool = True  # label embeddings by the TagGCN over the tag graph (else a Linear of the names)
     hashtag_head: bool = True  # hashtag logits (also needs heads.num_hashtags > 0)
     query_head: bool = True  # query logits (also needs heads.num_queries > 0)
@@ -206,6 +208,11 @@ class ModelConfig:
     @property
     def has_ngram_bag(self) -> bool:
         return self.use_ngram_bag and self.text.ngram_buckets > 0
+
+    @property
+    def multimodal_reads_ngram(self) -> bool:
+        """Whether the multimodal vector has the n-gram bag as a channel (``heads_read_ngram`` with a bag)."""
+        return self.heads_read_ngram and self.has_ngram_bag and self.has_multimodal
 
     @property
     def has_hashtag_head(self) -> bool:

@@ -18,7 +18,8 @@ Data flow (``B`` videos, ``T`` frames)::
                                                        the text channel alone without the bag
     multimodal = ChannelAttention(fused text, fused visual, fused audio)   with ``use_fusion="multiscale"``
                = ChannelAttention(visual, audio, text)                     with ``use_fusion="none"``
-                 (only when a head reads it: hashtag, query or keyword head on)
+                 (only when a head reads it: hashtag, query or keyword head on; with
+                 ``heads_read_ngram`` the bag is one more channel, in the clean pass only)
 
     hashtag / query logits = LabelHead(multimodal, label embeddings)
         label embeddings = TagGCN(text-tower embeddings of the label names, tag graph)   (use_gcn)
@@ -36,8 +37,9 @@ Given a keyword-masked copy of the text (``masked_text_ids``: the keywords repla
 second text + fusion pass over it feeds the keyword head alone (its fused tokens at the masked
 positions and its own multimodal vector as context, so no path shows the head the masked words). The
 ViT and audio tower outputs are computed once and serve both fusion passes; the extra cost is one BERT
-and one fusion pass. The n-gram bag joins only the ``text`` embedding: the bag of the clean text would
-show the keyword pass the masked keywords.
+and one fusion pass. The n-gram bag joins the ``text`` embedding, and with ``heads_read_ngram`` the clean
+pass's multimodal vector (what the label heads read); never the keyword pass: the bag of the clean text
+would show it the masked keywords.
 
 Label-name cache: the label embeddings need the text tower's encoding of all N label names. With
 ``heads.label_refresh_steps = k > 1`` the training forward recomputes them (with gradients into the
@@ -202,9 +204,10 @@ class EmbeddingModel(nn.Module):
         self.audio_proj = nn.Linear(cfg.audio.width, d) if cfg.use_audio else None
         self.video_channels = ("visual", "audio") if cfg.use_audio else ("visual",)
         self.video_attention = _channel_attention(d, self.video_channels)
-        mm_channels = ("text",) + self.video_channels
+        fused_channels = ("text",) + self.video_channels
+        mm_channels = fused_channels + (("ngram",) if cfg.multimodal_reads_ngram else ())
         self.fusion = MultiScaleFusion(cfg.fusion) if cfg.use_fusion == "multiscale" else None
-        self.fused_proj = (nn.ModuleDict({m: nn.Linear(cfg.fusion.width, d) for m in mm_channels})
+        self.fused_proj = (nn.ModuleDict({m: nn.Linear(cfg.fusion.width, d) for m in fused_channels})
                            if self.fusion is not None else None)
         token_width = cfg.fusion.width if self.fusion is not None else text.width
         self.multimodal_attention = ChannelAttentionFusion(d, mm_channels) if cfg.has_multimodal else None
@@ -288,14 +291,19 @@ class EmbeddingModel(nn.Module):
         vec = _masked_rows(self.text_proj(masked_mean(tokens, token_mask)), text_ok)  # (B, D)
         if self.ngram_bag is None:
             return _combine(None, {"text": vec}, {"text": text_ok})
+        ngram_vec, ngram_ok = self._ngram_channel(batch, text_ok, vec)
+        return _combine(self.text_attention, {"text": vec, "ngram": ngram_vec}, {"text": text_ok, "ngram": ngram_ok})
+
+    def _ngram_channel(self, batch: Mapping[str, Any], text_ok: torch.Tensor,
+                       like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The n-gram bag channel ``(B, D)`` (zero rows where missing) and its availability ``(B,)``; a batch
+        without ``text_ngrams`` leaves it unavailable."""
         ngrams = batch.get("text_ngrams")
         if ngrams is None:
-            ngram_vec, ngram_ok = torch.zeros_like(vec), torch.zeros_like(text_ok)
-        else:
-            ngram_vec, ngram_ok = self.ngram_bag(ngrams)  # (B, D), (B,)
-            ngram_ok = ngram_ok & text_ok
-        return _combine(self.text_attention, {"text": vec, "ngram": _masked_rows(ngram_vec, ngram_ok)},
-                        {"text": text_ok, "ngram": ngram_ok})
+            return torch.zeros_like(like), torch.zeros_like(text_ok)
+        ngram_vec, ngram_ok = self.ngram_bag(ngrams)  # (B, D), (B,)
+        ngram_ok = ngram_ok & text_ok
+        return _masked_rows(ngram_vec, ngram_ok), ngram_ok
 
     # ------------------------------------------------------------------ features
 
@@ -342,14 +350,17 @@ class EmbeddingModel(nn.Module):
                                                                 available["text"])  # (B, D), (B, C_t)
         if self.multimodal_attention is None:
             return out
+        if "ngram" in self.multimodal_attention.channels:  # the bag as a channel of the clean pass
+            out["ngram"], available["ngram"] = self._ngram_channel(batch, available["text"], out["text"])
         towers = (visual_tokens, visual_token_mask, audio_tokens, audio_token_mask)
         out["multimodal"], out["multimodal_weights"], out["text_tokens"] = self._fuse(
             out, available, clean_tokens, text_token_mask, *towers)
         out["text_token_mask"] = text_token_mask
         if fusion_text_ids is not None:  # the keyword pass: masked text, the same visual/audio tower outputs
             masked_tokens, _ = self._text_tokens(batch, fusion_text_ids)  # (B, L, Wt)
+            no_bag = {**available, "ngram": torch.zeros_like(available["text"])}  # the bag shows the masked words
             out["masked_multimodal"], _, out["masked_text_tokens"] = self._fuse(
-                out, available, masked_tokens, text_token_mask, *towers)
+                out, no_bag, masked_tokens, text_token_mask, *towers)
         return out
 
     def _fuse(self, out: Mapping[str, Any], available: Mapping[str, torch.Tensor], text_tokens: torch.Tensor,
@@ -363,12 +374,14 @@ class EmbeddingModel(nn.Module):
         if self.fusion is not None:
             fused = self.fusion(text_tokens, text_token_mask, visual_tokens, visual_token_mask,
                                 audio_tokens, audio_token_mask)
-            vectors = {m: _masked_rows(self.fused_proj[m](fused.pooled[m]), available[m]) for m in mm_channels}
+            vectors = {m: _masked_rows(self.fused_proj[m](fused.pooled[m]), available[m]) for m in self.fused_proj}
             tokens = fused.tokens["text"]  # (B, L, Wf)
         else:  # the text channel of these tokens, without the bag
             text_vec = _masked_rows(self.text_proj(masked_mean(text_tokens, text_token_mask)), available["text"])
             vectors = {**{m: out[m] for m in self.video_channels}, "text": text_vec}
             tokens = text_tokens  # (B, L, Wt)
+        if "ngram" in mm_channels:  # (B, D), its rows zero where unavailable (e.g. in the keyword pass)
+            vectors["ngram"] = _masked_rows(out["ngram"], available["ngram"])
         multimodal, weights = self.multimodal_attention(vectors, {m: available[m] for m in mm_channels})
         return multimodal, weights, tokens
 
