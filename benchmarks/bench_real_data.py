@@ -1,4 +1,4 @@
-"""Real-data benchmarks (issue #4): KuaiRec tagging + category probe, and AV correspondence on the real clips.
+"""Real-data benchmarks: KuaiRec tagging + category probe, and AV correspondence on the real clips.
 
 Every benchmark has a classical baseline computed by the same code on the same split:
 
@@ -6,9 +6,9 @@ Every benchmark has a classical baseline computed by the same code on the same s
     python benchmarks/bench_real_data.py --out runs/real_data --max-rows 2000
     python benchmarks/bench_real_data.py --ckpt runs/quickstart          # + the model's rows (run folder or .ckpt)
 
-With ``--ckpt`` (a checkpoint file or a run folder: its best checkpoint) the model's rows are added:
-``mmemb_text`` (the text tower) and, for the teacher, ``mmemb_fused`` (the fused path on text-only
-input) on KuaiRec, and ``mmemb_av`` (the video embedding from frames alone vs from audio alone) on
+With ``--ckpt`` (a checkpoint file or a run folder: its best checkpoint) the model's rows are added, on
+the run's own data split: ``mmemb_head`` (its own hashtag head), ``mmemb_text`` (the text tower) and,
+for the teacher, ``mmemb_fused`` (the fused path on text-only input) on KuaiRec, and ``mmemb_av`` (the video embedding from frames alone vs from audio alone) on
 the clips; see :mod:`mmemb.eval.real_data` (also ``python evaluate.py real-data``).
 
 Prints Markdown tables and writes ``results.json``, ``results.csv``, ``results.md`` and

@@ -321,7 +321,9 @@ def build_parser(prog: str = "mmemb eval") -> argparse.ArgumentParser:
     p = sub.add_parser("real-data", formatter_class=_Help, help=COMMAND_HELP["real-data"],
                        description=_wrap("KuaiRec hashtag recommendation and category probe (text), audio-visual "
                        "correspondence on the real clips: classical baselines, and the checkpoint's rows given "
-                       "--run/--ckpt (text path, fused path, audio-visual), by the same code on the same split."),
+                       "--run/--ckpt (its own hashtag head, text path, fused path, audio-visual), by the same "
+                       "code on the same split: the data module's split, the run's own with --run/--ckpt "
+                       "(baselines fit on train, scored on test; validation in no row)."),
                        epilog=f"examples:\n  {run} real-data                      # baselines only\n"
                        f"  {run} real-data --run runs/quickstart --max-rows 2000")
     _source(p, required=False)
