@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme_tables import (REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std,  # noqa: E402
-                           replace_block)
+from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std  # noqa: E402
+
+from mmemb.eval.report import write_readme_block  # noqa: E402
 
 QUALITY = (("t2v R@1", "t2v_r1_category"), ("v2t R@1", "v2t_r1_category"), ("t2v R@10", "t2v_r10_category"),
            ("v2t R@10", "v2t_r10_category"), ("hashtag mAP", "hashtag_map"))
@@ -239,9 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = table(test, cost, args.seeds, machine)
     print(f"\n{body}\n\n(runs and measurement: {time.perf_counter() - t0:.0f} s)")
     if not args.dry_run:
-        readme = REPO / args.readme
-        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), "distill", body), encoding="utf-8")
-        print(f"wrote the distill table into {readme}")
+        print(f"wrote the distill table into {write_readme_block(REPO / args.readme, 'distill', body)}")
     return 0
 
 

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std, replace_block  # noqa: E402
+from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std  # noqa: E402
+
+from mmemb.eval.report import write_readme_block  # noqa: E402
 
 CSV = "assets/kuairec/kuairec_caption_category.csv"
 BASELINES = ("label_popularity", "tfidf_char13_lr", "tfidf_char13_svd256_lr")
@@ -148,9 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = kuairec_table(per_seed, minutes)
     print(table)
     if not args.dry_run:
-        readme = REPO / args.readme
-        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), "kuairec_text", table), encoding="utf-8")
-        print(f"wrote the kuairec_text table into {readme}")
+        print(f"wrote the kuairec_text table into {write_readme_block(REPO / args.readme, 'kuairec_text', table)}")
     return 0
 
 

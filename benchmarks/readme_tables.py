@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmemb.eval import ablate
-from mmemb.eval.report import replace_block  # noqa: F401  (the README blocks; also used by the other table scripts)
+from mmemb.eval.report import replace_block
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_ROWS = ("t2v_r1_category", "t2v_r5_category", "t2v_r10_category", "v2t_r1_category", "v2t_r5_category",

@@ -283,16 +283,19 @@ class EmbeddingModel(nn.Module):
             mask = mask & batch["text_mask"].bool().unsqueeze(1)
         return tokens, mask
 
-    def _text_embedding(self, batch: Mapping[str, Any], tokens: torch.Tensor, token_mask: torch.Tensor,
-                        text_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The text embedding ``(B, D)`` (not normalised) and its channel weights ``(B, C_t)``: the
-        transformer channel, with the n-gram bag channel through channel attention when there is one.
-        A batch without ``text_ngrams`` leaves the bag channel unavailable."""
+    def _text_embedding(
+        self, batch: Mapping[str, Any], tokens: torch.Tensor, token_mask: torch.Tensor, text_ok: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The text embedding ``(B, D)`` (not normalised), its channel weights ``(B, C_t)`` and the n-gram
+        bag channel it used (``(B, D)`` vectors and ``(B,)`` availability; None without a bag): the
+        transformer channel, with the bag channel through channel attention when there is one. A batch
+        without ``text_ngrams`` leaves the bag channel unavailable."""
         vec = _masked_rows(self.text_proj(masked_mean(tokens, token_mask)), text_ok)  # (B, D)
         if self.ngram_bag is None:
-            return _combine(None, {"text": vec}, {"text": text_ok})
+            return (*_combine(None, {"text": vec}, {"text": text_ok}), None)
         ngram_vec, ngram_ok = self._ngram_channel(batch, text_ok, vec)
-        return _combine(self.text_attention, {"text": vec, "ngram": ngram_vec}, {"text": text_ok, "ngram": ngram_ok})
+        return (*_combine(self.text_attention, {"text": vec, "ngram": ngram_vec}, {"text": text_ok, "ngram": ngram_ok}),
+                (ngram_vec, ngram_ok))
 
     def _ngram_channel(self, batch: Mapping[str, Any], text_ok: torch.Tensor,
                        like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,12 +349,12 @@ class EmbeddingModel(nn.Module):
             return out
 
         clean_tokens, text_token_mask = self._text_tokens(batch)  # (B, L, Wt)
-        out["text"], out["text_weights"] = self._text_embedding(batch, clean_tokens, text_token_mask,
-                                                                available["text"])  # (B, D), (B, C_t)
+        out["text"], out["text_weights"], ngram = self._text_embedding(batch, clean_tokens, text_token_mask,
+                                                                       available["text"])  # (B, D), (B, C_t)
         if self.multimodal_attention is None:
             return out
         if "ngram" in self.multimodal_attention.channels:  # the bag as a channel of the clean pass
-            out["ngram"], available["ngram"] = self._ngram_channel(batch, available["text"], out["text"])
+            out["ngram"], available["ngram"] = ngram
         towers = (visual_tokens, visual_token_mask, audio_tokens, audio_token_mask)
         out["multimodal"], out["multimodal_weights"], out["text_tokens"] = self._fuse(
             out, available, clean_tokens, text_token_mask, *towers)
@@ -400,7 +403,7 @@ class EmbeddingModel(nn.Module):
         """L2-normalised text-tower embeddings ``(B, D)``; zero rows where ``text_mask`` is False."""
         tokens, mask = self._text_tokens(batch)
         text_ok = batch["text_mask"].bool() if batch.get("text_mask") is not None else mask.any(dim=1)
-        x, _ = self._text_embedding(batch, tokens, mask, text_ok)
+        x, _, _ = self._text_embedding(batch, tokens, mask, text_ok)
         return _masked_rows(F.normalize(x, dim=-1), text_ok)
 
     def get_logit_scale(self) -> torch.Tensor:
