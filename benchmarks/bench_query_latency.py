@@ -14,10 +14,13 @@ a service, its caches warm):
 * ``tokenise``: :meth:`TextTokenizer.encode_fields` of the query (the Rust WordPiece tokenizer);
 * ``n-grams``: :func:`mmemb.data.text.hash_field_ngrams` (char 3-grams, BLAKE2b, cached), and beside it
   ``n-grams, uncached`` (a BLAKE2b call per n-gram, as before the cache);
-* ``preprocess``: :meth:`ExportedModel.preprocess_texts` (both of the above plus the padded tensors);
+* ``preprocess``: :meth:`ExportedModel.preprocess_texts` (both of the above plus the padded tensors), and
+  ``preprocess, query arrays``: :meth:`Preprocessor.text_arrays` with ``trim=True`` (numpy arrays of the
+  query's length: what ``embed_texts`` feeds ONNX Runtime);
 * ``<runtime>``: :meth:`ExportedModel.embed_texts` of ``[query]`` end to end (raw string in, embedding
   out) for ``torch`` (eager) and ``onnx`` (ONNX Runtime, one intra-op thread), each with the batch trimmed
-  to the query's length (the default) and, as ``<runtime>, padded``, at the preprocessing's full lengths.
+  to the query's length (the default; with ``onnx`` the query arrays go straight to the session) and, as
+  ``<runtime>, padded``, at the preprocessing's full lengths.
 
 TorchScript and ``torch.compile`` are not measured: the text tower is Hugging Face's BertModel, which
 does not script, and a compiled graph per query length would recompile for every new length.
@@ -109,6 +112,7 @@ def settings(name: str, folder: Path) -> dict[str, Callable[[str], object]]:
         "n-grams, uncached": lambda q: _uncached_field_ngrams([q], text.ngram_max_length, text.ngram_n,
                                                               text.ngram_buckets),
         "preprocess": lambda q: torch_model.preprocess_texts([q]),
+        "preprocess, query arrays": lambda q: prep.text_arrays(prep.single_text_rows([q]), trim=True),
         "torch": lambda q: torch_model.embed_texts([q]),
         "torch, padded": lambda q: padded["torch"].embed_texts([q]),
         "onnx": lambda q: onnx_model.embed_texts([q]),
@@ -153,6 +157,45 @@ def measure(exports: dict[str, Path], queries: Sequence[str], warmup: int = 50, 
             for (name, s), ts in times.items()]
 
 
+def token_lengths(folder: Path, queries: Sequence[str]) -> str:
+    """One line: the queries' token counts (with [CLS] and [SEP]) under the export's tokenizer, by quantile."""
+    import mmemb
+
+    prep = mmemb.load(folder).preprocessor
+    counts = sorted(len(prep.tokenizer.encode_fields([q], prep.text.max_length)[0]) for q in queries)
+    return "tokens per query: " + ", ".join(f"{name} {percentile(counts, q)}" for name, q in
+                                            (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)))
+
+
+def graph_by_length(folder: Path, lengths: Sequence[int], repeats: int = 1000, warmup: int = 200) -> list[dict]:
+    """Rows ``{tokens, ngrams, p50_ms, p99_ms}``: ONNX Runtime's ``session.run`` of the export's text graph
+    alone (one thread) on one row of ``tokens`` random token ids and ``tokens - 2`` n-grams, per length:
+    what the graph costs per token, apart from the preprocessing."""
+    import numpy as np
+
+    from mmemb.export.parity import onnx_session
+
+    session = onnx_session(folder / "text_encoder.onnx", 1)
+    names = [i.name for i in session.get_inputs()]
+    rng = np.random.default_rng(0)
+    rows = []
+    for length in lengths:
+        grams = max(length - 2, 1)
+        feed = {"text_ids": rng.integers(5, 1000, (1, length)), "text_attention": np.ones((1, length), np.int64),
+                "text_field_ids": np.ones((1, length), np.int64), "text_ngrams": rng.integers(1, 1000, (1, grams))}
+        feed = {n: feed[n].astype(np.int64) for n in names}
+        for _ in range(warmup):
+            session.run(None, feed)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            ts.append(time.perf_counter() - t0)
+        rows.append({"tokens": length, "ngrams": grams, "p50_ms": percentile(ts, 0.5) * 1e3,
+                     "p99_ms": percentile(ts, 0.99) * 1e3})
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| model | setting | p50 ms | p99 ms | mean ms | CPU p50 ms | CPU p99 ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -183,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--manifest", default=None, help="corpus of the default exports' vocabularies (default: demo)")
     p.add_argument("--student", default="student_small", help="the model the target applies to")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--by-length", type=int, nargs="*", default=[], metavar="TOKENS",
+                   help="also time the text graph alone at these token lengths (e.g. 3 6 10 16 26 40)")
     args = p.parse_args(argv)
     if args.export:
         exports = dict(args.export)
@@ -194,13 +239,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     chars = statistics.fmean(len(q) for q in queries)
     print(f"{len(queries)} queries (mean {chars:.1f} characters), batch 1, 1 thread; exports: "
           + ", ".join(f"{k}={v}" for k, v in exports.items()))
+    print(token_lengths(next(iter(exports.values())), queries))
     rows = measure(exports, queries, args.warmup, args.block)
     print(table(rows))
     if args.student in exports:
         print(verdict(rows, args.student))
+    by_length = {}
+    if args.by_length:
+        print("\nONNX Runtime session.run of the text graph alone, by query length (batch 1, one thread)")
+        print("| model | tokens | n-grams | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
+        for name, folder in exports.items():
+            by_length[name] = graph_by_length(Path(folder), args.by_length)
+            for r in by_length[name]:
+                print(f"| {name} | {r['tokens']} | {r['ngrams']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"queries": len(queries), "rows": rows}, indent=1), encoding="utf-8")
+        args.json.write_text(json.dumps({"queries": len(queries), "rows": rows, "by_length": by_length}, indent=1),
+                             encoding="utf-8")
     return 0
 
 

@@ -567,6 +567,59 @@ def test_text_batches_are_trimmed_to_their_longest_row_with_the_same_embeddings(
     assert empty["text_ids"].shape == (1, 1) and empty["text_ngrams"].shape == (1, 1)  # never a 0-length axis
 
 
+def test_query_path_builds_trimmed_arrays_and_embeds_like_the_padded_batch(exported):
+    """``text_arrays(trim=True)`` is the padded batch cut at its longest row (tokens and n-grams); the ONNX
+    ``embed_texts`` (numpy arrays straight to the session) gives the torch model's padded embeddings."""
+    import numpy as np
+
+    import mmemb
+
+    out, _ = exported
+    texts = ["funny cat", "", "猫咪搞笑视频 cat", "a much longer caption with many more tokens than the others"]
+    torch_model, onnx_model = mmemb.load(out), mmemb.load(out, runtime="onnx")
+    prep = torch_model.preprocessor
+    rows = prep.single_text_rows(texts)
+    full, cut = prep.text_arrays(rows), prep.text_arrays(rows, trim=True)
+    length, grams = cut["text_ids"].shape[1], cut["text_ngrams"].shape[1]
+    assert length == full["text_attention"].sum(1).max() < full["text_ids"].shape[1]
+    assert grams == (full["text_ngrams"] != 0).sum(1).max() < full["text_ngrams"].shape[1]
+    for key, n in (("text_ids", length), ("text_attention", length), ("text_field_ids", length),
+                   ("text_ngrams", grams)):
+        assert cut[key].dtype == np.int64
+        np.testing.assert_array_equal(cut[key], full[key][:, :n])
+        assert not full[key][:, n:].any()  # only padding was cut
+    np.testing.assert_array_equal(cut["text_mask"], [True, False, True, True])
+    torch_model.trim_text = False
+    padded = torch_model.encode_text(torch_model.preprocess_texts(texts))
+    got = onnx_model.embed_texts(texts)
+    assert got.shape == padded.shape and (got - padded).abs().max() <= 1e-5
+    assert not got[1].any() and got[0].norm() > 0.99  # the empty text is a zero row
+    empty = prep.text_arrays([[None]], trim=True)
+    assert empty["text_ids"].shape == (1, 1) and empty["text_ngrams"].shape == (1, 1)  # never a 0-length axis
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        onnx_model.embed_texts("funny cat")
+
+
+def test_text_graph_has_no_loop_and_export_restores_the_attention(exported):
+    """The exported text graph gathers the n-gram bag (no ONNX Loop) and uses plain attention (no SDPA
+    guards); :func:`eager_attention` puts the model's own attention implementation back."""
+    import onnx
+
+    import mmemb
+    from mmemb.export.graphs import eager_attention
+
+    out, _ = exported
+    ops = {node.op_type for node in onnx.load(str(out / "text_encoder.onnx")).graph.node}
+    assert "Loop" not in ops and "IsNaN" not in ops and "Gather" in ops
+    model = mmemb.load(out).model
+    config = model.text.bert.config
+    before = config._attn_implementation
+    assert before != "eager"
+    with eager_attention(model):
+        assert config._attn_implementation == "eager"
+    assert config._attn_implementation == before
+
+
 @pytest.mark.parametrize("option, value", [("--threads", "0"), ("--batch-size", "0"), ("--workers", "-1"),
                                            ("--chunk-size", "0")])
 def test_embed_refuses_counts_out_of_range_in_one_line(option, value, tmp_path, capsys):

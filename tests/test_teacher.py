@@ -175,6 +175,21 @@ def test_ngram_bag_is_the_mean_of_its_buckets():
         bag(torch.tensor([1, 2]))
 
 
+def test_ngram_bag_exports_as_a_gather_mean_equal_to_the_bag():
+    """Under ONNX export the bag is a gather, a masked sum and a division (embedding_bag becomes a Loop):
+    the same mean, padding left out even where its row is not zero, zeros for an empty row."""
+    from mmemb.models.ngram import NgramBag
+
+    torch.manual_seed(0)
+    bag = NgramBag(num_buckets=7, width=4)
+    with torch.no_grad():
+        bag.bag.weight[0] = 5.0  # a padding row that is not zero must still be left out
+    ids = torch.tensor([[1, 2, 0, 0], [0, 0, 0, 0], [3, 3, 7, 0], [4, 5, 6, 7]])
+    vec, ok = bag(ids)
+    torch.testing.assert_close(bag._gather_mean(ids), vec)
+    assert torch.all(bag._gather_mean(ids)[1] == 0)
+
+
 def test_ngram_bag_joins_the_text_embedding_only():
     model = tiny().eval()
     batch = teacher_batch(b=4)

@@ -29,7 +29,7 @@ from ..models.config import ModelConfig
 from ..models.model import EmbeddingModel
 
 __all__ = ["GraphSpec", "VideoEncoder", "TextEncoder", "graph_specs", "example_inputs", "export_onnx",
-           "OPSET"]
+           "eager_attention", "OPSET"]
 
 OPSET = 18
 
@@ -141,6 +141,25 @@ def example_inputs(cfg: ModelConfig, sizes: dict[str, int], batch: int,
 _DYNAMIC_AXES = {"B": ("batch", 65536), "L": ("tokens", 65536), "G": ("ngrams", 65536)}
 
 
+@contextlib.contextmanager
+def eager_attention(model: EmbeddingModel):
+    """The text tower's attention as plain matmuls and a softmax for the duration (Hugging Face's
+    ``eager`` implementation instead of SDPA; the same function). Its ONNX graph has fewer nodes (165
+    instead of 189 for 2 layers), and a search query's time in ONNX Runtime is mostly per-node overhead.
+    A transformers version that cannot switch leaves the attention as it is."""
+    bert = model.text.bert
+    setter = getattr(bert, "set_attn_implementation", None)
+    previous = getattr(bert.config, "_attn_implementation", None)
+    if setter is None or previous in (None, "eager"):
+        yield
+        return
+    setter("eager")
+    try:
+        yield
+    finally:
+        setter(previous)
+
+
 def export_onnx(model: EmbeddingModel, name: str, inputs: dict[str, torch.Tensor], spec: GraphSpec,
                 path: Path) -> Path:
     """Export the ``name`` encoder of ``model`` (``"video"`` or ``"text"``) to ``path`` with dynamic batch,
@@ -155,7 +174,7 @@ def export_onnx(model: EmbeddingModel, name: str, inputs: dict[str, torch.Tensor
     path = Path(path)
     chatter = io.StringIO()  # the exporter prints its steps and optimiser notes; errors still raise
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), \
-            contextlib.redirect_stderr(chatter):
+            contextlib.redirect_stderr(chatter), eager_attention(model):
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)  # the ONNX optimiser logs notes (skipped constant folding) as warnings
         try:

@@ -151,9 +151,10 @@ class ExportedModel:
 
     # ------------------------------------------------------------------ preprocessing
 
-    def preprocess_texts(self, texts: Sequence[str | None]) -> dict[str, torch.Tensor]:
-        """The text batch of single texts (each as the caption field); see :meth:`Preprocessor.texts`."""
-        return self.preprocessor.texts(texts)
+    def preprocess_texts(self, texts: Sequence[str | None], trim: bool = False) -> dict[str, torch.Tensor]:
+        """The text batch of single texts (each as the caption field); see :meth:`Preprocessor.texts`
+        (``trim``: token and n-gram axes cut at the longest row)."""
+        return self.preprocessor.texts(texts, trim)
 
     def preprocess_clips(self, sources: Sequence[Any]) -> dict[str, Any]:
         """The video batch of clips (paths, bytes, file objects); see :meth:`Preprocessor.clips`."""
@@ -199,8 +200,16 @@ class ExportedModel:
         return self._run("text", batch)
 
     def embed_texts(self, texts: Sequence[str | None]) -> torch.Tensor:
-        """``(B, D)``: :meth:`preprocess_texts` then :meth:`encode_text`."""
-        return self.encode_text(self.preprocess_texts(texts))
+        """``(B, D)``: :meth:`preprocess_texts` then :meth:`encode_text`. With ONNX Runtime and a graph of
+        symbolic lengths, the texts go straight into numpy arrays of the batch's longest row and to the
+        session (the search-query path: no padding, no tensors, no trimming afterwards)."""
+        if self.runtime == "onnx" and self.trim_text:
+            prep = self.preprocessor
+            arrays = prep.text_arrays(prep.single_text_rows(texts), trim=True)
+            spec = self._specs()["text"]
+            feed = {name: arrays[name] for name in spec.input_names}
+            return torch.from_numpy(self.sessions["text"].run([spec.output], feed)[0])  # (B, D)
+        return self.encode_text(self.preprocess_texts(texts, trim=self.trim_text))
 
     def embed_videos(self, sources: Sequence[Any]) -> torch.Tensor:
         """``(B, D)``: :meth:`preprocess_clips` then :meth:`encode_video`."""

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..data.decode import DecodeConfig, load_clip
@@ -38,14 +39,19 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ text
 
-    def text_fields(self, rows: Sequence[Sequence[str | None]]) -> dict[str, torch.Tensor]:
-        """Token ids ``(B, L)``, attention, field ids, ``text_mask`` ``(B,)`` (any text) and, when the
-        model reads them, ``text_ngrams`` ``(B, G)``, of rows of text fields in :data:`TEXT_FIELDS`
-        order (caption, cover text, ASR, comments; ``None`` = absent)."""
-        # built as Python lists and turned into tensors once: a search query is one row, where a
-        # tensor per field and row would cost more than tokenising it
+    def text_arrays(self, rows: Sequence[Sequence[str | None]], trim: bool = False) -> dict[str, np.ndarray]:
+        """Token ids ``(B, L)``, attention, field ids (int64), ``text_mask`` ``(B,)`` (bool: any text) and,
+        when the model reads them, ``text_ngrams`` ``(B, G)`` (int64), of rows of text fields in
+        :data:`TEXT_FIELDS` order (caption, cover text, ASR, comments; ``None`` = absent), as numpy arrays.
+
+        ``L`` and ``G`` are the preprocessing's ``max_length`` and ``ngram_max_length``; with ``trim`` they
+        end at the batch's longest row instead (at least 1 each): the padding is masked and positions are
+        absolute, so the embeddings are the same (:func:`mmemb.export.loader.trim_text_batch`), and a
+        search query costs a few tokens' work and no padding."""
+        # built as Python lists and turned into arrays once: a search query is one row, where an array per
+        # field and row would cost more than tokenising it
         length, grams_length = self.text.max_length, self.text.ngram_max_length
-        ids, field_ids, attention, has_text, grams = [], [], [], [], []
+        token_rows, field_rows, gram_rows, has_text = [], [], [], []
         for fields in rows:
             if len(fields) > len(TEXT_FIELDS):
                 raise ValueError(f"a text row has {len(fields)} fields; at most {len(TEXT_FIELDS)}: {TEXT_FIELDS}")
@@ -53,31 +59,49 @@ class Preprocessor:
             present = any(fields)
             has_text.append(present)
             row_ids, row_fields = self.tokenizer.encode_fields(fields, length) if present else ([], [])
-            pad = length - len(row_ids)
-            ids.append(row_ids + [0] * pad)
-            field_ids.append(row_fields + [0] * pad)
-            attention.append([1] * len(row_ids) + [0] * pad)
+            token_rows.append(row_ids)
+            field_rows.append(row_fields)
             if self.use_ngrams:
                 buckets = hash_field_ngrams(fields, grams_length, self.text.ngram_n,
                                             self.text.ngram_buckets) if present else []
-                grams.append([i + 1 for i in buckets] + [0] * (grams_length - len(buckets)))
-        b = len(rows)
-        ids = torch.tensor(ids, dtype=torch.long).view(b, length)  # (B, L)
-        field_ids = torch.tensor(field_ids, dtype=torch.long).view(b, length)  # (B, L)
-        attention = torch.tensor(attention, dtype=torch.long).view(b, length)  # (B, L)
-        has_text = torch.tensor(has_text, dtype=torch.bool).view(b)  # (B,)
-        grams = torch.tensor(grams, dtype=torch.long).view(b, grams_length) if self.use_ngrams else None  # (B, G)
-        out = {"text_ids": ids, "text_attention": attention, "text_field_ids": field_ids, "text_mask": has_text}
-        if grams is not None:
+                gram_rows.append([i + 1 for i in buckets])  # bucket + 1: 0 is the padding
+        if trim:
+            length = max(max(map(len, token_rows), default=0), 1)
+            grams_length = max(max(map(len, gram_rows), default=0), 1)
+        b = len(token_rows)
+        ids = np.zeros((b, length), dtype=np.int64)  # (B, L)
+        field_ids = np.zeros((b, length), dtype=np.int64)  # (B, L)
+        attention = np.zeros((b, length), dtype=np.int64)  # (B, L)
+        for i, (row_ids, row_fields) in enumerate(zip(token_rows, field_rows)):
+            n = len(row_ids)
+            ids[i, :n] = row_ids
+            field_ids[i, :n] = row_fields
+            attention[i, :n] = 1
+        out = {"text_ids": ids, "text_attention": attention, "text_field_ids": field_ids,
+               "text_mask": np.array(has_text, dtype=bool).reshape(b)}  # (B,)
+        if self.use_ngrams:
+            grams = np.zeros((b, grams_length), dtype=np.int64)  # (B, G)
+            for i, row in enumerate(gram_rows):
+                grams[i, :len(row)] = row
             out["text_ngrams"] = grams
         return out
 
-    def texts(self, texts: Sequence[str | None]) -> dict[str, torch.Tensor]:
-        """:meth:`text_fields` of single texts (a search query, a caption), each as the caption field;
-        ``None`` or ``""`` is a row without text (``text_mask`` False)."""
+    def text_fields(self, rows: Sequence[Sequence[str | None]], trim: bool = False) -> dict[str, torch.Tensor]:
+        """:meth:`text_arrays` as tensors (``torch.long``; ``text_mask`` ``torch.bool``)."""
+        return {key: torch.from_numpy(value) for key, value in self.text_arrays(rows, trim).items()}
+
+    @staticmethod
+    def single_text_rows(texts: Sequence[str | None]) -> list[list[str | None]]:
+        """Rows of single texts (a search query, a caption), each as the caption field; ``None`` or ``""``
+        is a row without text."""
         if isinstance(texts, str):
             raise TypeError("preprocess_texts takes a list of strings, got one string: wrap it in a list")
-        return self.text_fields([[t or None] for t in texts])
+        return [[t or None] for t in texts]
+
+    def texts(self, texts: Sequence[str | None], trim: bool = False) -> dict[str, torch.Tensor]:
+        """:meth:`text_fields` of single texts (:meth:`single_text_rows`): ``text_mask`` is False for a row
+        without text."""
+        return self.text_fields(self.single_text_rows(texts), trim)
 
     # ------------------------------------------------------------------ clips
 

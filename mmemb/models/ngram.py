@@ -77,6 +77,15 @@ class NgramBag(nn.Module):
         available = (ids != PAD).any(dim=1)  # (B,)
         if ids.shape[1] == 0:
             return ids.new_zeros(ids.shape[0], self.bag.embedding_dim, dtype=self.bag.weight.dtype), available
+        if exporting:  # the same mean as a gather and a sum: the exporter lowers embedding_bag to an ONNX Loop,
+            return self._gather_mean(ids), available  # which costs a query more than the rest of the text graph
         # (B, W): mean over the non-padding ids, zeros for an empty row
         vec = F.embedding_bag(ids, self.bag.weight, mode="mean", padding_idx=PAD, sparse=self.uses_sparse_grad())
         return vec, available
+
+    def _gather_mean(self, ids: torch.Tensor) -> torch.Tensor:
+        """``F.embedding_bag(mode="mean", padding_idx=PAD)`` of ``ids`` ``(B, G)`` without a bag op: the
+        rows gathered, the padding masked out, summed and divided by the count (zeros for an empty row)."""
+        keep = (ids != PAD).unsqueeze(-1).to(self.bag.weight.dtype)  # (B, G, 1)
+        rows = F.embedding(ids, self.bag.weight) * keep  # (B, G, W)
+        return rows.sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, W)
