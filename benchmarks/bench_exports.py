@@ -69,7 +69,8 @@ def make_run(root: Path, manifest: str | Path | None, preset: str, data: dict[st
 def exported(out: Path, presets: Sequence[str], manifest: str | Path | None = None,
              data: dict[str, Any] | None = None, quiet: bool = True) -> dict[str, Path]:
     """``{preset: export folder}`` under ``out`` (``out/<preset>/export``), made once and reused (a folder
-    with a ``config.json`` passed its parity check). The presets share the first one's vocabularies."""
+    with a ``config.json`` passed its parity check; one without the int8 text graph is exported again). The
+    presets share the first one's vocabularies. Exported with ``--int8-text``."""
     from mmemb.export import export_checkpoint
 
     folders: dict[str, Path] = {}
@@ -77,9 +78,11 @@ def exported(out: Path, presets: Sequence[str], manifest: str | Path | None = No
     for preset in presets:
         run = out / preset / "run"
         folder = out / preset / "export"
-        if not (folder / "config.json").is_file():
-            ckpt = make_run(run, manifest, preset, data, vocab_from=first_run)
-            export_checkpoint(ckpt, folder, progress=None if quiet else print)
+        if not (folder / "config.json").is_file() or not (folder / "text_encoder.int8.onnx").is_file():
+            ckpt = run / "version_0" / "checkpoints" / "last.ckpt"
+            if not ckpt.is_file():
+                ckpt = make_run(run, manifest, preset, data, vocab_from=first_run)
+            export_checkpoint(ckpt, folder, progress=None if quiet else print, int8_text=True)
         first_run = first_run or run
         folders[preset] = folder
     return folders

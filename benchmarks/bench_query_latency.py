@@ -20,7 +20,9 @@ a service, its caches warm):
 * ``<runtime>``: :meth:`ExportedModel.embed_texts` of ``[query]`` end to end (raw string in, embedding
   out) for ``torch`` (eager) and ``onnx`` (ONNX Runtime, one intra-op thread), each with the batch trimmed
   to the query's length (the default; with ``onnx`` the query arrays go straight to the session) and, as
-  ``<runtime>, padded``, at the preprocessing's full lengths.
+  ``<runtime>, padded``, at the preprocessing's full lengths; for an export made with ``--int8-text`` also
+  ``onnx int8`` (the int8 text graph, :mod:`mmemb.export.quantize`; its quality cost:
+  ``bench_int8_text.py``).
 
 TorchScript and ``torch.compile`` are not measured: the text tower is Hugging Face's BertModel, which
 does not script, and a compiled graph per query length would recompile for every new length.
@@ -106,6 +108,10 @@ def settings(name: str, folder: Path) -> dict[str, Callable[[str], object]]:
         padded[runtime] = copy
     if not onnx_model.trim_text:
         print(f"{name}: the ONNX text graph has fixed lengths (an older export): 'onnx' runs padded", file=sys.stderr)
+    extra = {}
+    if "text_encoder_int8" in torch_model.config["files"]:  # exported with --int8-text
+        int8_model = mmemb.load(folder, runtime="onnx", threads=1, int8_text=True)
+        extra["onnx int8"] = lambda q: int8_model.embed_texts([q])
     return {
         "tokenise": lambda q: prep.tokenizer.encode_fields([q], text.max_length),
         "n-grams": lambda q: hash_field_ngrams([q], text.ngram_max_length, text.ngram_n, text.ngram_buckets),
@@ -117,6 +123,7 @@ def settings(name: str, folder: Path) -> dict[str, Callable[[str], object]]:
         "torch, padded": lambda q: padded["torch"].embed_texts([q]),
         "onnx": lambda q: onnx_model.embed_texts([q]),
         "onnx, padded": lambda q: padded["onnx"].embed_texts([q]),
+        **extra,
     }
 
 
@@ -167,15 +174,15 @@ def token_lengths(folder: Path, queries: Sequence[str]) -> str:
                                             (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)))
 
 
-def graph_by_length(folder: Path, lengths: Sequence[int], repeats: int = 1000, warmup: int = 200) -> list[dict]:
-    """Rows ``{tokens, ngrams, p50_ms, p99_ms}``: ONNX Runtime's ``session.run`` of the export's text graph
+def graph_by_length(graph: Path, lengths: Sequence[int], repeats: int = 1000, warmup: int = 200) -> list[dict]:
+    """Rows ``{tokens, ngrams, p50_ms, p99_ms}``: ONNX Runtime's ``session.run`` of the text graph file ``graph``
     alone (one thread) on one row of ``tokens`` random token ids and ``tokens - 2`` n-grams, per length:
     what the graph costs per token, apart from the preprocessing."""
     import numpy as np
 
     from mmemb.export.parity import onnx_session
 
-    session = onnx_session(folder / "text_encoder.onnx", 1)
+    session = onnx_session(graph, 1)
     names = [i.name for i in session.get_inputs()]
     rng = np.random.default_rng(0)
     rows = []
@@ -208,7 +215,7 @@ def verdict(rows: list[dict], student: str) -> str:
     """The target line for the student's end-to-end settings (trimmed)."""
     parts = []
     for r in rows:
-        if r["model"] == student and r["setting"] in ("torch", "onnx"):
+        if r["model"] == student and r["setting"] in ("torch", "onnx", "onnx int8"):
             ok = "met" if r["p99_ms"] <= TARGET_P99_MS else "NOT met"
             parts.append(f"{r['setting']} p99 {r['p99_ms']:.3f} ms: {ok} (CPU-time p99 {r['cpu_p99_ms']:.3f} ms)")
     return f"target p99 <= {TARGET_P99_MS} ms for {student} end to end: " + "; ".join(parts)
@@ -249,9 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nONNX Runtime session.run of the text graph alone, by query length (batch 1, one thread)")
         print("| model | tokens | n-grams | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
         for name, folder in exports.items():
-            by_length[name] = graph_by_length(Path(folder), args.by_length)
-            for r in by_length[name]:
-                print(f"| {name} | {r['tokens']} | {r['ngrams']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+            for graph, label in ((Path(folder) / "text_encoder.onnx", name),
+                                 (Path(folder) / "text_encoder.int8.onnx", f"{name} int8")):
+                if not graph.is_file():
+                    continue
+                by_length[label] = graph_by_length(graph, args.by_length)
+                for r in by_length[label]:
+                    print(f"| {label} | {r['tokens']} | {r['ngrams']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"queries": len(queries), "rows": rows, "by_length": by_length}, indent=1),

@@ -620,6 +620,46 @@ def test_text_graph_has_no_loop_and_export_restores_the_attention(exported):
     assert config._attn_implementation == before
 
 
+def test_int8_text_graph_is_checked_loaded_on_request_and_kept_apart(run, exported, tmp_path, monkeypatch):
+    """``--int8-text`` writes the int8 text graph with its own check (cosine to the float graph) in
+    parity.json; ``load(int8_text=True)`` runs it (close to, not equal to, the float embeddings; empty text
+    still a zero row); an export without it, the torch runtime, a failed check and an embed file of the
+    float graph are clear errors."""
+    import mmemb
+    import mmemb.export.quantize as quantize
+    from mmemb.export import ExportError, export_checkpoint
+    from mmemb.export.embed import embed
+
+    out = tmp_path / "int8"
+    result = export_checkpoint(run, out, progress=None, int8_text=True)
+    report = result["parity"]["int8_text"]
+    assert report["passed"] and report["min_cosine"] >= quantize.MIN_COSINE and report["zero_rows_kept"]
+    assert json.loads((out / "parity.json").read_text())["int8_text"] == report
+    assert _config(out)["files"]["text_encoder_int8"] == "text_encoder.int8.onnx"
+    texts = ["funny cat", "", "猫咪搞笑视频 cat"]
+    float_model = mmemb.load(out, runtime="onnx")
+    int8_model = mmemb.load(out, runtime="onnx", int8_text=True)
+    assert int8_model.int8_text and not float_model.int8_text
+    a, b = float_model.embed_texts(texts), int8_model.embed_texts(texts)
+    cosine = (a * b).sum(1)
+    assert cosine[0] >= 0.99 and cosine[2] >= 0.99 and not b[1].any()
+    assert (a - b).abs().max() > 1e-6  # it is another graph, not the float one again
+
+    float_out, _ = exported
+    with pytest.raises(ExportError, match="no int8 text graph.*--int8-text"):
+        mmemb.load(float_out, runtime="onnx", int8_text=True)
+    with pytest.raises(ExportError, match="runtime='onnx'"):
+        mmemb.load(out, int8_text=True)
+    embed(out, tmp_path / "q.parquet", texts=["funny cat"], runtime="onnx", show_progress=False)
+    with pytest.raises(ExportError, match="another export"):
+        embed(out, tmp_path / "q.parquet", texts=["funny cat"], runtime="onnx", int8_text=True, show_progress=False)
+
+    monkeypatch.setattr(quantize, "MIN_COSINE", 1.5)  # no graph can pass: the export must fail, naming parity.json
+    with pytest.raises(ExportError, match="parity.json: the int8 text graph is too far"):
+        export_checkpoint(run, tmp_path / "bad", progress=None, int8_text=True)
+    assert not (tmp_path / "bad" / "config.json").exists()
+
+
 @pytest.mark.parametrize("option, value", [("--threads", "0"), ("--batch-size", "0"), ("--workers", "-1"),
                                            ("--chunk-size", "0")])
 def test_embed_refuses_counts_out_of_range_in_one_line(option, value, tmp_path, capsys):

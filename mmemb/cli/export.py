@@ -32,9 +32,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from ..export.writer import export_checkpoint
 
     result = export_checkpoint(args.ckpt, args.out, config_path=args.config, vocab_dir=args.vocab,
-                               progress=None if args.quiet else print)
+                               progress=None if args.quiet else print, int8_text=args.int8_text)
     print(f"{len(result['files'])} files in {result['out']}; parity passed "
           f"(max |diff| {max(c['max_abs_diff'] for c in result['parity']['checks']):.1e})")
+    if args.int8_text:
+        print(f"int8 text graph: lowest cosine to the float graph {result['parity']['int8_text']['min_cosine']:.4f}")
     return 0
 
 
@@ -47,7 +49,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     result = embed(args.model, args.out, manifest=args.manifest, videos=args.videos, texts_file=args.texts,
                    texts=args.text, runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
-                   chunk_size=args.chunk_size, threads=args.threads, show_progress=not args.quiet)
+                   chunk_size=args.chunk_size, threads=args.threads, show_progress=not args.quiet,
+                   int8_text=args.int8_text)
     nulls = ", ".join(f"{n} without {m}" for m, n in result["null"].items())
     print(f"{result['out']}: {result['rows']} rows ({result['added']} added, {result['skipped']} already there; "
           f"{nulls})")
@@ -63,6 +66,9 @@ def add_export_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", default=None, help="the run's config.yaml (default: found above the checkpoint)")
     p.add_argument("--vocab", default=None, help="the run's vocabulary folder (default: <run>/vocab)")
+    p.add_argument("--int8-text", action="store_true",
+                   help="also write text_encoder.int8.onnx: the text graph with int8 matrix products (faster "
+                   "search queries; its embeddings differ from the float model's, checked at cosine >= 0.99)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_export)
 
@@ -76,6 +82,9 @@ def add_export_commands(sub) -> None:
     source.add_argument("--text", action="append", help="a text to embed (repeatable)")
     p.add_argument("--out", required=True, help="output Parquet file (rerun to resume)")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--int8-text", action="store_true",
+                   help="texts through the export's int8 text graph (needs --runtime onnx and an export made "
+                   "with --int8-text)")
     p.add_argument("--batch-size", type=_at_least(1), default=32)
     p.add_argument("--workers", type=_at_least(0), default=0, help="decoding processes (DataLoader workers)")
     p.add_argument("--threads", type=_at_least(1), default=1,

@@ -102,9 +102,11 @@ def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _identity(folder: Path) -> str:
-    """A fingerprint of the export (its config.json, which names the checkpoint and its parity)."""
-    return hashlib.sha256((folder / CONFIG_FILE).read_bytes()).hexdigest()[:16]
+def _identity(model: ExportedModel) -> str:
+    """A fingerprint of the export (its config.json, which names the checkpoint and its parity), with
+    ``-int8`` when its text graph is the int8 one (other text embeddings: not to be mixed in one file)."""
+    digest = hashlib.sha256((model.folder / CONFIG_FILE).read_bytes()).hexdigest()[:16]
+    return digest + ("-int8" if model.int8_text else "")
 
 
 def _parts_dir(out: Path) -> Path:
@@ -180,7 +182,7 @@ def _embed_items(model: ExportedModel, items: Sequence[EmbedItem], modalities: t
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    identity = _identity(model.folder)
+    identity = _identity(model)
     meta = {"model": identity, "export": str(model.folder.resolve()), "dim": model.embed_dim,
             "modalities": list(modalities)}
     done = _read_done(out, identity, modalities)
@@ -263,10 +265,11 @@ def _embed_items(model: ExportedModel, items: Sequence[EmbedItem], modalities: t
 def embed(model_dir: str | Path, out: str | Path, *, manifest: str | None = None, videos: str | None = None,
           texts_file: str | None = None, texts: Sequence[str] | None = None, runtime: Runtime = "torch",
           batch_size: int = 32, workers: int = 0, chunk_size: int = 1024, threads: int | None = 1,
-          show_progress: bool = True) -> dict[str, Any]:
+          show_progress: bool = True, int8_text: bool = False) -> dict[str, Any]:
     """Load the export ``model_dir`` and embed one input kind into ``out`` (:func:`embed_items`; ``threads``
-    also sets the ONNX Runtime sessions' intra-op threads)."""
+    also sets the ONNX Runtime sessions' intra-op threads; ``int8_text``: the int8 text graph, with
+    ``runtime="onnx"``)."""
     items, modalities = items_from(manifest, videos, texts_file, texts)
-    model = load(model_dir, runtime=runtime, threads=threads)
+    model = load(model_dir, runtime=runtime, threads=threads, int8_text=int8_text)
     return embed_items(model, items, modalities, out, batch_size=batch_size, workers=workers, chunk_size=chunk_size,
                        threads=threads, show_progress=show_progress)

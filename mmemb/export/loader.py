@@ -143,6 +143,7 @@ class ExportedModel:
     # graphs exported with symbolic lengths; older graphs fix them at the preprocessing's lengths): the
     # text batch is then trimmed to its longest row (:func:`trim_text_batch`)
     trim_text: bool = True
+    int8_text: bool = False  # the text session runs the int8 graph (mmemb.export.quantize)
     _graph_specs: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -224,19 +225,23 @@ class ExportedModel:
 
 
 def load(folder: str | Path, runtime: Runtime = "torch", device: str | torch.device = "cpu",
-         threads: int | None = None) -> ExportedModel:
+         threads: int | None = None, int8_text: bool = False) -> ExportedModel:
     """Load the export folder ``folder`` (written by ``mmemb export``).
 
     ``runtime="torch"``: the :class:`~mmemb.models.model.EmbeddingModel` with the safetensors weights
     (on ``device``); ``runtime="onnx"``: ONNX Runtime CPU sessions of ``video_encoder.onnx`` and
-    ``text_encoder.onnx`` (``threads`` intra-op threads each, default 1). Raises :class:`ExportError`
-    naming the file for a folder that cannot be used."""
+    ``text_encoder.onnx`` (``threads`` intra-op threads each, default 1); with ``int8_text`` the text
+    session runs the int8 graph (``text_encoder.int8.onnx``, written by ``mmemb export --int8-text``; its
+    embeddings differ from the float model's, see :mod:`mmemb.export.quantize`). Raises
+    :class:`ExportError` naming the file for a folder that cannot be used."""
     from ..data.decode import DecodeConfig
     from ..data.text import TextTokenizer, TokenizerError
     from ..data.vocab import TextConfig
 
     if runtime not in ("torch", "onnx"):
         raise ExportError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    if int8_text and runtime != "onnx":
+        raise ExportError("int8_text runs the int8 text graph in ONNX Runtime: use runtime='onnx'")
     folder = Path(folder)
     config = read_config(folder)
     path = folder / CONFIG_FILE
@@ -268,6 +273,12 @@ def load(folder: str | Path, runtime: Runtime = "torch", device: str | torch.dev
 
         for name, spec in graph_specs(model_config).items():
             onnx_path = folder / files.get(f"{name}_encoder", spec.file)
+            if name == "text" and int8_text:
+                if "text_encoder_int8" not in files:
+                    raise ExportError(f"{path}: this export has no int8 text graph (export it with "
+                                      f"`mmemb export --int8-text`)")
+                onnx_path = folder / files["text_encoder_int8"]
+                out.int8_text = True
             if not onnx_path.is_file():
                 raise ExportError(f"{onnx_path}: missing file of the export folder {folder}")
             try:

@@ -29,6 +29,7 @@ from ..models.registry import get_model_config
 from .format import (CARD_FILE, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, LABELS_DIR, PARITY_FILE, TEXT_ONNX,
                      TOKENIZER_DIR, VIDEO_ONNX, WEIGHTS_FILE, ExportError)
 from .graphs import OPSET, example_inputs, export_onnx, graph_specs
+from .quantize import INT8_TEXT_ONNX, MIN_COSINE, int8_report, quantize_text_graph
 
 __all__ = ["export_checkpoint", "model_from_checkpoint", "model_config_from_hparams"]
 
@@ -197,11 +198,13 @@ def _towers(cfg: ModelConfig) -> list[str]:
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path | None = None,
-                      vocab_dir: str | Path | None = None, progress: Progress | None = _stderr) -> dict[str, Any]:
+                      vocab_dir: str | Path | None = None, progress: Progress | None = _stderr,
+                      int8_text: bool = False) -> dict[str, Any]:
     """Export the checkpoint ``ckpt`` (a file, or a run folder: its best checkpoint) into the folder
-    ``out``; ``config_path`` / ``vocab_dir`` default to the run's (found beside the checkpoint). Returns
+    ``out``; ``config_path`` / ``vocab_dir`` default to the run's (found beside the checkpoint);
+    ``int8_text`` also writes the int8 text graph (:mod:`mmemb.export.quantize`). Returns
     ``{"out", "files", "parity"}``; raises :class:`ExportError` (one line naming the file) for a
-    missing or unusable input and when parity fails."""
+    missing or unusable input and when parity (or the int8 graph's check) fails."""
     import yaml
 
     from ..data.decode import DecodeConfig
@@ -278,7 +281,19 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path
     reloaded = build_model({"model": _model_dict(cfg)}, out)
     sessions = {name: onnx_session(out / spec.file) for name, spec in specs.items()}
     parity = parity_report(model, reloaded, specs, sessions, sizes, progress=say)
+    (out / INT8_TEXT_ONNX).unlink(missing_ok=True)  # an earlier export's int8 graph is not this model's
+    if int8_text:
+        quantize_text_graph(out / specs["text"].file, out / INT8_TEXT_ONNX)
+        parity["int8_text"] = int8_report(sessions["text"], onnx_session(out / INT8_TEXT_ONNX), specs["text"], cfg,
+                                          sizes)
+        say(f"int8 text graph {INT8_TEXT_ONNX}: lowest cosine to the float graph "
+            f"{parity['int8_text']['min_cosine']:.4f} (at least {MIN_COSINE})")
     (out / PARITY_FILE).write_text(json.dumps(parity, indent=1), encoding="utf-8")
+    if int8_text and not parity["int8_text"]["passed"]:
+        report = parity["int8_text"]
+        raise ExportError(f"{out / PARITY_FILE}: the int8 text graph is too far from the float graph (lowest "
+                          f"cosine {report['min_cosine']:.4f} < {MIN_COSINE}, zero rows kept: "
+                          f"{report['zero_rows_kept']}); export without --int8-text")
     if not parity["passed"]:
         bad = [f"{c['graph']}/{c['runtime']}/batch {c['batch']}: {c['max_abs_diff']:.2e}" for c in parity["checks"]
                if not c["passed"]]
@@ -296,6 +311,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path
              "text_encoder": TEXT_ONNX,
              "hashtags": f"{LABELS_DIR}/hashtags.json", "queries": f"{LABELS_DIR}/queries.json",
              "parity": PARITY_FILE, "card": CARD_FILE}
+    if int8_text:
+        files["text_encoder_int8"] = INT8_TEXT_ONNX
     config = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mmemb_version": __version__,
         "preset": str(hparams.get("preset")),
