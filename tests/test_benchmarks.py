@@ -182,12 +182,13 @@ def test_bench_query_latency_times_every_setting(tiny_exports, tmp_path, capsys)
     assert bench.main(["--queries", "12", "--warmup", "2", "--student", "student_tiny", "--json", str(out)]
                       + _export_args(tiny_exports)) == 0
     rows = json.loads(out.read_text())["rows"]
-    settings = {"tokenise", "n-grams", "n-grams, uncached", "preprocess", "torch", "torch, padded", "onnx",
-                "onnx, padded"}
+    settings = {"tokenise", "n-grams", "n-grams, uncached", "preprocess", "preprocess, query arrays", "torch",
+                "torch, padded", "onnx", "onnx, padded", "onnx int8"}
     assert {(r["model"], r["setting"]) for r in rows} == {(m, s) for m in tiny_exports for s in settings}
     assert all(r["n"] == 12 and 0 < r["p50_ms"] <= r["p99_ms"] for r in rows)
     printed = capsys.readouterr().out
-    assert "| student_tiny | onnx |" in printed and "target p99 <= 0.5 ms for student_tiny" in printed
+    assert "| student_tiny | onnx |" in printed and "| student_tiny | onnx int8 |" in printed
+    assert "target p99 <= 0.5 ms for student_tiny" in printed
 
 
 def test_bench_clip_latency_reports_each_setting_with_its_cost(tiny_exports, small_demo, capsys):

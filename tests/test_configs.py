@@ -142,6 +142,11 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_clicks.yaml": lambda: not labels.clicks,
         "freshness_on.yaml": lambda: labels.half_life_days == 30.0,
         "no_cleaning.yaml": lambda: not labels.clean and cli.datamodule.vocabs.removed_hashtags == {},
+        # an addition: the wide parts exist, sized by the bag's buckets and the label vocabularies
+        "wide_heads.yaml": lambda: cfg.wide_ngram_heads and model.hashtag_wide.num_buckets == 32768
+        and model.hashtag_wide.bag.weight.shape[1] == cfg.heads.num_hashtags
+        and (model.query_wide is None) == (not cfg.has_query_head),
+        "wide_heads_char13.yaml": lambda: model.hashtag_wide is not None and cli.datamodule.text.ngram_min_n == 1,
     }
     assert switched_off[name](), f"{name} did not switch its component off"
 

@@ -670,3 +670,23 @@ def test_embed_refuses_counts_out_of_range_in_one_line(option, value, tmp_path, 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}: must be an integer >=" in err and "Traceback" not in err
+
+
+def test_query_path_hashes_the_n_gram_lengths_of_the_training_data(exported):
+    """An export whose data hashed char 1-3-grams (``ngram_min_n``) hashes a query's n-grams as training did:
+    the preprocessor's ``text_ngrams`` equal the data set's :func:`encode_ngrams` of the same fields."""
+    import dataclasses
+
+    import numpy as np
+
+    import mmemb
+    from mmemb.data.dataset import encode_ngrams
+
+    out, _ = exported
+    prep = mmemb.load(out).preprocessor
+    prep.text = dataclasses.replace(prep.text, ngram_min_n=1)
+    rows = prep.single_text_rows(["猫咪搞笑视频 cat", "a"])
+    got = prep.text_arrays(rows)["text_ngrams"]
+    for row, fields in zip(got, rows):
+        np.testing.assert_array_equal(row, encode_ngrams(fields, prep.text).numpy())
+    assert (got[0] != 0).sum() == (6 + 5 + 4) + (5 + 4 + 3)  # 1-, 2-, 3-grams of 猫咪搞笑视频 and of #cat#

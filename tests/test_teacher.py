@@ -232,6 +232,52 @@ def test_heads_read_ngram_adds_the_bag_to_the_clean_pass_only(fusion):
     assert "ngram" not in plain.multimodal_attention.channels
 
 
+def test_wide_ngram_heads_add_the_mean_bucket_scores_and_train_sparsely():
+    """``wide_ngram_heads``: each label head's logits gain the mean, over the text's n-grams, of one learned
+    label-score vector per bucket; zero at the start (the deep head alone); rows without n-grams, the
+    keyword logits and the embeddings are untouched; the tables train through SparseAdam."""
+    from mmemb.lit.optim import build_optimizer, sparse_parameters
+
+    model = tiny(wide_ngram_heads=True).eval()
+    plain = tiny().eval()  # same seed, no wide part: the same deep weights
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "_wide." not in k})
+    batch = teacher_batch(b=3)
+    batch["text_ngrams"][0] = 0
+    batch["text_ngrams"][0, :3] = torch.tensor([5, 5, 9])  # bucket ids 4, 4, 8
+    batch["text_ngrams"][2] = 0  # no n-grams
+    with torch.no_grad():
+        start, deep = model(batch, **_keywords(batch)), plain(batch, **_keywords(batch))
+        torch.testing.assert_close(start["hashtag_logits"], deep["hashtag_logits"])  # zero at the start
+        model.hashtag_wide.bag.weight[5] = torch.arange(H, dtype=torch.float)
+        model.hashtag_wide.bag.weight[9] = 3.0
+        model.query_wide.bag.weight[9] = 1.5
+        out = model(batch, **_keywords(batch))
+    torch.testing.assert_close(out["hashtag_logits"][0] - deep["hashtag_logits"][0],
+                               (2 * torch.arange(H, dtype=torch.float) + 3.0) / 3)
+    torch.testing.assert_close(out["query_logits"][0] - deep["query_logits"][0], torch.full((Q,), 0.5))
+    torch.testing.assert_close(out["hashtag_logits"][2], deep["hashtag_logits"][2])  # no n-grams: unchanged
+    for key in ("keyword_logits", "text", "multimodal", "video"):
+        torch.testing.assert_close(out[key], deep[key])
+    without = {k: v for k, v in batch.items() if k != "text_ngrams"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(without)["hashtag_logits"], plain(without)["hashtag_logits"])
+    opt = build_optimizer(model.train(), "adamw", 1e-3, (0.9, 0.999), 0.05)
+    sparse = {id(p) for p in sparse_parameters(model)}
+    assert id(model.hashtag_wide.bag.weight) in sparse and id(model.query_wide.bag.weight) in sparse
+    wide_ids = {id(model.hashtag_wide.bag.weight), id(model.query_wide.bag.weight)}
+    for sparse_ngrams in (True, False):  # sparse (SparseAdam) or dense (as under DDP): the wide tables at lr x 100
+        opt = build_optimizer(model, "adamw", 1e-3, (0.9, 0.999), 0.05, sparse_ngrams=sparse_ngrams)
+        lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+        assert all(lrs[i] == pytest.approx(0.1) for i in wide_ids)
+        assert lrs[id(model.ngram_bag.bag.weight)] == 1e-3 and lrs[id(model.text_proj.weight)] == 1e-3
+    with pytest.raises(ValueError, match="wide_lr_scale"):
+        get_model_config("teacher_tiny", wide_lr_scale=0.0)
+    assert tiny(wide_ngram_heads=True, hashtag_head=False).hashtag_wide is None
+    no_buckets = create_model("teacher_tiny", **{"text": {"vocab_size": VOCAB, "ngram_buckets": 0},
+                                                 "heads": {"num_hashtags": H}, "wide_ngram_heads": True})
+    assert no_buckets.hashtag_wide is None  # no hashed n-grams: no wide part
+
+
 @pytest.mark.parametrize("fusion", ["multiscale", "none"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_heads_read_clean_text_and_keyword_head_masked_text(fusion, mode):

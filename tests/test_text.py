@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mmemb.data.kuairec import read_kuairec
+from mmemb.data.vocab import TextConfig
 from mmemb.data.text import (
     SPECIAL_TOKENS,
     TextTokenizer,
@@ -194,6 +195,20 @@ def test_char_ngrams():
     assert char_ngrams("ＣＡＴ") == char_ngrams("cat")  # NFKC + lowercase
     assert char_ngrams("ab", n=2) == ["#a", "ab", "b#"]
     assert char_ngrams(None) == [] and char_ngrams("!!!") == []
+
+
+def test_char_ngrams_of_several_lengths():
+    assert char_ngrams("猫咪", 3, min_n=1) == ["猫", "咪", "猫咪"]  # a run shorter than n: its whole self once
+    assert char_ngrams("搞笑视频", 3, min_n=2) == ["搞笑", "笑视", "视频", "搞笑视", "笑视频"]
+    assert char_ngrams("a 猫", 3, min_n=2) == ["#a", "a#", "#a#", "猫"]  # shorter than min_n: one gram
+    for text in ("Cat 搞笑视频!", "a 猫", "2020高考"):  # min_n = n (or None) is the one length
+        assert char_ngrams(text, 3, min_n=3) == char_ngrams(text, 3)
+    assert hash_ngrams("搞笑视频", min_n=3) == hash_ngrams("搞笑视频")
+    assert len(hash_field_ngrams(["搞笑视频", "猫"], 100, 3, 97, min_n=1)) == 4 + 3 + 2 + 1
+    with pytest.raises(ValueError, match="min_n"):
+        char_ngrams("cat", 3, min_n=4)
+    with pytest.raises(ValueError, match="ngram_min_n"):
+        TextConfig(ngram_min_n=0)
 
 
 def test_hash_ngrams_is_stable_and_in_range():

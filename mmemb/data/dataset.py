@@ -142,7 +142,8 @@ def encode_ngrams(fields: Sequence[str | None], cfg: TextConfig) -> torch.Tensor
 def encode_ngrams_with_fields(fields: Sequence[str | None], cfg: TextConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`encode_ngrams` and the field of each n-gram, ``(cfg.ngram_max_length,)`` int64 each (field:
     1 + the field's index, as in ``text_field_ids``; 0 = padding)."""
-    ids, field_ids = hash_field_ngrams_with_fields(fields, cfg.ngram_max_length, cfg.ngram_n, cfg.ngram_buckets)
+    ids, field_ids = hash_field_ngrams_with_fields(fields, cfg.ngram_max_length, cfg.ngram_n, cfg.ngram_buckets,
+                                                   min_n=cfg.ngram_min_n)
     out = torch.zeros(cfg.ngram_max_length, dtype=torch.long)
     out[: len(ids)] = torch.tensor(ids, dtype=torch.long) + 1
     fields_out = torch.zeros(cfg.ngram_max_length, dtype=torch.long)

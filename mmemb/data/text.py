@@ -411,8 +411,9 @@ def strip_hashtags(caption: str, tags: Sequence[str] = ()) -> str:
 # ----------------------------------------------------------------------------- char n-gram hashing
 
 
-def char_ngrams(text: str | None, n: int = 3) -> list[str]:
-    """Character n-grams of ``text``, in order, duplicates kept.
+def char_ngrams(text: str | None, n: int = 3, min_n: int | None = None) -> list[str]:
+    """Character n-grams of ``text``, in order, duplicates kept: of ``n`` characters, or of every length
+    from ``min_n`` to ``n`` (segment by segment, shortest first).
 
     The text is NFKC-normalized and lowercased, then split into segments: runs of CJK characters and
     words of letters/digits (punctuation, emoji and ``_`` separate them and are dropped).
@@ -421,9 +422,13 @@ def char_ngrams(text: str | None, n: int = 3) -> list[str]:
       (a marked word shorter than ``n`` is one gram: ``"a"`` -> ``#a#``);
     * a CJK run gets the n-grams of the run itself: ``"搞笑视频"`` -> ``搞笑视``, ``笑视频`` (a run
       shorter than ``n`` is one gram: ``"猫"`` -> ``猫``).
+
+    With ``min_n``, each length ``k`` adds the segment's k-grams, and a segment shorter than ``min_n`` is one
+    gram: ``char_ngrams("猫咪", 3, min_n=1)`` -> ``猫``, ``咪``, ``猫咪``.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    min_n = n if min_n is None else min_n
+    if not 1 <= min_n <= n:
+        raise ValueError(f"need 1 <= min_n <= n, got min_n={min_n}, n={n}")
     if not text:
         return []
     grams: list[str] = []
@@ -431,10 +436,11 @@ def char_ngrams(text: str | None, n: int = 3) -> list[str]:
         seg = m.group()
         if not _CJK_CHAR.match(seg):
             seg = f"#{seg}#"
-        if len(seg) <= n:
+        if len(seg) < min_n:
             grams.append(seg)
-        else:
-            grams.extend(seg[i:i + n] for i in range(len(seg) - n + 1))
+            continue
+        for k in range(min_n, min(n, len(seg)) + 1):  # (a segment of k <= n characters is its one k-gram)
+            grams.extend(seg[i:i + k] for i in range(len(seg) - k + 1))
     return grams
 
 
@@ -462,35 +468,37 @@ def _cached_hash(value: str, seed: int) -> int:
     return stable_hash(value, seed)
 
 
-def hash_ngrams(text: str | None, n: int = 3, num_buckets: int = 2 ** 18, seed: int = 0) -> list[int]:
-    """Bucket ids in ``[0, num_buckets)`` of the :func:`char_ngrams` of ``text`` (same order, duplicates
-    kept), by :func:`stable_hash` modulo ``num_buckets`` (hashes of recent n-grams are cached)."""
+def hash_ngrams(text: str | None, n: int = 3, num_buckets: int = 2 ** 18, seed: int = 0,
+                min_n: int | None = None) -> list[int]:
+    """Bucket ids in ``[0, num_buckets)`` of the :func:`char_ngrams` of ``text`` (``n``, ``min_n``; same order,
+    duplicates kept), by :func:`stable_hash` modulo ``num_buckets`` (hashes of recent n-grams are cached)."""
     if num_buckets < 1:
         raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
     if not 0 <= seed < 2 ** 64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-    return [_cached_hash(g, seed) % num_buckets for g in char_ngrams(text, n)]
+    return [_cached_hash(g, seed) % num_buckets for g in char_ngrams(text, n, min_n)]
 
 
 def hash_field_ngrams(fields: Sequence[str | None], max_length: int, n: int = 3, num_buckets: int = 2 ** 18,
-                      seed: int = 0) -> list[int]:
+                      seed: int = 0, min_n: int | None = None) -> list[int]:
     """:func:`hash_ngrams` of several text fields, at most ``max_length`` bucket ids in all.
 
     The budget is shared as :meth:`TextTokenizer.encode_fields` shares tokens: short fields keep all
     their n-grams and the longer ones an even share of the rest, each cut at its end; the fields'
     ids follow each other in field order (``None``/empty fields add nothing).
     """
-    return hash_field_ngrams_with_fields(fields, max_length, n, num_buckets, seed)[0]
+    return hash_field_ngrams_with_fields(fields, max_length, n, num_buckets, seed, min_n)[0]
 
 
 def hash_field_ngrams_with_fields(fields: Sequence[str | None], max_length: int, n: int = 3,
-                                  num_buckets: int = 2 ** 18, seed: int = 0) -> tuple[list[int], list[int]]:
+                                  num_buckets: int = 2 ** 18, seed: int = 0,
+                                  min_n: int | None = None) -> tuple[list[int], list[int]]:
     """:func:`hash_field_ngrams` and, for each id, 1 + the index in ``fields`` of the field it comes from
     (the numbering of :meth:`TextTokenizer.encode_fields`' field ids): a view of one field keeps the ids
     of its number."""
     if max_length < 0:
         raise ValueError(f"max_length must be >= 0, got {max_length}")
-    parts = [(i + 1, hash_ngrams(f, n, num_buckets, seed)) for i, f in enumerate(fields) if f]
+    parts = [(i + 1, hash_ngrams(f, n, num_buckets, seed, min_n)) for i, f in enumerate(fields) if f]
     share = _fair_share([len(ids) for _, ids in parts], max_length)
     ids = [g for (_, grams), k in zip(parts, share) for g in grams[:k]]
     field_ids = [field for (field, grams), k in zip(parts, share) for _ in grams[:k]]

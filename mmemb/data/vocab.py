@@ -54,6 +54,9 @@ class TextConfig:
     # char-n-gram bag (the batch key ``text_ngrams``, read by the teacher's bag channel): the text fields'
     # character n-grams hashed into buckets (mmemb.data.text.hash_field_ngrams)
     ngram_n: int = 3  # characters per n-gram (Que2Search's char-3-grams)
+    # with a value: every length from ngram_min_n to ngram_n (1 with 3: char 1-3-grams, TF-IDF's features);
+    # None: ngram_n only
+    ngram_min_n: Optional[int] = None
     ngram_buckets: int = 2 ** 15  # hash buckets; the model's bag has one row per bucket (+1 for padding); 0 = off
     ngram_max_length: int = 256  # n-grams per video, shared between the fields as tokens are
 
@@ -64,6 +67,9 @@ class TextConfig:
             raise ValueError(f"TextConfig.vocab_size must be >= 64, got {self.vocab_size}")
         if self.ngram_n < 1:
             raise ValueError(f"TextConfig.ngram_n must be >= 1, got {self.ngram_n}")
+        if self.ngram_min_n is not None and not 1 <= self.ngram_min_n <= self.ngram_n:
+            raise ValueError(f"TextConfig.ngram_min_n must be None or in [1, ngram_n={self.ngram_n}], "
+                             f"got {self.ngram_min_n}")
         if self.ngram_buckets < 0:
             raise ValueError(f"TextConfig.ngram_buckets must be >= 0 (0 = no n-gram bag), got {self.ngram_buckets}")
         if self.ngram_buckets and self.ngram_max_length < 1:

@@ -32,7 +32,7 @@ class Preprocessor:
     """Turns raw inputs into the batch keys the encoders read (:mod:`mmemb.data.batch`)."""
 
     decode: DecodeConfig  # frames, frame size, resize policy, audio sample rate and log-mel settings
-    text: TextConfig  # max_length and the n-gram hashing (ngram_n, ngram_buckets, ngram_max_length)
+    text: TextConfig  # max_length and the n-gram hashing (ngram_n, ngram_min_n, ngram_buckets, ngram_max_length)
     tokenizer: TextTokenizer  # the run's tokenizer
     use_audio: bool = True  # the model has an audio tower (the batch carries ``mel``)
     use_ngrams: bool = True  # the model reads ``text_ngrams`` (its n-gram bag channel)
@@ -62,8 +62,8 @@ class Preprocessor:
             token_rows.append(row_ids)
             field_rows.append(row_fields)
             if self.use_ngrams:
-                buckets = hash_field_ngrams(fields, grams_length, self.text.ngram_n,
-                                            self.text.ngram_buckets) if present else []
+                buckets = hash_field_ngrams(fields, grams_length, self.text.ngram_n, self.text.ngram_buckets,
+                                            min_n=self.text.ngram_min_n) if present else []
                 gram_rows.append([i + 1 for i in buckets])  # bucket + 1: 0 is the padding
         if trim:
             length = max(max(map(len, token_rows), default=0), 1)

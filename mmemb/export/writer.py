@@ -153,13 +153,20 @@ def _preprocessing(cfg: ModelConfig, decode, text) -> dict[str, Any]:
                       "layout": "[CLS] field [SEP] field [SEP] ...; field ids 0 for [CLS]/padding, 1 + field index",
                       "single_text": "a raw text (query) is the caption field"},
         "ngrams": None if not cfg.has_ngram_bag else {
-            "n": text.ngram_n, "buckets": text.ngram_buckets, "max_length": text.ngram_max_length,
+            "n": text.ngram_n, "min_n": text.ngram_min_n or text.ngram_n, "buckets": text.ngram_buckets,
+            "max_length": text.ngram_max_length,
             "hash": "BLAKE2b-64 (digest_size 8, salt = 8 zero bytes) of the UTF-8 n-gram, little-endian, modulo "
                     "buckets (mmemb.data.text.stable_hash / hash_field_ngrams)",
             "ids": "bucket + 1, 0-padded"},
         "embedding": {"dim": cfg.embed_dim, "normalisation": "L2 (unit norm)",
                       "missing": "zero row from the encoders where nothing is available"},
     }
+
+
+def _gram_lengths(text) -> str:
+    """``"3"`` or ``"1-3"``: the n-gram lengths of a :class:`TextConfig`."""
+    low = text.ngram_min_n or text.ngram_n
+    return f"{low}-{text.ngram_n}" if low != text.ngram_n else str(text.ngram_n)
 
 
 def _count_manifest(path: str | None) -> int | None:
@@ -342,7 +349,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, config_path: str | Path
                           f"{decode.audio_seconds:g} s centred window"] if cfg.use_audio else []),
                        f"text: WordPiece tokenizer (`tokenizer/`), {text.max_length} tokens, fields "
                        f"caption/cover/ASR/comments",
-                       *([f"n-grams: char {text.ngram_n}-grams hashed into {text.ngram_buckets} buckets "
+                       *([f"n-grams: char {_gram_lengths(text)}-grams hashed into {text.ngram_buckets} buckets "
                           f"(BLAKE2b), {text.ngram_max_length} per text"] if cfg.has_ngram_bag else [])],
         metrics_table=metrics_table, metrics_split=metrics_split, parity=parity)
     (out / CARD_FILE).write_text(model_card(card), encoding="utf-8")

@@ -174,6 +174,15 @@ class ModelConfig:
     use_ngram_bag: bool = True  # the text tower's n-gram bag channel (also needs text.ngram_buckets > 0)
     heads_read_ngram: bool = False  # the bag also joins the multimodal vector the label heads read (clean pass
     #                                 only: the keyword pass never sees it, it would show the masked words)
+    # each label head adds a wide part to its logits: the mean, over the text's hashed char n-grams, of a
+    # learned vector of label scores per bucket (a linear model of the n-grams, as TF-IDF + logistic
+    # regression is of the words, trained jointly with the deep head; zero at the start; reads the clean
+    # text's n-grams only; without n-gram buckets (text.ngram_buckets 0) there is none)
+    wide_ngram_heads: bool = False
+    # the wide parts' learning rate as a multiple of the optimizer's: a bucket's row moves only in the steps
+    # whose batch has its n-gram, by about the learning rate per step (Adam), and a linear model's weights
+    # must reach the size of logits
+    wide_lr_scale: float = 100.0  # chosen on validation (README, "The KuaiRec text model")
     use_gcn: bool = True  # label embeddings by the TagGCN over the tag graph (else a Linear of the names)
     hashtag_head: bool = True  # hashtag logits (also needs heads.num_hashtags > 0)
     query_head: bool = True  # query logits (also needs heads.num_queries > 0)
@@ -187,6 +196,8 @@ class ModelConfig:
             elif not isinstance(value, cls):
                 raise TypeError(f"ModelConfig.{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
         _check_positive(self, "embed_dim")
+        if not self.wide_lr_scale > 0:
+            raise ValueError(f"ModelConfig.wide_lr_scale must be > 0, got {self.wide_lr_scale}")
         if self.init_temperature <= 0 or 1 / self.init_temperature > self.max_logit_scale:
             raise ValueError(f"ModelConfig.init_temperature must be > 0 and 1 / init_temperature <= max_logit_scale "
                              f"({self.max_logit_scale}), got {self.init_temperature}")
@@ -213,6 +224,12 @@ class ModelConfig:
     def multimodal_reads_ngram(self) -> bool:
         """Whether the multimodal vector has the n-gram bag as a channel (``heads_read_ngram`` with a bag)."""
         return self.heads_read_ngram and self.has_ngram_bag and self.has_multimodal
+
+    def has_wide_head(self, kind: Literal["hashtags", "queries"]) -> bool:
+        """Whether the ``kind`` label head has the wide n-gram part (``wide_ngram_heads``, the head on, n-gram
+        buckets)."""
+        head = self.has_hashtag_head if kind == "hashtags" else self.has_query_head
+        return self.wide_ngram_heads and head and self.text.ngram_buckets > 0
 
     @property
     def has_hashtag_head(self) -> bool:

@@ -24,6 +24,7 @@ Data flow (``B`` videos, ``T`` frames)::
     hashtag / query logits = LabelHead(multimodal, label embeddings)
         label embeddings = TagGCN(text-tower embeddings of the label names, tag graph)   (use_gcn)
                          = Linear(text-tower embeddings of the label names)             (not use_gcn)
+        + mean over the clean text's n-grams of a label-score vector per bucket          (wide_ngram_heads)
     keyword logits (B, K, V): from a second pass over the keyword-masked text (below), the fused text
         tokens at the masked keyword positions (see :func:`mmemb.models.keywords.gather_slots`) + that
         pass's multimodal vector -> MLP -> a decoder tied to BERT's word embeddings. *Choice*: predicting from the fused tokens at the masked positions (as
@@ -169,6 +170,17 @@ def _channel_attention(width: int, channels: tuple[str, ...]) -> ChannelAttentio
     return ChannelAttentionFusion(width, channels) if len(channels) > 1 else None
 
 
+def _wide_part(cfg: ModelConfig, kind: str) -> NgramBag | None:
+    """The wide part of the ``kind`` label head (``ModelConfig.wide_ngram_heads``): an n-gram bag whose
+    vectors are label scores, zero at the start (the head starts as the deep head alone)."""
+    if not cfg.has_wide_head(kind):
+        return None
+    num_labels = cfg.heads.num_hashtags if kind == "hashtags" else cfg.heads.num_queries
+    wide = NgramBag(cfg.text.ngram_buckets, num_labels, lr_scale=cfg.wide_lr_scale)
+    nn.init.zeros_(wide.bag.weight)
+    return wide
+
+
 def _combine(attention: ChannelAttentionFusion | None, vectors: Mapping[str, torch.Tensor],
              available: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused vector ``(B, D)`` and channel weights ``(B, C)`` of named channel vectors; without an
@@ -218,6 +230,8 @@ class EmbeddingModel(nn.Module):
                                         requires_grad=cfg.learn_logit_scale)
         self.hashtag_branch = _LabelBranch(cfg, cfg.heads.num_hashtags) if cfg.has_hashtag_head else None
         self.query_branch = _LabelBranch(cfg, cfg.heads.num_queries) if cfg.has_query_head else None
+        self.hashtag_wide = _wide_part(cfg, "hashtags")
+        self.query_wide = _wide_part(cfg, "queries")
         if cfg.keyword_head:
             self.keyword_token = nn.Linear(token_width, text.width)
             self.keyword_context = nn.Linear(d, text.width)
@@ -451,14 +465,26 @@ class EmbeddingModel(nn.Module):
         out.update(multimodal=_masked_rows(F.normalize(f["multimodal"], dim=-1), mm_ok),
                    multimodal_weights=f["multimodal_weights"], multimodal_mask=mm_ok)
         if self.hashtag_branch is not None:
-            out["hashtag_logits"] = self.hashtag_branch(f["multimodal"], self.text, refresh_labels)
+            out["hashtag_logits"] = self._add_wide(self.hashtag_branch(f["multimodal"], self.text, refresh_labels),
+                                                   self.hashtag_wide, batch)
         if self.query_branch is not None:
-            out["query_logits"] = self.query_branch(f["multimodal"], self.text, refresh_labels)
+            out["query_logits"] = self._add_wide(self.query_branch(f["multimodal"], self.text, refresh_labels),
+                                                 self.query_wide, batch)
         if (self.cfg.keyword_head and masked_text_ids is not None and keyword_positions is not None
                 and num_keywords is not None):
             out["keyword_logits"] = self.keyword_logits(f["masked_text_tokens"], keyword_positions, num_keywords,
                                                         f["masked_multimodal"])
         return out
+
+    @staticmethod
+    def _add_wide(logits: torch.Tensor, wide: NgramBag | None, batch: Mapping[str, Any]) -> torch.Tensor:
+        """``logits`` ``(B, N)`` plus the wide part's mean n-gram label scores (``wide_ngram_heads``) of the
+        batch's clean-text n-grams; unchanged without a wide part or without ``text_ngrams``."""
+        ngrams = batch.get("text_ngrams")
+        if wide is None or ngrams is None:
+            return logits
+        scores, _ = wide(ngrams.to(logits.device))  # (B, N), zero rows without n-grams
+        return logits + scores
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to exclude from weight decay besides 1-D ones."""

@@ -38,14 +38,19 @@ class NgramBag(nn.Module):
         num_buckets: hash buckets of the data (``TextConfig.ngram_buckets``).
         width: vector width.
         sparse_grad: sparse gradients of the table when not distributed (see the module docstring).
+        lr_scale: the table's learning rate as a multiple of the optimizer's
+            (:func:`mmemb.lit.optim.build_optimizer` gives it its own parameter group).
     """
 
-    def __init__(self, num_buckets: int, width: int, sparse_grad: bool = False):
+    def __init__(self, num_buckets: int, width: int, sparse_grad: bool = False, lr_scale: float = 1.0):
         super().__init__()
         if num_buckets < 1 or width < 1:
             raise ValueError(f"NgramBag needs num_buckets >= 1 and width >= 1, got {num_buckets}, {width}")
+        if lr_scale <= 0:
+            raise ValueError(f"NgramBag lr_scale must be > 0, got {lr_scale}")
         self.num_buckets = num_buckets
         self.sparse_grad = sparse_grad
+        self.lr_scale = lr_scale
         # padding_idx: row 0 stays zero, gets no gradient and is left out of each bag's mean
         self.bag = nn.EmbeddingBag(num_buckets + 1, width, mode="mean", padding_idx=PAD)
         nn.init.normal_(self.bag.weight, std=width ** -0.5)
