@@ -142,6 +142,28 @@ def test_kuairec_table_judges_the_targets_on_the_means_and_checks_one_split():
         bench.kuairec_table([_kuairec_rows(0.3, 0.3), _kuairec_rows(0.3, 0.3, tfidf_map=0.24)], [1.0, 1.0])
 
 
+def test_kuairec_table_scores_runs_an_ablation_finished_without_training_them(tmp_path, capsys):
+    """Runs with a ``result.json`` (``mmemb eval ablate``'s) are not trained again; their real-data rows make
+    the table, written into the block ``--block`` names."""
+    bench = _bench("kuairec_table")
+    manifest = tmp_path / "kuairec.jsonl"
+    manifest.write_text("")
+    for seed, head in ((0, 0.21), (1, 0.23)):
+        root = tmp_path / "runs" / f"seed{seed}"
+        (root / "real_data").mkdir(parents=True)
+        (root / "result.json").write_text(json.dumps({"fit_seconds": 600.0, "eval_seconds": 60.0}))
+        (root / "real_data" / "results.json").write_text(json.dumps(_kuairec_rows(head, 0.28)))
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- table:wide -->\nold\n<!-- /table:wide -->\n<!-- table:kuairec_text -->\nkept\n"
+                      "<!-- /table:kuairec_text -->\n")
+    assert bench.main(["--seeds", "2", "--runs", str(tmp_path / "runs"), "--manifest", str(manifest),
+                       "--readme", str(readme), "--block", "wide"]) == 0
+    text = readme.read_text()
+    assert "| mmemb_head | 0.220 ± 0.014 |" in text and "11.0 ± 0.0 min per run" in text
+    assert "old" not in text and "kept" in text  # only the named block changed
+    assert not (tmp_path / "runs" / "seed0" / "fit.done").exists()  # nothing was trained
+
+
 # ----------------------------------------------------------------------------- export latency benchmarks
 
 TINY_DATA = {"batch_size": 8, "num_workers": 0, "decode": {"num_frames": 4, "frame_size": 32, "audio_seconds": 1.0},
