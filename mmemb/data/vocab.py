@@ -76,6 +76,11 @@ class TextConfig:
             raise ValueError(f"TextConfig.ngram_max_length must be >= 1 with ngram_buckets > 0, "
                              f"got {self.ngram_max_length}")
 
+    @property
+    def ngram_lengths(self) -> tuple[int, int]:
+        """``(shortest, longest)`` characters per hashed n-gram (``ngram_min_n`` or ``ngram_n``, ``ngram_n``)."""
+        return (self.ngram_n if self.ngram_min_n is None else self.ngram_min_n), self.ngram_n
+
 
 @dataclass
 class LabelConfig:

@@ -153,7 +153,7 @@ def _preprocessing(cfg: ModelConfig, decode, text) -> dict[str, Any]:
                       "layout": "[CLS] field [SEP] field [SEP] ...; field ids 0 for [CLS]/padding, 1 + field index",
                       "single_text": "a raw text (query) is the caption field"},
         "ngrams": None if not cfg.has_ngram_bag else {
-            "n": text.ngram_n, "min_n": text.ngram_min_n or text.ngram_n, "buckets": text.ngram_buckets,
+            "n": text.ngram_n, "min_n": text.ngram_lengths[0], "buckets": text.ngram_buckets,
             "max_length": text.ngram_max_length,
             "hash": "BLAKE2b-64 (digest_size 8, salt = 8 zero bytes) of the UTF-8 n-gram, little-endian, modulo "
                     "buckets (mmemb.data.text.stable_hash / hash_field_ngrams)",
@@ -165,8 +165,8 @@ def _preprocessing(cfg: ModelConfig, decode, text) -> dict[str, Any]:
 
 def _gram_lengths(text) -> str:
     """``"3"`` or ``"1-3"``: the n-gram lengths of a :class:`TextConfig`."""
-    low = text.ngram_min_n or text.ngram_n
-    return f"{low}-{text.ngram_n}" if low != text.ngram_n else str(text.ngram_n)
+    low, high = text.ngram_lengths
+    return f"{low}-{high}" if low != high else str(high)
 
 
 def _count_manifest(path: str | None) -> int | None:
