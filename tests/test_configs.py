@@ -142,11 +142,9 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_clicks.yaml": lambda: not labels.clicks,
         "freshness_on.yaml": lambda: labels.half_life_days == 30.0,
         "no_cleaning.yaml": lambda: not labels.clean and cli.datamodule.vocabs.removed_hashtags == {},
-        # an addition: the wide parts exist, sized by the bag's buckets and the label vocabularies
-        "wide_heads.yaml": lambda: cfg.wide_ngram_heads and model.hashtag_wide.num_buckets == 32768
-        and model.hashtag_wide.bag.weight.shape[1] == cfg.heads.num_hashtags
-        and (model.query_wide is None) == (not cfg.has_query_head),
-        "wide_heads_char13.yaml": lambda: model.hashtag_wide is not None and cli.datamodule.text.ngram_min_n == 1,
+        # the KuaiRec text model's wide heads (test_kuairec_wide_head_ablations): the quickstart has none
+        "no_wide_heads.yaml": lambda: not cfg.wide_ngram_heads and model.hashtag_wide is None,
+        "wide_joint.yaml": lambda: cfg.wide_loss == "head" and model.hashtag_wide is None,
     }
     assert switched_off[name](), f"{name} did not switch its component off"
 
@@ -207,9 +205,13 @@ def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, t
     monkeypatch.setattr(sys, "argv", ["train.py"])
     cli = _run([CONFIGS / "kuairec_text.yaml"], kuairec_text_only, tmp_path, "--data.labels.hashtag_min_freq=2",
                "--data.batch_size=16")
-    assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_small"
+    assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_wide"
     metrics = cli.trainer.callback_metrics
-    assert {"train/hashtag_ce", "train/keyword", "train/text_views"} <= set(metrics)  # label weighting softmax
+    assert {"train/hashtag_ce", "train/keyword", "train/text_views", "train/hashtag_wide_bce"} <= set(metrics)
+    wide = cli.model.model.hashtag_wide  # the wide head over char 1-3-grams, trained by its own BCE
+    assert wide.pooling == "l2_sublinear" and cli.model.config.wide_loss == "bce"
+    assert wide.bag.weight.shape == (cli.datamodule.ngram_buckets + 1, cli.model.config.heads.num_hashtags)
+    assert cli.datamodule.text.ngram_min_n == 1
     assert set(metrics) & {"train/clip_v2t", "train/clip_t2v", "train/simclr", "train/hashtag_bce"} == set()
     assert float(metrics["train/text_views"]) > 0
     assert 0 <= float(metrics["val/hashtag_map"]) <= 1
@@ -218,6 +220,24 @@ def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, t
     assert cli.model.model.hashtag_branch is not None and cli.model.config.use_gcn
     monitors = {cb.monitor for cb in cli.trainer.callbacks if getattr(cb, "monitor", None)}
     assert monitors == {"val/hashtag_map"}
+
+
+@pytest.mark.parametrize("name", ["no_wide_heads.yaml", "wide_joint.yaml"])
+def test_kuairec_wide_head_ablations(name, kuairec_text_only, tmp_path, monkeypatch):
+    """The wide-head ablations after kuairec_text.yaml: no wide part at all (the deep head alone), or wide parts
+    over the mean of their n-grams trained by the head's own term (no wide term); the other settings of
+    the preset stay (the overlays change ``overrides``, the preset carries the wide heads)."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli = _run([CONFIGS / "kuairec_text.yaml", CONFIGS / "ablations" / name], kuairec_text_only, tmp_path,
+               "--data.labels.hashtag_min_freq=2", "--data.batch_size=16")
+    assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_wide"
+    metrics, model, cfg = cli.trainer.callback_metrics, cli.model.model, cli.model.config
+    assert "train/hashtag_wide_bce" not in metrics and "train/hashtag_ce" in metrics
+    assert model.hashtag_branch is not None and cfg.use_gcn and cli.datamodule.text.ngram_min_n == 1
+    if name == "no_wide_heads.yaml":
+        assert model.hashtag_wide is None
+    else:
+        assert model.hashtag_wide.pooling == "mean" and cfg.wide_loss == "head"
 
 
 def test_kuairec_pretrain_then_finetune_from_its_weights(kuairec_text_only, tmp_path, monkeypatch):
@@ -247,7 +267,7 @@ def test_kuairec_pretrain_then_finetune_from_its_weights(kuairec_text_only, tmp_
     assert any(r.caption for r in unlabelled)  # their texts are kept
     metrics = cli1.trainer.callback_metrics
     assert {"train/keyword", "train/text_views"} <= set(metrics)
-    assert not {"train/hashtag_bce", "train/hashtag_ce"} & set(metrics)
+    assert not {"train/hashtag_bce", "train/hashtag_ce", "train/hashtag_wide_bce"} & set(metrics)
     ckpt = stage1 / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
 

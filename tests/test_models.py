@@ -160,7 +160,7 @@ def test_logit_scale_init_and_clamp():
 
 def test_registry_presets_and_errors():
     assert list_models() == ["student_small", "student_tiny", "teacher_base", "teacher_small", "teacher_small_minilm",
-                             "teacher_text_small", "teacher_tiny", "two_tower_base", "two_tower_small", "two_tower_tiny"]
+                             "teacher_text_small", "teacher_text_wide", "teacher_tiny", "two_tower_base", "two_tower_small", "two_tower_tiny"]
     with pytest.raises(KeyError) as err:
         create_model("huge")
     assert all(name in str(err.value) for name in list_models())  # the error lists the valid names

@@ -167,3 +167,41 @@ def test_label_weighting_picks_the_label_loss():
     with pytest.raises(KeyError, match="add hashtag_ce"):
         EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, label_weighting="softmax",
                         loss_weights={"hashtag_bce": 1.0})
+
+
+def test_wide_bce_trains_the_wide_part_alone_and_the_head_term_the_deep_head():
+    """``wide_loss="bce"``: the term ``hashtag_wide_bce`` is plain BCE of the wide scores alone (every label and
+    row weighs 1); the head's term then sends no gradient into the wide table; with ``wide_loss="head"`` there
+    is no wide term and the head's term trains the wide part (the head's logits are deep + wide either way)."""
+    from test_models import synthetic_batch
+
+    batch = synthetic_batch(b=4, num_hashtags=6, n_mels=64, seed=0)
+    batch["hashtag_targets"][:, 0] = 1.0
+    batch["hashtag_targets"][3] = 0.0  # an unlabelled row: all negatives for the wide term
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, label_weighting="softmax",
+                             ngram_buckets=50, loss_weights={"hashtag_ce": 1.0},
+                             overrides={"wide_ngram_heads": True, "wide_pooling": "l2_sublinear", "wide_loss": "bce"})
+    assert module.loss_weights["hashtag_wide_bce"] == 1.0  # not named: on at weight 1
+    batch["text_ngrams"] = torch.randint(1, 51, (4, 7), generator=torch.Generator().manual_seed(0))
+    table = module.model.hashtag_wide.bag.weight
+    with torch.no_grad():
+        table.normal_()
+    out, terms = module._losses(batch)
+    assert set(terms) >= {"hashtag_ce", "hashtag_wide_bce"}
+    wide = out["hashtag_wide_logits"]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(wide, batch["hashtag_targets"])  # every row
+    torch.testing.assert_close(terms["hashtag_wide_bce"], expected)
+    head_grad = torch.autograd.grad(terms["hashtag_ce"], table, allow_unused=True, retain_graph=True)[0]
+    assert head_grad is None or head_grad.abs().sum() == 0  # the head's term leaves the wide part alone
+    assert torch.autograd.grad(terms["hashtag_wide_bce"], table, retain_graph=True)[0].abs().sum() > 0
+    deep_param = next(module.model.hashtag_branch.parameters())
+    assert torch.autograd.grad(terms["hashtag_ce"], deep_param)[0].abs().sum() > 0
+    without = EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, label_weighting="softmax",
+                              ngram_buckets=50, loss_weights={"hashtag_ce": 1.0, "hashtag_wide_bce": 1.0},
+                              overrides={"wide_ngram_heads": True})
+    _, terms = without._losses(batch)
+    assert "hashtag_wide_bce" not in terms
+    with torch.no_grad():
+        without.model.hashtag_wide.bag.weight.normal_()
+    _, terms = without._losses(batch)
+    assert torch.autograd.grad(terms["hashtag_ce"], without.model.hashtag_wide.bag.weight)[0].abs().sum() > 0

@@ -505,3 +505,36 @@ def test_fit_with_the_data_module_trains_on_worker_chosen_keywords(small_demo, t
     _trainer(tmp_path, fast_dev_run=2, callbacks=[Keys()]).fit(module, datamodule=dm)
     assert len(seen) == 2 and all(p is not None and p.dtype == torch.bool for p in seen)
     assert any(p.any() for p in seen)
+
+
+def test_ngram_bag_l2_sublinear_pooling_is_sublinear_tf_at_unit_norm():
+    """``pooling="l2_sublinear"``: each distinct bucket weighs 1 + ln(count), the row's weights have unit L2
+    norm (TF-IDF's sublinear-tf features without the IDF); padding is left out, also where its row is not
+    zero and in the exported form (a gather and a weighted sum); an empty row is zeros."""
+    import math
+
+    from mmemb.models.ngram import NgramBag, sublinear_l2_weights
+
+    torch.manual_seed(0)
+    bag = NgramBag(num_buckets=7, width=4, pooling="l2_sublinear")
+    with torch.no_grad():
+        bag.bag.weight[0] = 5.0
+    w = bag.bag.weight.detach()
+    ids = torch.tensor([[1, 2, 2, 0], [0, 0, 0, 0], [3, 3, 3, 3], [4, 5, 6, 7]])
+    vec, ok = bag(ids)
+    tf2 = 1 + math.log(2)
+    torch.testing.assert_close(vec[0], (w[1] + tf2 * w[2]) / math.sqrt(1 + tf2 ** 2))
+    torch.testing.assert_close(vec[2], w[3])  # one distinct bucket: weight 1 whatever its count
+    torch.testing.assert_close(vec[3], w[4:8].sum(0) / 2)
+    assert torch.all(vec[1] == 0) and ok.tolist() == [True, False, True, True]
+    weights = sublinear_l2_weights(ids)
+    assert torch.all(weights[ids == 0] == 0)
+    per_bucket = torch.zeros(4, 8).scatter_add_(1, ids, weights)[:, 1:]  # (B, buckets): each distinct id's weight
+    torch.testing.assert_close(per_bucket.norm(dim=1), torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close((bag.bag.weight[ids] * weights.unsqueeze(-1)).sum(1), vec)  # the exported form
+    with pytest.raises(ValueError, match="pooling"):
+        NgramBag(num_buckets=7, width=4, pooling="max")
+    with pytest.raises(ValueError, match="wide_pooling"):
+        get_model_config("teacher_tiny", wide_pooling="max")
+    wide = tiny(wide_ngram_heads=True, wide_pooling="l2_sublinear")
+    assert wide.hashtag_wide.pooling == "l2_sublinear" and wide.ngram_bag.pooling == "mean"

@@ -11,6 +11,12 @@ from ``loss_weights`` is not computed, nor one whose head is off or whose data i
 * ``hashtag_bce``, ``query_bce``: TF-IDF weighted multi-label BCE of the label heads, over the rows
   that carry at least one label (label weighting ``bce_global`` or ``uniform``); or ``hashtag_ce``,
   ``query_ce``: softmax cross-entropy against each row's target distribution (``softmax``);
+* ``hashtag_wide_bce``, ``query_wide_bce``: plain multi-label BCE (every label and row weighs 1, rows
+  without labels are all-negative, as one-vs-rest logistic regression's) of a label head's wide part
+  alone (``ModelConfig.wide_ngram_heads`` with ``wide_loss="bce"``; weight 1 unless ``loss_weights`` names
+  it: it is the wide table's only gradient, and Adam's step hardly depends on its scale). The wide part
+  learns from it only: the head's own term sees the wide scores without their gradient (the deep head
+  learns what the wide part misses). The head's scores stay deep + wide;
 * ``text_views``: NT-Xent between two text views of the same video, its caption alone and its cover
   text alone (:func:`text_field_view`: the other fields' tokens and n-grams left out), over the rows
   that have both (only those are encoded; :func:`mmemb.losses.text_view_infonce`); a text-side
@@ -67,7 +73,11 @@ log = logging.getLogger(__name__)
 
 # the label terms are ``<name>_bce`` (label weighting bce_global / uniform) or ``<name>_ce`` (softmax)
 DEFAULT_LOSS_WEIGHTS = {"clip_v2t": 0.5, "clip_t2v": 0.5, "simclr": 0.5, "hashtag_bce": 1.0, "query_bce": 1.0,
-                        "hashtag_ce": 1.0, "query_ce": 1.0, "keyword": 0.5, "text_views": 0.0}
+                        "hashtag_ce": 1.0, "query_ce": 1.0, "keyword": 0.5, "text_views": 0.0,
+                        "hashtag_wide_bce": 1.0, "query_wide_bce": 1.0}
+# the wide terms exist only for wide parts with ``ModelConfig.wide_loss="bce"``, which are trained by them alone:
+# their weight then defaults to 1 where ``loss_weights`` does not name them (see :class:`EmbeddingModule`)
+WIDE_TERMS = ("hashtag_wide_bce", "query_wide_bce")
 LabelWeighting = Literal["softmax", "bce_global", "uniform"]
 MASK_ID = 4  # [MASK] in a TextTokenizer vocabulary (SPECIAL_TOKENS order); the data's tokenizer is used when known
 PROGRESS_METRICS = ("t2v_r1_category", "chance_r1_category")  # also shown in the progress bar
@@ -216,6 +226,9 @@ class EmbeddingModule(pl.LightningModule):
                   "heads": {"num_hashtags": num_hashtags, "num_queries": num_queries}}
         self.config = apply_overrides(get_model_config(preset, **self.hparams["overrides"]), linked)
         self.model = create_model(self.config)
+        if self.config.wide_loss == "bce":  # the wide parts' only gradient: on at weight 1 unless given
+            for term in WIDE_TERMS:
+                weights.setdefault(term, 1.0)
         self.loss_weights = weights
         # hashtag names (zero-shot scores without a head) and train counts (the popularity baseline)
         if num_hashtags > 0:
@@ -388,13 +401,21 @@ class EmbeddingModule(pl.LightningModule):
         for name in ("hashtag", "query"):
             key = f"{name}_logits"
             term = f"{name}_ce" if softmax else f"{name}_bce"
-            if key in out and self._weight(term) > 0 and f"{name}_targets" in batch:
-                targets, weights = batch[f"{name}_targets"], batch[f"{name}_weights"]
+            if key not in out or f"{name}_targets" not in batch:
+                continue
+            targets, weights = batch[f"{name}_targets"], batch[f"{name}_weights"]
+            logits, wide = out[key], out.get(f"{name}_wide_logits")
+            if wide is not None and self.config.wide_loss == "bce":  # the wide part learns from its own term only
+                if self._weight(f"{name}_wide_bce") > 0:
+                    ones = torch.ones_like(wide)  # (B, N)
+                    terms[f"{name}_wide_bce"] = weighted_multilabel_bce(wide, targets, ones, 1.0, name)[f"{name}_bce"]
+                logits = logits - wide + wide.detach()  # (B, N): the same values, no gradient into the wide part
+            if self._weight(term) > 0:
                 labelled = targets.sum(-1) > 0  # (B,) rows with at least one label
                 if softmax:
-                    terms.update(soft_target_cross_entropy(out[key], weights * targets, labelled, name))
+                    terms.update(soft_target_cross_entropy(logits, weights * targets, labelled, name))
                 else:
-                    terms.update(weighted_multilabel_bce(out[key], targets, weights, self.hparams.label_neg_weight,
+                    terms.update(weighted_multilabel_bce(logits, targets, weights, self.hparams.label_neg_weight,
                                                          name, labelled))
         if kw is not None and "keyword_logits" in out:
             terms.update(keyword_mask_loss(out["keyword_logits"], *kw))

@@ -183,6 +183,14 @@ class ModelConfig:
     # whose batch has its n-gram, by about the learning rate per step (Adam), and a linear model's weights
     # must reach the size of logits
     wide_lr_scale: float = 100.0  # chosen on validation (README, "The KuaiRec text model")
+    # how a wide part pools its n-grams' label scores: the mean over the occurrences, or l2_sublinear (each
+    # distinct n-gram weighs 1 + ln(count), the row scaled to unit L2 norm: TF-IDF + logistic regression's
+    # sublinear-tf features without the IDF)
+    wide_pooling: Literal["mean", "l2_sublinear"] = "mean"
+    # what trains a wide part: "head", the head's own term, on deep + wide logits; or "bce", a term of its
+    # own (<name>_wide_bce: one-vs-rest BCE of the wide scores alone, as logistic regression's), the head's
+    # term then seeing the wide scores without their gradient (the deep head learns what the wide part misses)
+    wide_loss: Literal["head", "bce"] = "head"
     use_gcn: bool = True  # label embeddings by the TagGCN over the tag graph (else a Linear of the names)
     hashtag_head: bool = True  # hashtag logits (also needs heads.num_hashtags > 0)
     query_head: bool = True  # query logits (also needs heads.num_queries > 0)
@@ -196,6 +204,8 @@ class ModelConfig:
             elif not isinstance(value, cls):
                 raise TypeError(f"ModelConfig.{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
         _check_positive(self, "embed_dim")
+        _check_choice(self, "wide_pooling", ("mean", "l2_sublinear"))
+        _check_choice(self, "wide_loss", ("head", "bce"))
         if not self.wide_lr_scale > 0:
             raise ValueError(f"ModelConfig.wide_lr_scale must be > 0, got {self.wide_lr_scale}")
         if self.init_temperature <= 0 or 1 / self.init_temperature > self.max_logit_scale:

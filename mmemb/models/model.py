@@ -176,7 +176,7 @@ def _wide_part(cfg: ModelConfig, kind: str) -> NgramBag | None:
     if not cfg.has_wide_head(kind):
         return None
     num_labels = cfg.heads.num_hashtags if kind == "hashtags" else cfg.heads.num_queries
-    wide = NgramBag(cfg.text.ngram_buckets, num_labels, lr_scale=cfg.wide_lr_scale)
+    wide = NgramBag(cfg.text.ngram_buckets, num_labels, lr_scale=cfg.wide_lr_scale, pooling=cfg.wide_pooling)
     nn.init.zeros_(wide.bag.weight)
     return wide
 
@@ -464,12 +464,10 @@ class EmbeddingModel(nn.Module):
         mm_ok = video_ok | avail["text"]
         out.update(multimodal=_masked_rows(F.normalize(f["multimodal"], dim=-1), mm_ok),
                    multimodal_weights=f["multimodal_weights"], multimodal_mask=mm_ok)
-        if self.hashtag_branch is not None:
-            out["hashtag_logits"] = self._add_wide(self.hashtag_branch(f["multimodal"], self.text, refresh_labels),
-                                                   self.hashtag_wide, batch)
-        if self.query_branch is not None:
-            out["query_logits"] = self._add_wide(self.query_branch(f["multimodal"], self.text, refresh_labels),
-                                                 self.query_wide, batch)
+        for name, branch, wide in (("hashtag", self.hashtag_branch, self.hashtag_wide),
+                                   ("query", self.query_branch, self.query_wide)):
+            if branch is not None:
+                out.update(self._head_logits(name, branch(f["multimodal"], self.text, refresh_labels), wide, batch))
         if (self.cfg.keyword_head and masked_text_ids is not None and keyword_positions is not None
                 and num_keywords is not None):
             out["keyword_logits"] = self.keyword_logits(f["masked_text_tokens"], keyword_positions, num_keywords,
@@ -477,14 +475,16 @@ class EmbeddingModel(nn.Module):
         return out
 
     @staticmethod
-    def _add_wide(logits: torch.Tensor, wide: NgramBag | None, batch: Mapping[str, Any]) -> torch.Tensor:
-        """``logits`` ``(B, N)`` plus the wide part's mean n-gram label scores (``wide_ngram_heads``) of the
-        batch's clean-text n-grams; unchanged without a wide part or without ``text_ngrams``."""
+    def _head_logits(name: str, logits: torch.Tensor, wide: NgramBag | None,
+                     batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``{name}_logits``: the deep head's ``logits`` ``(B, N)`` plus the wide part's pooled n-gram label
+        scores (``wide_ngram_heads``) of the batch's clean-text n-grams, which are also returned alone as
+        ``{name}_wide_logits``; the deep logits alone without a wide part or without ``text_ngrams``."""
         ngrams = batch.get("text_ngrams")
         if wide is None or ngrams is None:
-            return logits
+            return {f"{name}_logits": logits}
         scores, _ = wide(ngrams.to(logits.device))  # (B, N), zero rows without n-grams
-        return logits + scores
+        return {f"{name}_logits": logits + scores, f"{name}_wide_logits": scores}
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to exclude from weight decay besides 1-D ones."""
