@@ -2,10 +2,12 @@
 
     python benchmarks/kuairec_table.py                 # seeds 0, 1, 2 of configs/kuairec_text.yaml, README rewritten
     python benchmarks/kuairec_table.py --dry-run       # the same, the table printed only
-    python benchmarks/kuairec_table.py --runs results/ablate_kuairec/wide_heads_char13 \
-        --fit-args "--config configs/ablations/wide_heads_char13.yaml" --block kuairec_wide_heads_char13
-                                                       # an overlay's runs (those `mmemb eval ablate` finished
-                                                       # are used as they are), its own README block
+    python benchmarks/kuairec_table.py --runs results/ablate_kuairec/full
+                                                       # the runs the KuaiRec ablation finished, used as they
+                                                       # are (the README's command)
+    python benchmarks/kuairec_table.py --runs results/ablate_kuairec/no_wide_heads \
+        --fit-args "--config configs/ablations/no_wide_heads.yaml" --block kuairec_no_wide_heads
+                                                       # an overlay's runs, its own README block
 
 For every seed ``s`` (``--seeds``, default 3), each step skipped when its output exists (an interrupted
 run resumes; a run cut during training is trained again from the start):

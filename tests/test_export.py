@@ -690,3 +690,31 @@ def test_query_path_hashes_the_n_gram_lengths_of_the_training_data(exported):
     for row, fields in zip(got, rows):
         np.testing.assert_array_equal(row, encode_ngrams(fields, prep.text).numpy())
     assert (got[0] != 0).sum() == (6 + 5 + 4) + (5 + 4 + 3)  # 1-, 2-, 3-grams of 猫咪搞笑视频 and of #cat#
+
+
+def test_an_export_keeps_the_wide_heads_and_their_pooling(small_demo, tmp_path):
+    """A model with wide label heads (``teacher_text_wide``'s settings) exports and loads with them: the
+    config's ``wide_pooling`` / ``wide_loss`` and the wide tables come back, and the loaded model's hashtag
+    logits (deep + wide) equal the checkpoint module's on the same preprocessed clips and texts."""
+    import mmemb
+    from mmemb.export import export_checkpoint
+    from mmemb.lit.module import EmbeddingModule
+
+    wide = {"wide_ngram_heads": True, "wide_pooling": "l2_sublinear", "wide_loss": "bce"}
+    ckpt = make_run(tmp_path / "run", small_demo, overrides=wide)
+    state = torch.load(ckpt, weights_only=True)
+    torch.manual_seed(1)
+    state["state_dict"]["model.hashtag_wide.bag.weight"].normal_()  # not zero, as after training
+    torch.save(state, ckpt)
+    out = tmp_path / "export"
+    export_checkpoint(ckpt, out, progress=None)
+    loaded = mmemb.load(out)
+    assert loaded.model_config.wide_pooling == "l2_sublinear" and loaded.model_config.wide_loss == "bce"
+    assert loaded.model.hashtag_wide.pooling == "l2_sublinear"
+    module = EmbeddingModule.from_checkpoint_weights(ckpt).eval()
+    batch = loaded.preprocess_records(_demo_records(small_demo, 3))
+    with torch.no_grad():
+        got, want = loaded.model(batch)["hashtag_logits"], module.model(batch)["hashtag_logits"]
+        wide_part = module.model(batch)["hashtag_wide_logits"]
+    assert wide_part.abs().sum() > 0
+    torch.testing.assert_close(got, want)

@@ -538,3 +538,26 @@ def test_ngram_bag_l2_sublinear_pooling_is_sublinear_tf_at_unit_norm():
         get_model_config("teacher_tiny", wide_pooling="max")
     wide = tiny(wide_ngram_heads=True, wide_pooling="l2_sublinear")
     assert wide.hashtag_wide.pooling == "l2_sublinear" and wide.ngram_bag.pooling == "mean"
+
+
+def test_wide_bias_is_an_intercept_at_the_wide_learning_rate():
+    """``wide_bias``: each wide part adds a per-label intercept to every row (also rows without n-grams),
+    zero at the start; it trains in the wide part's learning-rate group (dense: it is touched every step)."""
+    from mmemb.lit.optim import build_optimizer, sparse_parameters
+    from mmemb.models.ngram import NgramBag
+
+    bag = NgramBag(num_buckets=7, width=3, bias=True)
+    assert torch.all(bag.bias == 0) and NgramBag(num_buckets=7, width=3).bias is None
+    with torch.no_grad():
+        bag.bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    ids = torch.tensor([[1, 2, 0], [0, 0, 0]])
+    vec, ok = bag(ids)
+    torch.testing.assert_close(vec[1], bag.bias.detach())  # no n-grams: the intercept alone
+    torch.testing.assert_close(vec[0], (bag.bag.weight[1] + bag.bag.weight[2]).detach() / 2 + bag.bias.detach())
+    model = tiny(wide_ngram_heads=True, wide_bias=True)
+    assert model.hashtag_wide.bias.shape == (H,) and tiny(wide_ngram_heads=True).hashtag_wide.bias is None
+    opt = build_optimizer(model.train(), "adamw", 1e-3, (0.9, 0.999), 0.05)
+    groups = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert groups[id(model.hashtag_wide.bias)]["lr"] == pytest.approx(0.1)
+    assert groups[id(model.hashtag_wide.bias)]["weight_decay"] == 0.0
+    assert id(model.hashtag_wide.bias) not in {id(p) for p in sparse_parameters(model)}

@@ -191,6 +191,9 @@ class ModelConfig:
     # own (<name>_wide_bce: one-vs-rest BCE of the wide scores alone, as logistic regression's), the head's
     # term then seeing the wide scores without their gradient (the deep head learns what the wide part misses)
     wide_loss: Literal["head", "bce"] = "head"
+    # a per-label intercept in each wide part (a linear model's bias: the label's prior, which a one-vs-rest
+    # BCE needs and the n-grams alone can only learn through the commonest of them)
+    wide_bias: bool = False
     use_gcn: bool = True  # label embeddings by the TagGCN over the tag graph (else a Linear of the names)
     hashtag_head: bool = True  # hashtag logits (also needs heads.num_hashtags > 0)
     query_head: bool = True  # query logits (also needs heads.num_queries > 0)

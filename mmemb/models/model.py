@@ -24,7 +24,9 @@ Data flow (``B`` videos, ``T`` frames)::
     hashtag / query logits = LabelHead(multimodal, label embeddings)
         label embeddings = TagGCN(text-tower embeddings of the label names, tag graph)   (use_gcn)
                          = Linear(text-tower embeddings of the label names)             (not use_gcn)
-        + mean over the clean text's n-grams of a label-score vector per bucket          (wide_ngram_heads)
+        + pooled over the clean text's n-grams, a label-score vector per bucket          (wide_ngram_heads)
+          (mean, or sublinear tf at unit L2 norm: wide_pooling; also returned alone as
+          ``<name>_wide_logits`` for a term of its own: wide_loss="bce")
     keyword logits (B, K, V): from a second pass over the keyword-masked text (below), the fused text
         tokens at the masked keyword positions (see :func:`mmemb.models.keywords.gather_slots`) + that
         pass's multimodal vector -> MLP -> a decoder tied to BERT's word embeddings. *Choice*: predicting from the fused tokens at the masked positions (as
@@ -176,7 +178,8 @@ def _wide_part(cfg: ModelConfig, kind: str) -> NgramBag | None:
     if not cfg.has_wide_head(kind):
         return None
     num_labels = cfg.heads.num_hashtags if kind == "hashtags" else cfg.heads.num_queries
-    wide = NgramBag(cfg.text.ngram_buckets, num_labels, lr_scale=cfg.wide_lr_scale, pooling=cfg.wide_pooling)
+    wide = NgramBag(cfg.text.ngram_buckets, num_labels, lr_scale=cfg.wide_lr_scale, pooling=cfg.wide_pooling,
+                    bias=cfg.wide_bias)
     nn.init.zeros_(wide.bag.weight)
     return wide
 
@@ -483,7 +486,7 @@ class EmbeddingModel(nn.Module):
         ngrams = batch.get("text_ngrams")
         if wide is None or ngrams is None:
             return {f"{name}_logits": logits}
-        scores, _ = wide(ngrams.to(logits.device))  # (B, N), zero rows without n-grams
+        scores, _ = wide(ngrams.to(logits.device))  # (B, N); rows without n-grams: the bias alone, or zeros
         return {f"{name}_logits": logits + scores, f"{name}_wide_logits": scores}
 
     def no_weight_decay(self) -> set[str]:

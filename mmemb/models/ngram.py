@@ -64,10 +64,13 @@ class NgramBag(nn.Module):
         lr_scale: the table's learning rate as a multiple of the optimizer's
             (:func:`mmemb.lit.optim.build_optimizer` gives it its own parameter group).
         pooling: ``mean`` over the occurrences, or ``l2_sublinear`` (see the module docstring).
+        bias: a learned ``(width,)`` vector added to every row, also to rows without n-grams (a linear
+            model's intercept: the label heads' wide parts, whose rows are label scores), zero at the start;
+            it trains with the table's ``lr_scale``.
     """
 
     def __init__(self, num_buckets: int, width: int, sparse_grad: bool = False, lr_scale: float = 1.0,
-                 pooling: NgramPooling = "mean"):
+                 pooling: NgramPooling = "mean", bias: bool = False):
         super().__init__()
         if num_buckets < 1 or width < 1:
             raise ValueError(f"NgramBag needs num_buckets >= 1 and width >= 1, got {num_buckets}, {width}")
@@ -76,6 +79,7 @@ class NgramBag(nn.Module):
         if pooling not in NGRAM_POOLINGS:
             raise ValueError(f"NgramBag pooling must be one of {', '.join(NGRAM_POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
+        self.bias = nn.Parameter(torch.zeros(width)) if bias else None
         self.num_buckets = num_buckets
         self.sparse_grad = sparse_grad
         self.lr_scale = lr_scale
@@ -97,6 +101,11 @@ class NgramBag(nn.Module):
         return [self.bag.weight] if self.uses_sparse_grad() else []
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, width)`` pooled vectors (+ the bias) and ``(B,)`` availability of ``(B, G)`` ids."""
+        vec, available = self._pooled(ids)
+        return (vec if self.bias is None else vec + self.bias), available
+
+    def _pooled(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if ids.dim() != 2:
             raise ValueError(f"text_ngrams must be (B, G) ids, got shape {tuple(ids.shape)}")
         ids = ids.long()
