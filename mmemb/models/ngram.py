@@ -20,9 +20,9 @@ always expects a dense gradient; the sparse choice is made per call in :meth:`Ng
 
 Pooling. ``mean`` (the channel's) averages the vectors of every n-gram occurrence. ``l2_sublinear`` weighs
 each distinct n-gram by ``1 + ln(count)`` and scales the row's weights to unit L2 norm, which is the
-feature vector of sublinear-tf TF-IDF (without the IDF) that TF-IDF + logistic regression reads: a linear
-model over it (the label heads' wide parts) learns faster and higher than over the mean (README, "The
-KuaiRec text model").
+feature vector of sublinear-tf TF-IDF (without the IDF) that TF-IDF + logistic regression reads. A linear
+model over it with an intercept (a label head's wide part with ``bias``) ranks KuaiRec's hashtags better
+than over the mean; without the intercept the two are alike (``benchmarks/kuairec_linear.py``).
 """
 
 from __future__ import annotations
