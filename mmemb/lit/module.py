@@ -405,11 +405,10 @@ class EmbeddingModule(pl.LightningModule):
                 continue
             targets, weights = batch[f"{name}_targets"], batch[f"{name}_weights"]
             logits, wide = out[key], out.get(f"{name}_wide_logits")
-            if wide is not None and self.config.wide_loss == "bce":  # the wide part learns from its own term only
-                if self._weight(f"{name}_wide_bce") > 0:
-                    ones = torch.ones_like(wide)  # (B, N)
-                    terms[f"{name}_wide_bce"] = weighted_multilabel_bce(wide, targets, ones, 1.0, name)[f"{name}_bce"]
-                logits = logits - wide + wide.detach()  # (B, N): the same values, no gradient into the wide part
+            # the wide part learns from its own term only (the model's head logits carry no gradient into it)
+            if wide is not None and self.config.wide_loss == "bce" and self._weight(f"{name}_wide_bce") > 0:
+                ones = torch.ones_like(wide)  # (B, N)
+                terms[f"{name}_wide_bce"] = weighted_multilabel_bce(wide, targets, ones, 1.0, name)[f"{name}_bce"]
             if self._weight(term) > 0:
                 labelled = targets.sum(-1) > 0  # (B,) rows with at least one label
                 if softmax:

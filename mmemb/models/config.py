@@ -23,6 +23,7 @@ from typing import Any, Literal, Mapping, Optional
 
 from .audio import AudioConfig
 from .fusion import FusionConfig
+from .ngram import NGRAM_POOLINGS
 
 __all__ = ["VisionConfig", "TextEncoderConfig", "HeadsConfig", "ModelConfig", "AudioConfig", "FusionConfig",
            "PARTS", "FLAT_FIELDS", "apply_overrides"]
@@ -207,7 +208,7 @@ class ModelConfig:
             elif not isinstance(value, cls):
                 raise TypeError(f"ModelConfig.{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
         _check_positive(self, "embed_dim")
-        _check_choice(self, "wide_pooling", ("mean", "l2_sublinear"))
+        _check_choice(self, "wide_pooling", NGRAM_POOLINGS)
         _check_choice(self, "wide_loss", ("head", "bce"))
         if not self.wide_lr_scale > 0:
             raise ValueError(f"ModelConfig.wide_lr_scale must be > 0, got {self.wide_lr_scale}")

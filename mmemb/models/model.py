@@ -477,17 +477,18 @@ class EmbeddingModel(nn.Module):
                                                         f["masked_multimodal"])
         return out
 
-    @staticmethod
-    def _head_logits(name: str, logits: torch.Tensor, wide: NgramBag | None,
+    def _head_logits(self, name: str, logits: torch.Tensor, wide: NgramBag | None,
                      batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``{name}_logits``: the deep head's ``logits`` ``(B, N)`` plus the wide part's pooled n-gram label
         scores (``wide_ngram_heads``) of the batch's clean-text n-grams, which are also returned alone as
-        ``{name}_wide_logits``; the deep logits alone without a wide part or without ``text_ngrams``."""
+        ``{name}_wide_logits``; the deep logits alone without a wide part or without ``text_ngrams``. With
+        ``wide_loss="bce"`` the sum carries no gradient into the wide part (its own term trains it)."""
         ngrams = batch.get("text_ngrams")
         if wide is None or ngrams is None:
             return {f"{name}_logits": logits}
         scores, _ = wide(ngrams.to(logits.device))  # (B, N); rows without n-grams: the bias alone, or zeros
-        return {f"{name}_logits": logits + scores, f"{name}_wide_logits": scores}
+        summed = logits + (scores.detach() if self.cfg.wide_loss == "bce" else scores)  # (B, N)
+        return {f"{name}_logits": summed, f"{name}_wide_logits": scores}
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to exclude from weight decay besides 1-D ones."""
