@@ -23,7 +23,6 @@ seeds of the best epoch's mAP). Reference rows: TF-IDF + one-vs-rest logistic re
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -35,11 +34,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from readme_tables import REPO, fmt  # noqa: E402
 
-from mmemb.data.kuairec import read_kuairec  # noqa: E402
-from mmemb.data.labels import normalize_label  # noqa: E402
-from mmemb.data.split import split_records  # noqa: E402
 from mmemb.data.text import hash_ngrams  # noqa: E402
-from mmemb.eval.kuairec_bench import KuaiRecTaggingTask, _text, prepare_kuairec_tagging, tfidf_baseline  # noqa: E402
+from mmemb.eval.kuairec_bench import prepare_kuairec_tagging, tfidf_baseline  # noqa: E402
 from mmemb.eval.report import write_readme_block  # noqa: E402
 from mmemb.eval.tagging import tagging_metrics  # noqa: E402
 from mmemb.losses import soft_target_cross_entropy  # noqa: E402
@@ -50,21 +46,6 @@ BUCKETS = 32768
 SETTINGS = (("mean", "softmax", False), ("mean", "bce", False), ("l2_sublinear", "softmax", False),
             ("l2_sublinear", "bce", False), ("mean", "bce", True), ("l2_sublinear", "bce", True))
 LRS = (0.03, 0.1)
-
-
-def validation_task(task: KuaiRecTaggingTask, csv_path: Path, max_rows: int | None = None) -> KuaiRecTaggingTask:
-    """``task`` with its test side replaced by the validation videos (labels cleaned as the train split's)."""
-    records = split_records(read_kuairec(csv_path, category_level=1)[:max_rows], task.split)["val"]
-    col = {t: i for i, t in enumerate(task.labels)}
-    targets = np.zeros((len(records), len(task.labels)), dtype=np.uint8)
-    for i, r in enumerate(records):
-        for tag in (normalize_label(t) for t in r.hashtags):
-            if tag and tag not in task.cleaning_removed and tag in col:
-                targets[i, col[tag]] = 1
-    val = copy.copy(task)
-    val.test_ids, val.test_texts, val.test_targets = [r.id for r in records], [_text(r.caption, r.cover_text)
-                                                                               for r in records], targets
-    return val
 
 
 def ngram_ids(texts, max_length: int = 256) -> torch.Tensor:
@@ -120,7 +101,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     task = prepare_kuairec_tagging(REPO / CSV, max_rows=args.max_rows)
-    val_task = validation_task(task, REPO / CSV, args.max_rows)
+    val_task = prepare_kuairec_tagging(REPO / CSV, max_rows=args.max_rows, eval_split="val")  # val on the test side
     data = {"train_x": ngram_ids(task.train_texts), "val_x": ngram_ids(val_task.test_texts),
             "test_x": ngram_ids(task.test_texts), "train_y": task.train_targets, "val_y": val_task.test_targets,
             "test_y": task.test_targets}

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 
 from mmemb.cli.eval import main as eval_main
-from mmemb.eval.ablate import FULL, ablate, plan_runs, summarize
+from mmemb.eval.ablate import FULL, StaleRunError, ablate, plan_runs, summarize
 
 CONFIGS = REPO / "configs"
 
@@ -105,6 +105,51 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append)
     assert (out / "calls.log").read_text().splitlines()[4:] == ["fit lower_lr 1"]
     assert sum("not rerun" in ln for ln in lines) == 3 and not (out / "lower_lr" / "seed1" / "stale.txt").exists()
+
+
+def test_a_finished_run_from_other_inputs_is_an_error_not_a_stale_row(tmp_path, fake_mmemb):
+    config, overlay, out = tmp_path / "base.yaml", _overlay(tmp_path), tmp_path / "out"
+    config.write_text((CONFIGS / "tiny.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    ablate(config, [overlay], 1, out, mmemb=fake_mmemb, say=lambda line: None)
+    recorded = json.loads((out / FULL / "seed0" / "result.json").read_text(encoding="utf-8"))["inputs"]
+    assert set(recorded["configs"]) == {str(config)} and recorded["fit_args"] == [] and recorded["split"] == "test"
+    # other fit arguments: refused before anything is trained, naming the run and the change
+    with pytest.raises(StaleRunError, match=r"full/seed0/result\.json: finished from other inputs \(fit_args was "):
+        ablate(config, [overlay], 1, out, ["--trainer.max_epochs=2"], mmemb=fake_mmemb, say=lambda line: None)
+    overlay.write_text("model:\n  lr: 0.0001\n", encoding="utf-8")  # the overlay edited since its run
+    with pytest.raises(StaleRunError, match=r"lower_lr/seed0.*config .*lower_lr\.yaml changed\); remove .*lower_lr"):
+        ablate(config, [overlay], 1, out, mmemb=fake_mmemb, say=lambda line: None)
+    assert (out / "calls.log").read_text().splitlines() == ["fit full 0", "fit lower_lr 0"]  # nothing rerun
+    # a result written before inputs were recorded is read back, with a note
+    legacy = out / FULL / "seed0" / "result.json"
+    legacy.write_text(json.dumps({k: v for k, v in json.loads(legacy.read_text()).items() if k != "inputs"}))
+    lines = []
+    ablate(config, [], 1, out, mmemb=fake_mmemb, say=lines.append)
+    assert lines[1].endswith("finished before, not rerun (its inputs were not recorded: not checked)")
+
+
+def test_an_overlay_that_would_drop_dict_entries_of_the_config_is_refused(tmp_path):
+    config = tmp_path / "base.yaml"
+    config.write_text("model:\n  overrides: {use_gcn: false, wide_bias: true}\n  loss_weights: {keyword: 0.5}\n",
+                      encoding="utf-8")
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("model:\n  overrides: {use_gcn: false, wide_bias: false, keyword_head: false}\n", encoding="utf-8")
+    assert len(plan_runs(config, [fine], 1, tmp_path / "out")) == 2
+    drops = tmp_path / "drops.yaml"
+    drops.write_text("model:\n  overrides: {keyword_head: false}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"drops\.yaml: model\.overrides replaces the whole dict .* drop use_gcn, "
+                                         r"wide_bias; repeat them"):
+        plan_runs(config, [drops], 1, tmp_path / "out")
+    nulls = tmp_path / "nulls.yaml"
+    nulls.write_text("model:\n  loss_weights: null\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="model.loss_weights .* drop keyword"):
+        plan_runs(config, [nulls], 1, tmp_path / "out")
+    # the shipped overlays on the shipped configs they are run with
+    for base in ("kuairec_text.yaml", "quickstart.yaml"):
+        plan_runs(CONFIGS / base, sorted((CONFIGS / "ablations").glob("no_[!s]*.yaml")), 1, tmp_path / "o")
+    plan_runs(CONFIGS / "quickstart.yaml", [CONFIGS / "ablations" / "no_simclr.yaml"], 1, tmp_path / "o")
+    with pytest.raises(ValueError, match="no_simclr.yaml: model.loss_weights .* drop hashtag_wide_bce, text_views"):
+        plan_runs(CONFIGS / "kuairec_text.yaml", [CONFIGS / "ablations" / "no_simclr.yaml"], 1, tmp_path / "o")
 
 
 def test_readme_block_is_replaced_in_place_or_named_when_missing(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mmemb.data.decode import probe
+from mmemb.data.labels import normalize_label
 from mmemb.data.split import SplitConfig, split_of
 from mmemb.eval import av_bench
 from mmemb.eval.kuairec_bench import (
@@ -54,6 +55,24 @@ def test_split_is_the_data_modules_split(task):
     other = prepare_kuairec_tagging(CSV, max_rows=ROWS, min_label_count=5, split=SplitConfig(seed=1))
     assert set(other.test_ids) != set(task.test_ids)
     assert all(split_of(v, SplitConfig(seed=1)) == "test" for v in other.test_ids)
+
+
+def test_the_validation_side_for_choices_made_on_validation(task):
+    val = prepare_kuairec_tagging(CSV, max_rows=ROWS, min_label_count=5, eval_split="val")
+    # the same training side and labels (cleaned and counted on train); the validation videos on the test side
+    assert val.train_ids == task.train_ids and val.labels == task.labels
+    np.testing.assert_array_equal(val.train_targets, task.train_targets)
+    assert all(split_of(v, SplitConfig()) == "val" for v in val.test_ids) and val.n_val_held_out == len(task.test_ids)
+    assert [r.id for r in val.test_records] == val.test_ids and val.test_targets.shape == (len(val.test_ids),
+                                                                                          len(task.labels))
+    # a validation video's targets: its hashtags among the labels, after the train split's cleaning
+    col = {t: i for i, t in enumerate(task.labels)}
+    for rec, row in zip(val.test_records, val.test_targets):
+        want = {col[t] for t in map(normalize_label, rec.hashtags) if t in col and t not in task.cleaning_removed}
+        assert set(np.flatnonzero(row)) == want
+    assert val.test_targets.sum() > 0
+    with pytest.raises(ValueError, match="eval_split must be 'test' or 'val', got 'train'"):
+        prepare_kuairec_tagging(CSV, max_rows=ROWS, eval_split="train")
 
 
 def test_align_label_scores_by_name_unknown_labels_last():

@@ -37,7 +37,8 @@ Commands
     ``compare.csv``, ``compare.md`` and ``compare.png``; prints the table.
 ``ablate``
     A config and each ablation overlay x seeds, each trained (``mmemb fit``) and evaluated (``tasks``)
-    in a subprocess of its own, resumably; a table of mean ± std per metric with the difference to the
+    in a subprocess of its own, resumably (a finished run made from since-edited configs or other fit
+    arguments is an error, not a stale row); a table of mean ± std per metric with the difference to the
     full model and whether it exceeds the seed spread (:mod:`mmemb.eval.ablate`). Writes
     ``ablation.md`` and ``ablation.json``; prints the table.
 ``real-data``

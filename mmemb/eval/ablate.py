@@ -13,7 +13,14 @@ the overlay's file stem; the overlay is given after the config, ``--config C --c
    category-probe metrics; :mod:`mmemb.eval.checkpoint`), output in ``eval.log``, files in ``eval/``;
 3. ``result.json``: the run's metrics and timings, written last (atomically): a run is finished when it
    exists. A rerun of the command skips finished runs and restarts unfinished ones from scratch (their
-   folder is cleared).
+   folder is cleared). ``result.json`` also records what the run was made from (``inputs``: the SHA-256 of
+   each config file's content, the fit arguments, the split, the probe); a finished run whose inputs no
+   longer match (a config edited since) is an error naming the run folder and what changed, never a stale
+   row in the table.
+
+An overlay that sets ``model.overrides`` or ``model.loss_weights`` replaces the config's whole dict (a
+second ``--config`` does not merge dicts), so :func:`plan_runs` refuses an overlay that would silently drop
+entries of the config's dict and names them.
 
 The seed changes the initialisation, the shuffle and the augmentations (``seed_everything``); the data
 split (``data.split.seed``) stays, so every run is scored on the same test videos.
@@ -29,6 +36,7 @@ No Lightning here: the training and evaluation run as subprocesses (``python -m 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,8 +48,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "plan_runs", "fit_command", "eval_command", "run_one",
-           "run_all", "summarize", "markdown_table", "write_tables", "ablate"]
+from ..errors import ConfigError, InputError
+
+__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "StaleRunError", "plan_runs", "check_overlay", "run_inputs",
+           "fit_command", "eval_command", "run_one", "run_all", "summarize", "markdown_table", "write_tables",
+           "ablate"]
 
 FULL = "full"  # the name of the config without an overlay
 RESULT = "result.json"  # a run is finished when this file exists
@@ -49,6 +60,11 @@ RESULT = "result.json"  # a run is finished when this file exists
 DEFAULT_METRICS = ("hashtag_map", "hashtag_p1", "hashtag_r5", "probe_multimodal_accuracy", "probe_video_accuracy",
                    "t2v_r1_category", "v2t_r1_category", "t2v_r1_instance")
 MMEMB = (sys.executable, "-m", "mmemb.cli")  # the mmemb command of this interpreter
+REPLACED_DICTS = ("overrides", "loss_weights")  # model.<key> dicts that a second config replaces whole
+
+
+class StaleRunError(InputError):
+    """A finished run whose recorded inputs differ from the planned run's."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,60 @@ def plan_runs(config: str | Path, ablations: Sequence[str | Path], seeds: int, o
         for f in files:
             if not f.is_file():
                 raise FileNotFoundError(f"config not found: {f}")
+    for _, files in sets[1:]:
+        check_overlay(*files)
     return [AblationRun(name, seed, files, out / name / f"seed{seed}") for name, files in sets for seed in range(seeds)]
+
+
+def _model_section(path: Path) -> dict:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def check_overlay(config: Path, overlay: Path) -> None:
+    """Raise if ``overlay`` sets ``model.overrides`` / ``model.loss_weights`` to a dict that lacks some of
+    ``config``'s entries: the second config replaces the whole dict, so those entries would be dropped
+    silently. The error names the file, the key and the entries to repeat in the overlay."""
+    base, over = _model_section(Path(config)), _model_section(Path(overlay))
+    for key in REPLACED_DICTS:
+        b, o = base.get(key), over.get(key)
+        if not isinstance(b, dict) or key not in over:
+            continue
+        dropped = sorted(set(b) - set(o)) if isinstance(o, dict) else sorted(b)
+        if dropped:
+            raise ConfigError(f"{overlay}: model.{key} replaces the whole dict of {config} (a second config does "
+                             f"not merge dicts), which would drop {', '.join(dropped)}; repeat them in the overlay")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_inputs(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test", probe: bool = True) -> dict:
+    """What ``run`` is made from, as recorded in its ``result.json``: each config file's SHA-256, the fit
+    arguments, the evaluation split and whether the probe runs."""
+    return {"configs": {str(c): _sha256(c) for c in run.configs}, "fit_args": list(fit_args), "split": split,
+            "probe": bool(probe)}
+
+
+def _changes(recorded: dict, planned: dict) -> list[str]:
+    """The differences between two :func:`run_inputs`, in words."""
+    out = []
+    rec_cfg, new_cfg = recorded.get("configs", {}), planned["configs"]
+    for path in sorted(set(rec_cfg) | set(new_cfg)):
+        if path not in new_cfg or path not in rec_cfg:
+            out.append(f"config {path} {'no longer used' if path not in new_cfg else 'not used before'}")
+        elif rec_cfg[path] != new_cfg[path]:
+            out.append(f"config {path} changed")
+    out += [f"{k} was {recorded.get(k)!r}, now {planned[k]!r}" for k in ("fit_args", "split", "probe")
+            if recorded.get(k) != planned[k]]
+    return out
 
 
 def fit_command(run: AblationRun, fit_args: Sequence[str] = (), mmemb: Sequence[str] = MMEMB) -> list[str]:
@@ -135,7 +204,8 @@ def run_one(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test",
     evaluated = json.loads((run.folder / "eval" / "metrics.json").read_text(encoding="utf-8"))
     result = {"name": run.name, "seed": run.seed, "configs": [str(c) for c in run.configs], "split": split,
               "checkpoint": evaluated.get("checkpoint"), "fit_seconds": round(fit_s, 1),
-              "eval_seconds": round(eval_s, 1), "metrics": evaluated["metrics"]}
+              "eval_seconds": round(eval_s, 1), "metrics": evaluated["metrics"],
+              "inputs": run_inputs(run, fit_args, split, probe)}
     tmp = run.result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, run.result_file)  # the run counts as finished only once the whole file is there
@@ -144,14 +214,28 @@ def run_one(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test",
 
 def run_all(runs: Sequence[AblationRun], fit_args: Sequence[str] = (), split: str = "test", probe: bool = True,
             mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print) -> list[dict]:
-    """Every run in order, finished ones read back instead of rerun; one progress line per run."""
+    """Every run in order, finished ones read back instead of rerun; one progress line per run.
+
+    Every finished run is checked first (:func:`run_inputs`): one made from other inputs raises
+    :class:`StaleRunError` before anything is trained. A ``result.json`` written before inputs were
+    recorded is read back as is, with a note."""
     results = []
     width = len(str(len(runs)))
+    finished = {}
+    for run in runs:
+        if run.finished:
+            finished[run] = json.loads(run.result_file.read_text(encoding="utf-8"))
+            recorded = finished[run].get("inputs")
+            changes = _changes(recorded, run_inputs(run, fit_args, split, probe)) if recorded is not None else []
+            if changes:
+                raise StaleRunError(f"{run.result_file}: finished from other inputs ({'; '.join(changes)}); remove "
+                                    f"{run.folder} to rerun it, or write to another --out")
     for i, run in enumerate(runs, 1):
         head = f"[{i:>{width}}/{len(runs)}] {run.label}"
-        if run.finished:
-            results.append(json.loads(run.result_file.read_text(encoding="utf-8")))
-            say(f"{head} ... finished before, not rerun")
+        if run in finished:
+            results.append(finished[run])
+            note = "" if "inputs" in finished[run] else " (its inputs were not recorded: not checked)"
+            say(f"{head} ... finished before, not rerun{note}")
             continue
         t0 = time.perf_counter()
         results.append(run_one(run, fit_args, split, probe, mmemb))

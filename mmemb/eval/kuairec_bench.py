@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -113,18 +113,26 @@ def prepare_kuairec_tagging(
     min_label_count: int = 5,
     split: SplitConfig | None = None,
     cleaning: CleaningConfig | None = None,
+    eval_split: Literal["test", "val"] = "test",
 ) -> KuaiRecTaggingTask:
     """Build the tagging task from the KuaiRec CSV (``max_rows``: only the first rows, for tests) on
-    ``split`` (default ``SplitConfig()``: the data module's default, that of ``configs/kuairec_text.yaml``)."""
+    ``split`` (default ``SplitConfig()``: the data module's default, that of ``configs/kuairec_text.yaml``).
+
+    ``eval_split="val"`` puts the validation videos on the task's test side (``test_*`` fields), for choices
+    made on validation (``benchmarks/kuairec_linear.py``); the labels, their cleaning and the training side
+    are the same as with ``"test"``, and ``n_val_held_out`` then counts the test videos, held out instead."""
+    if eval_split not in ("test", "val"):
+        raise ValueError(f"prepare_kuairec_tagging: eval_split must be 'test' or 'val', got {eval_split!r}")
     split = split or SplitConfig()
     records = read_kuairec(csv_path, category_level=1)
     cats = kuairec_categories(csv_path)
     if max_rows is not None:
         records = records[:max_rows]
     parts = split_records(records, split)
-    train, test = parts["train"], parts["test"]
+    held_out = "test" if eval_split == "val" else "val"  # the split in no row
+    train, test = parts["train"], parts[eval_split]
     if not train or not test:
-        raise ValueError(f"prepare_kuairec_tagging: empty split ({len(train)} train, {len(test)} test) "
+        raise ValueError(f"prepare_kuairec_tagging: empty split ({len(train)} train, {len(test)} {eval_split}) "
                          f"with {split}")
 
     train_tags, report = clean_hashtags([r.hashtags for r in train], [r.category for r in train], cleaning)
@@ -163,7 +171,7 @@ def prepare_kuairec_tagging(
         test_categories=[cats.get(r.id, (None, None, None))[1] for r in test],
         split=split,
         test_records=test,
-        n_val_held_out=len(parts["val"]),
+        n_val_held_out=len(parts[held_out]),
         min_label_count=min_label_count,
         n_train_unlabeled=int((ytr.sum(axis=1) == 0).sum()),
         n_test_unlabeled=int((yte.sum(axis=1) == 0).sum()),
