@@ -107,12 +107,17 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     assert sum("not rerun" in ln for ln in lines) == 3 and not (out / "lower_lr" / "seed1" / "stale.txt").exists()
 
 
-def test_a_finished_run_from_other_inputs_is_an_error_not_a_stale_row(tmp_path, fake_mmemb):
+def test_a_finished_run_from_other_inputs_is_an_error_not_a_stale_row(tmp_path, fake_mmemb, monkeypatch):
     config, overlay, out = tmp_path / "base.yaml", _overlay(tmp_path), tmp_path / "out"
     config.write_text((CONFIGS / "tiny.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     ablate(config, [overlay], 1, out, mmemb=fake_mmemb, say=lambda line: None)
     recorded = json.loads((out / FULL / "seed0" / "result.json").read_text(encoding="utf-8"))["inputs"]
-    assert set(recorded["configs"]) == {str(config)} and recorded["fit_args"] == [] and recorded["split"] == "test"
+    assert [c["path"] for c in recorded["configs"]] == [str(config)] and recorded["fit_args"] == []
+    # the same files under other paths (relative ones here; another checkout) are the same inputs: not rerun
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    ablate("base.yaml", ["lower_lr.yaml"], 1, "out", mmemb=fake_mmemb, say=lines.append)
+    assert sum("finished before, not rerun" in ln for ln in lines) == 2
     # other fit arguments: refused before anything is trained, naming the run and the change
     with pytest.raises(StaleRunError, match=r"full/seed0/result\.json: finished from other inputs \(fit_args was "):
         ablate(config, [overlay], 1, out, ["--trainer.max_epochs=2"], mmemb=fake_mmemb, say=lambda line: None)

@@ -142,21 +142,23 @@ def _sha256(path: Path) -> str:
 
 
 def run_inputs(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test", probe: bool = True) -> dict:
-    """What ``run`` is made from, as recorded in its ``result.json``: each config file's SHA-256, the fit
-    arguments, the evaluation split and whether the probe runs."""
-    return {"configs": {str(c): _sha256(c) for c in run.configs}, "fit_args": list(fit_args), "split": split,
-            "probe": bool(probe)}
+    """What ``run`` is made from, as recorded in its ``result.json``: the SHA-256 of each config file's
+    content, in order (the config, then the overlay; the paths are kept for messages only, so the same
+    files under another path or from another folder match), the fit arguments, the evaluation split and
+    whether the probe runs."""
+    return {"configs": [{"path": str(c), "sha256": _sha256(c)} for c in run.configs], "fit_args": list(fit_args),
+            "split": split, "probe": bool(probe)}
 
 
 def _changes(recorded: dict, planned: dict) -> list[str]:
     """The differences between two :func:`run_inputs`, in words."""
-    out = []
-    rec_cfg, new_cfg = recorded.get("configs", {}), planned["configs"]
-    for path in sorted(set(rec_cfg) | set(new_cfg)):
-        if path not in new_cfg or path not in rec_cfg:
-            out.append(f"config {path} {'no longer used' if path not in new_cfg else 'not used before'}")
-        elif rec_cfg[path] != new_cfg[path]:
-            out.append(f"config {path} changed")
+    rec_cfg, new_cfg = recorded.get("configs", []), planned["configs"]
+    if [c.get("sha256") for c in rec_cfg] == [c["sha256"] for c in new_cfg]:
+        out = []
+    elif len(rec_cfg) != len(new_cfg):
+        out = [f"{len(rec_cfg)} config files then, {len(new_cfg)} now"]
+    else:
+        out = [f"config {new['path']} changed" for old, new in zip(rec_cfg, new_cfg) if old.get("sha256") != new["sha256"]]
     out += [f"{k} was {recorded.get(k)!r}, now {planned[k]!r}" for k in ("fit_args", "split", "probe")
             if recorded.get(k) != planned[k]]
     return out
