@@ -48,7 +48,8 @@ from mmemb.eval.report import write_readme_block  # noqa: E402
 
 CSV = "assets/kuairec/kuairec_caption_category.csv"
 BASELINES = ("label_popularity", "tfidf_char13_lr", "tfidf_char13_svd256_lr")
-MODEL_ROWS = ("mmemb_head", "mmemb_text", "mmemb_fused")
+# the head, its two parts alone (a head with a wide part; mmemb.eval.real_data), the frozen embeddings under LR
+MODEL_ROWS = ("mmemb_head", "mmemb_head_wide", "mmemb_head_deep", "mmemb_text", "mmemb_fused")
 TAGGING = (("mAP", "map"), ("P@1", "p1"), ("R@5", "r5"))
 TARGET_GAIN = 1.2  # the head's tagging mAP >= 1.2 x TF-IDF + LR's
 
@@ -82,7 +83,6 @@ def kuairec_table(per_seed: Sequence[Sequence[dict]], fit_minutes: Sequence[floa
     """The table of ``per_seed`` (each seed's ``mmemb eval real-data`` rows) and the verdicts."""
     same_baselines(per_seed)
     first = per_seed[0]
-    n = len(per_seed)
     lines = [f"| method | tagging mAP | P@1 | R@5 | category accuracy | seeds |", "|---|---:|---:|---:|---:|---:|"]
     for method in BASELINES[:2] + MODEL_ROWS:
         tag = [_row(rows, method, "tagging") for rows in per_seed]
@@ -91,10 +91,11 @@ def kuairec_table(per_seed: Sequence[Sequence[dict]], fit_minutes: Sequence[floa
         probe_method = "tfidf_char13_svd256_lr" if method == "tfidf_char13_lr" else method
         probe = [_row(rows, probe_method, "category_l2") for rows in per_seed]
         baseline = method in BASELINES
-        cells = [fmt([t[k] for t in (tag[:1] if baseline else tag)]) for _, k in TAGGING]
+        present = [t for t in (tag[:1] if baseline else tag) if t is not None]  # seeds whose runs have the row
+        cells = [fmt([t[k] for t in present]) for _, k in TAGGING]
         acc = [p["accuracy"] for p in (probe[:1] if baseline else probe) if p is not None]
         cells.append(fmt(acc) if acc else "–")
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {'same split' if baseline else n} |")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {'same split' if baseline else len(present)} |")
     chance = _row(first, "tfidf_char13_svd256_lr", "category_l2")["chance_majority"]
     info = {k[5:]: int(v) for k, v in _row(first, "tfidf_char13_lr", "tagging").items() if k.startswith("data_")}
     lines.append(f"| majority category (chance) | | | | {chance:.3f} | |")

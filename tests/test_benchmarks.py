@@ -130,8 +130,10 @@ def _kuairec_rows(head_map: float, text_acc: float, tfidf_map: float = 0.25) -> 
 def test_kuairec_table_judges_the_targets_on_the_means_and_checks_one_split():
     bench = _bench("kuairec_table")
     seeds = [_kuairec_rows(0.31, 0.33), _kuairec_rows(0.29, 0.29)]  # head mean 0.300 = 1.2 x 0.25; probe 0.31
+    seeds[0].append({**seeds[0][3], "method": "mmemb_head_wide", "map": 0.2})  # the wide part alone, one seed
     text = bench.kuairec_table(seeds, [5.0, 7.0])
     assert "| mmemb_head | 0.300 ± 0.014 |" in text
+    assert "| mmemb_head_wide | 0.200 |" in text and "mmemb_head_deep" not in text  # rows no seed has: left out
     assert "| tfidf_char13_lr | 0.250 |" in text and "same split" in text
     assert "the head's 0.300 ± 0.014 **met** (1.20 x TF-IDF + LR)" in text
     assert "mmemb_text 0.310 ± 0.028 **met**" in text

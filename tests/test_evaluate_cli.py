@@ -46,8 +46,9 @@ def _save_run(root: Path, module, config: dict, vocabs) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(small_demo, tmp_path_factory) -> dict[str, Path]:
-    """Two untrained runs on the small demo corpus with the same data section: ``teacher``
-    (teacher_tiny: hashtag head, fused path, audio tower) and ``first`` (the tiny two-tower model)."""
+    """Three untrained runs on the small demo corpus with the same data section: ``teacher``
+    (teacher_tiny: hashtag head, fused path, audio tower), ``first`` (the tiny two-tower model) and ``wide``
+    (teacher_tiny with a wide part in its hashtag head, random)."""
     from mmemb.data.labels import normalize_label
     from mmemb.eval.loading import build_datamodule
     from mmemb.lit.module import EmbeddingModule
@@ -62,11 +63,14 @@ def runs(small_demo, tmp_path_factory) -> dict[str, Path]:
     sizes = {"vocab_size": dm.vocab_size, "num_hashtags": dm.num_hashtags, "num_queries": dm.num_queries}
     teacher = EmbeddingModule(preset="teacher_tiny", **sizes)
     first = EmbeddingModule(preset="two_tower_tiny", loss_weights={"clip_v2t": 0.5, "clip_t2v": 0.5}, **sizes)
+    wide = EmbeddingModule(preset="teacher_tiny", overrides={"wide_ngram_heads": True, "wide_loss": "bce"},
+                           ngram_buckets=dm.ngram_buckets, **sizes)
+    torch.nn.init.normal_(wide.model.hashtag_wide.bag.weight)  # (zero at init) a wide part that scores something
     out = {}
-    for name, module in (("teacher", teacher), ("first", first)):
+    for name, module in (("teacher", teacher), ("first", first), ("wide", wide)):
         module.set_vocabularies(dm.vocabs)  # label names, as the module's setup does in training
-        config = {"model": {"preset": module.hparams["preset"]}, "data": data,
-                  "trainer": {"default_root_dir": str(base / name)}}
+        config = {"model": {k: module.hparams.get(k) for k in ("preset", "overrides", "ngram_buckets")},
+                  "data": data, "trainer": {"default_root_dir": str(base / name)}}
         out[name] = _save_run(base / name, module, config, dm.vocabs)
     out["splits"] = {k: [r.id for r in v] for k, v in dm.splits.items()}
     kept = lambda r: [t for t in map(normalize_label, r.hashtags)  # noqa: E731
@@ -275,6 +279,20 @@ def test_real_data_text_rows_with_a_checkpoint(evaluate, runs, tmp_path):
     for name in ("results.json", "results.csv", "results.md"):
         assert (out / name).exists()
     assert _is_png(out / "results.png")
+
+
+def test_a_head_with_a_wide_part_is_scored_with_its_parts(runs):
+    from mmemb.eval.loading import load_run, resolve_checkpoint
+    from mmemb.eval.real_data import load_model
+
+    records = load_run(resolve_checkpoint(runs["wide"]), num_workers=0).datamodule.splits["test"]
+    rows, names = load_model(runs["wide"], show_progress=False).head_fn(records)
+    assert set(rows) == {"mmemb_head", "mmemb_head_wide", "mmemb_head_deep"} and len(names) == rows["mmemb_head"].shape[1]
+    assert all(r.shape == (len(records), len(names)) for r in rows.values())
+    np.testing.assert_allclose(rows["mmemb_head"], rows["mmemb_head_deep"] + rows["mmemb_head_wide"], atol=1e-5)
+    assert np.abs(rows["mmemb_head_wide"]).mean() > 0.1 and np.abs(rows["mmemb_head_deep"]).mean() > 0
+    plain, _ = load_model(runs["teacher"], show_progress=False).head_fn(records)
+    assert set(plain) == {"mmemb_head"}  # no wide part, no parts
 
 
 def test_bench_real_data_ckpt_adds_the_av_row(runs, tmp_path, capsys):

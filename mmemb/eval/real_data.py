@@ -18,7 +18,8 @@ scores of each test video, the inputs built by the run's own data module
 fields they were in training, the n-gram bag, the clip marked missing), scored against the benchmark's
 labels (:func:`mmemb.eval.kuairec_bench.evaluate_head_scores`), and the run's split, on which every
 row is then computed: the baselines and the model are scored on the test videos the model never
-trained on.
+trained on. A head with a wide part (``wide_ngram_heads``) also gets its parts scored alone:
+``mmemb_head_wide`` (the linear n-gram scores) and ``mmemb_head_deep`` (the deep head's logits).
 
 :func:`run_kuairec` is :func:`mmemb.eval.kuairec_bench.run_kuairec_benchmark` for several embedding
 functions at once: one data preparation and one set of baselines, then for each function the same
@@ -50,7 +51,8 @@ __all__ = ["RealDataModel", "load_model", "load_embedders", "run_kuairec", "run_
            "write_outputs"]
 
 TextEmbedFn = Callable[[Sequence[str]], np.ndarray]
-HeadFn = Callable[[Sequence], tuple[np.ndarray, list[str]]]  # records -> ((N, H) scores, the H label names)
+# records -> ({row name: (N, H) scores}, the H label names)
+HeadFn = Callable[[Sequence], tuple[dict[str, np.ndarray], list[str]]]
 
 
 @dataclass
@@ -59,7 +61,7 @@ class RealDataModel:
 
     text_fns: dict[str, TextEmbedFn]  # row name -> texts -> (N, D) embeddings
     av_fn: Callable | None = None  # (frames, mel) -> (video_emb, audio_emb); None without an audio tower
-    head_fn: HeadFn | None = None  # the hashtag head's scores of records; None without a hashtag head
+    head_fn: HeadFn | None = None  # the hashtag head's scores of records (and its parts'); None without a head
     split: SplitConfig = field(default_factory=SplitConfig)  # the run's train/val/test split
 
 
@@ -174,14 +176,17 @@ def load_model(ckpt: str | Path, config: str | Path | None = None, batch_size: i
                     audios.append(model.encode_video(to({**base, "video_mask": ~ones, "audio_mask": ones})).cpu())
             return torch.cat(videos).numpy(), torch.cat(audios).numpy()
 
-    head_fn = _head_fn(module, dm, dev, batch_size, show_progress) if "hashtag_logits" in outputs else None
+    head_fn = (_head_fn(module, dm, dev, batch_size, show_progress, parts="hashtag_wide_logits" in outputs)
+               if "hashtag_logits" in outputs else None)
     return RealDataModel(fns, av_fn, head_fn, SplitConfig(**run.split_config))
 
 
-def _head_fn(module, dm, dev: torch.device, batch_size: int, show_progress: bool) -> HeadFn:
-    """``records -> ((N, H) logits, names)``: the hashtag head's logits of ``records``, encoded by the
-    run's data module exactly as its test split is (:meth:`~mmemb.data.datamodule.VideoDataModule.dataset_of`),
-    over the run's hashtag vocabulary ``names``."""
+def _head_fn(module, dm, dev: torch.device, batch_size: int, show_progress: bool, parts: bool = False) -> HeadFn:
+    """``records -> ({row: (N, H) scores}, names)``: the hashtag head's logits of ``records`` (row
+    ``mmemb_head``), encoded by the run's data module exactly as its test split is
+    (:meth:`~mmemb.data.datamodule.VideoDataModule.dataset_of`), over the run's hashtag vocabulary ``names``.
+    With ``parts`` (a head with a wide part) also its two parts alone: ``mmemb_head_wide`` (the wide part's
+    n-gram scores) and ``mmemb_head_deep`` (the deep head's logits: the head's minus the wide part's)."""
     from torch.utils.data import DataLoader
 
     names = list(dm.vocabs.hashtags.labels)
@@ -189,14 +194,21 @@ def _head_fn(module, dm, dev: torch.device, batch_size: int, show_progress: bool
     def fn(records: Sequence) -> tuple[np.ndarray, list[str]]:
         loader = DataLoader(dm.dataset_of(list(records)), batch_size=batch_size, num_workers=0,
                             collate_fn=dm.collate_fn)
-        out = []
+        keys = ("hashtag_logits", "hashtag_wide_logits") if parts else ("hashtag_logits",)
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         with torch.inference_mode():
             for batch in progress(loader, desc=f"hashtag head ({len(records)} videos)", unit="batch",
                                   enabled=show_progress):
                 batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-                out.append(module.model(batch)["hashtag_logits"].float().cpu())  # (B, H)
-        scores = torch.cat(out).numpy() if out else np.zeros((0, len(names)), np.float32)
-        return scores, names
+                result = module.model(batch)
+                for k in keys:
+                    out[k].append(result[k].float().cpu())  # (B, H)
+        scores = {k: torch.cat(v).numpy() if v else np.zeros((0, len(names)), np.float32) for k, v in out.items()}
+        rows = {"mmemb_head": scores["hashtag_logits"]}
+        if parts:
+            rows["mmemb_head_wide"] = scores["hashtag_wide_logits"]
+            rows["mmemb_head_deep"] = scores["hashtag_logits"] - scores["hashtag_wide_logits"]  # (N, H)
+        return rows, names
 
     return fn
 
@@ -240,9 +252,10 @@ def run_kuairec(csv_path: str | Path, embed_fns: dict[str, TextEmbedFn] | None =
     add("tfidf_char13_svd256_lr", "category_l2", kb.category_probe_tfidf(task, features=feats))
     if head_fn is not None:
         th = time.perf_counter()
-        scores, names = head_fn(task.test_records)
-        add("mmemb_head", "tagging", {**kb.evaluate_head_scores(scores, names, task),
-                                      "embed_seconds": time.perf_counter() - th})
+        by_row, names = head_fn(task.test_records)
+        embed_seconds = time.perf_counter() - th
+        for row, scores in by_row.items():
+            add(row, "tagging", {**kb.evaluate_head_scores(scores, names, task), "embed_seconds": embed_seconds})
     for name, fn in (embed_fns or {}).items():
         te = time.perf_counter()
         tr_emb = np.asarray(fn(task.train_texts), dtype=np.float32)
