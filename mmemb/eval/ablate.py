@@ -16,7 +16,7 @@ the overlay's file stem; the overlay is given after the config, ``--config C --c
    folder is cleared). ``result.json`` also records what the run was made from (``inputs``: the SHA-256 of
    each config file's content, the fit arguments, the split, the probe); a finished run whose inputs no
    longer match (a config edited since) is an error naming the run folder and what changed, never a stale
-   row in the table.
+   row in the table. The code is not fingerprinted: a preset or a default changed in ``mmemb`` goes unseen.
 
 An overlay that sets ``model.overrides`` or ``model.loss_weights`` replaces the config's whole dict (a
 second ``--config`` does not merge dicts), so :func:`plan_runs` refuses an overlay that would silently drop
@@ -117,7 +117,7 @@ def _model_section(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
     model = doc.get("model") if isinstance(doc, dict) else None
     return model if isinstance(model, dict) else {}
 
