@@ -92,7 +92,8 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     overlay, out, lines = _overlay(tmp_path), tmp_path / "out", []
     first = ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append)
     assert [ln.split(" ... ")[1].split(" in ")[0] for ln in lines[1:]] == ["done"] * 4
-    assert lines[1].startswith("[1/4] full seed0 ... done in ")
+    assert lines[1].startswith("[1/4] full seed0 ... done in ") and "; 3 to go, about " in lines[1]
+    assert lines[4].startswith("[4/4] lower_lr seed1 ... done in ") and "to go" not in lines[4]
     calls = (out / "calls.log").read_text().splitlines()
     assert calls == ["fit full 0", "fit full 1", "fit lower_lr 0", "fit lower_lr 1"]
     table = first["summary"]["cells"]
@@ -105,6 +106,7 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append)
     assert (out / "calls.log").read_text().splitlines()[4:] == ["fit lower_lr 1"]
     assert sum("not rerun" in ln for ln in lines) == 3 and not (out / "lower_lr" / "seed1" / "stale.txt").exists()
+    assert lines[-1].startswith("[4/4] lower_lr seed1 ... done in ") and "to go" not in lines[-1]
 
 
 def test_a_finished_run_from_other_inputs_is_an_error_not_a_stale_row(tmp_path, fake_mmemb, monkeypatch):

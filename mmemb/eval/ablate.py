@@ -216,12 +216,13 @@ def run_one(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test",
 
 def run_all(runs: Sequence[AblationRun], fit_args: Sequence[str] = (), split: str = "test", probe: bool = True,
             mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print) -> list[dict]:
-    """Every run in order, finished ones read back instead of rerun; one progress line per run.
+    """Every run in order, finished ones read back instead of rerun; one progress line per run, with the
+    time left at the pace of the runs trained so far.
 
     Every finished run is checked first (:func:`run_inputs`): one made from other inputs raises
     :class:`StaleRunError` before anything is trained. A ``result.json`` written before inputs were
     recorded is read back as is, with a note."""
-    results = []
+    results, taken = [], []  # taken: seconds of each run trained here
     width = len(str(len(runs)))
     finished = {}
     for run in runs:
@@ -241,8 +242,18 @@ def run_all(runs: Sequence[AblationRun], fit_args: Sequence[str] = (), split: st
             continue
         t0 = time.perf_counter()
         results.append(run_one(run, fit_args, split, probe, mmemb))
-        say(f"{head} ... done in {time.perf_counter() - t0:.0f} s")
+        taken.append(time.perf_counter() - t0)
+        left = sum(1 for r in runs[i:] if r not in finished)
+        eta = f"; {left} to go, about {_duration(left * sum(taken) / len(taken))} at this pace" if left else ""
+        say(f"{head} ... done in {taken[-1]:.0f} s{eta}")
     return results
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in words: ``"40 s"``, ``"12 min"``, ``"3.2 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 # ----------------------------------------------------------------------------- the table
