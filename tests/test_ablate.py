@@ -86,6 +86,11 @@ def test_summary_mean_std_difference_and_the_spread_rule():
     one_seed = summarize([_result(FULL, 0, 0.3), _result("x", 0, 0.1)])
     assert math.isnan(one_seed["cells"][FULL]["hashtag_map"].std)
     assert one_seed["cells"]["x"]["hashtag_map"].exceeds_spread is None  # no spread, no verdict
+    from mmemb.eval.ablate import exceeds_spread
+
+    # one side with one seed: the other side's spread decides, whichever side it is
+    assert exceeds_spread(0.05, 0.01, math.nan) is True and exceeds_spread(0.05, math.nan, 0.01) is True
+    assert exceeds_spread(0.005, math.nan, 0.01) is False and exceeds_spread(0.5, math.nan, math.nan) is None
 
 
 def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
@@ -107,6 +112,15 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     assert (out / "calls.log").read_text().splitlines()[4:] == ["fit lower_lr 1"]
     assert sum("not rerun" in ln for ln in lines) == 3 and not (out / "lower_lr" / "seed1" / "stale.txt").exists()
     assert lines[-1].startswith("[4/4] lower_lr seed1 ... done in ") and "to go" not in lines[-1]
+    # --finished-only: the table of what is finished, nothing trained, the rest named
+    (out / "lower_lr" / "seed1" / "result.json").unlink()
+    lines.clear()
+    partial = ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append, train=False)
+    assert len((out / "calls.log").read_text().splitlines()) == 5 and lines[-1].endswith("not run (--finished-only)")
+    assert partial["summary"]["not_run"] == ["lower_lr seed1"] and partial["summary"]["seeds"]["lower_lr"] == [0]
+    table = (out / "ablation.md").read_text(encoding="utf-8")
+    assert "| lower_lr | 1 | 0.300 (-0.205*) |" in table and table.strip().endswith("Not run yet (1): lower_lr seed1.")
+    assert json.loads((out / "ablation.json").read_text(encoding="utf-8"))["not_run"] == ["lower_lr seed1"]
 
 
 def test_a_finished_run_from_other_inputs_is_an_error_not_a_stale_row(tmp_path, fake_mmemb, monkeypatch):

@@ -166,7 +166,7 @@ def cmd_ablate(args: argparse.Namespace) -> dict[str, Any]:
 
     result = ablate(args.config, args.ablations or [], args.seeds, args.out, args.fit_args or [], args.split,
                     probe=not args.no_probe, metrics=args.metrics,
-                    say=lambda line: print(line, flush=True))
+                    say=lambda line: print(line, flush=True), train=not args.finished_only)
     table = markdown_table(result["summary"])
     print(f"\n{args.split} split\n\n{table}\n\nwrote {', '.join(result['files'])}")
     if args.readme_block:
@@ -360,6 +360,8 @@ def build_parser(prog: str = "mmemb eval") -> argparse.ArgumentParser:
                    help="metrics of the table (default: hashtag map/p1/r5, probe accuracies, t2v/v2t R@1; those "
                         "with a value)")
     p.add_argument("--no-probe", action="store_true", help="skip the category linear probe")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: the table of the runs finished so far (the others listed as not run)")
     p.add_argument("--readme-block", default=None, metavar="NAME",
                    help="also write the table between <!-- table:NAME --> and <!-- /table:NAME --> of --readme")
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="the file of --readme-block")

@@ -215,13 +215,14 @@ def run_one(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test",
 
 
 def run_all(runs: Sequence[AblationRun], fit_args: Sequence[str] = (), split: str = "test", probe: bool = True,
-            mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print) -> list[dict]:
+            mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print, train: bool = True) -> list[dict]:
     """Every run in order, finished ones read back instead of rerun; one progress line per run, with the
     time left at the pace of the runs trained so far.
 
     Every finished run is checked first (:func:`run_inputs`): one made from other inputs raises
     :class:`StaleRunError` before anything is trained. A ``result.json`` written before inputs were
-    recorded is read back as is, with a note."""
+    recorded is read back as is, with a note. ``train=False`` trains nothing: the unfinished runs are
+    reported as not run and left out."""
     results, taken = [], []  # taken: seconds of each run trained here
     width = len(str(len(runs)))
     finished = {}
@@ -239,6 +240,9 @@ def run_all(runs: Sequence[AblationRun], fit_args: Sequence[str] = (), split: st
             results.append(finished[run])
             note = "" if "inputs" in finished[run] else " (its inputs were not recorded: not checked)"
             say(f"{head} ... finished before, not rerun{note}")
+            continue
+        if not train:
+            say(f"{head} ... not run (--finished-only)")
             continue
         t0 = time.perf_counter()
         results.append(run_one(run, fit_args, split, probe, mmemb))
@@ -282,9 +286,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def exceeds_spread(diff: float, std_a: float, std_b: float) -> bool | None:
-    """The seed-spread rule of every comparison table: ``|diff| > max(std_a, std_b)``; None without a spread."""
-    spread = max(std_a, std_b)
-    return None if math.isnan(spread) else abs(diff) > spread
+    """The seed-spread rule of every comparison table: ``|diff| > max(std_a, std_b)`` over the stds that are
+    defined (a side with one seed has none); None when neither is."""
+    stds = [s for s in (std_a, std_b) if not math.isnan(s)]
+    return abs(diff) > max(stds) if stds else None
 
 
 def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> dict:
@@ -343,6 +348,9 @@ def markdown_table(summary: dict) -> str:
     lines.append("")
     lines.append("mean ± sample std over the seeds (no std with one seed); (difference to `full`), `*`: "
                  "|difference| > max(std of full, std of the ablation), i.e. larger than the seed spread")
+    if summary.get("not_run"):
+        lines.append("")
+        lines.append(f"Not run yet ({len(summary['not_run'])}): " + ", ".join(summary["not_run"]) + ".")
     return "\n".join(lines)
 
 
@@ -358,6 +366,7 @@ def write_tables(summary: dict, results: Sequence[dict], out: str | Path) -> lis
                         "diff": _json_float(c.diff), "exceeds_spread": c.exceeds_spread}
                     for m, c in summary["cells"][name].items()} for name in summary["configs"]}
     doc = {"rule": "exceeds_spread: |mean - mean_full| > max(std_full, std) (sample std over seeds)",
+           "not_run": summary.get("not_run", []),
            "configs": summary["configs"], "metrics": summary["metrics"], "seeds": summary["seeds"], "table": table,
            "runs": list(results)}
     md, js = out / "ablation.md", out / "ablation.json"
@@ -368,11 +377,15 @@ def write_tables(summary: dict, results: Sequence[dict], out: str | Path) -> lis
 
 def ablate(config: str | Path, ablations: Sequence[str | Path], seeds: int, out: str | Path,
            fit_args: Sequence[str] = (), split: str = "test", probe: bool = True, metrics: Sequence[str] | None = None,
-           mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print) -> dict:
-    """Plan, run (resumably), summarise and write the tables; returns ``summary``, ``results``, ``files``."""
+           mmemb: Sequence[str] = MMEMB, say: Callable[[str], None] = print, train: bool = True) -> dict:
+    """Plan, run (resumably), summarise and write the tables; returns ``summary``, ``results``, ``files``.
+    ``train=False``: the tables of the runs finished so far, nothing trained (``summary["not_run"]`` lists
+    the others, and the table says so)."""
     runs = plan_runs(config, ablations, seeds, out)
     say(f"{len(runs)} runs ({len(runs) // seeds} configs x {seeds} seeds) in {out}")
-    results = run_all(runs, fit_args, split, probe, mmemb, say)
+    results = run_all(runs, fit_args, split, probe, mmemb, say, train)
     summary = summarize(results, metrics)
+    done = {(r["name"], int(r["seed"])) for r in results}
+    summary["not_run"] = [run.label for run in runs if (run.name, run.seed) not in done]
     files = write_tables(summary, results, out)
     return {"summary": summary, "results": results, "files": [str(f) for f in files]}
