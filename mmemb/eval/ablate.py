@@ -286,10 +286,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def exceeds_spread(diff: float, std_a: float, std_b: float) -> bool | None:
-    """The seed-spread rule of every comparison table: ``|diff| > max(std_a, std_b)`` over the stds that are
-    defined (a side with one seed has none); None when neither is."""
-    stds = [s for s in (std_a, std_b) if not math.isnan(s)]
-    return abs(diff) > max(stds) if stds else None
+    """The seed-spread rule of every comparison table: ``|diff| > max(std_a, std_b)``; None (no verdict) when
+    either side has no spread (one seed: its own spread is unknown, so the other side's alone is not enough)."""
+    if math.isnan(std_a) or math.isnan(std_b):
+        return None
+    return abs(diff) > max(std_a, std_b)
 
 
 def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> dict:
@@ -347,7 +348,8 @@ def markdown_table(summary: dict) -> str:
         lines.append(f"| {name} | {len(summary['seeds'][name])} | " + " | ".join(row) + " |")
     lines.append("")
     lines.append("mean ± sample std over the seeds (no std with one seed); (difference to `full`), `*`: "
-                 "|difference| > max(std of full, std of the ablation), i.e. larger than the seed spread")
+                 "|difference| > max(std of full, std of the ablation), i.e. larger than the seed spread (no "
+                 "verdict where a side has one seed)")
     if summary.get("not_run"):
         lines.append("")
         lines.append(f"Not run yet ({len(summary['not_run'])}): " + ", ".join(summary["not_run"]) + ".")
