@@ -276,3 +276,33 @@ def test_kuairec_linear_learns_and_writes_one_row_per_setting(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| `") or line.startswith("| TF-IDF")]
     assert len(rows) == 1 + len(bench.SETTINGS)
     assert np.isfinite([float(r.split("|")[3].split("±")[0]) for r in rows]).all()
+
+
+def test_kuairec_pretrain_wires_the_stages_and_compares_with_the_config_from_scratch(tmp_path):
+    bench = _bench("kuairec_pretrain")
+    stage1 = tmp_path / "stage1" / "seed1"
+    with pytest.raises(FileNotFoundError, match="stage 1 did not finish"):
+        bench.stage2_fit_args(stage1, 1)
+    for v in (0, 2):  # the newest version's last checkpoint, not the first one's
+        (stage1 / f"version_{v}" / "checkpoints").mkdir(parents=True)
+        (stage1 / f"version_{v}" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    first = bench.stage1_command(stage1, 1)
+    assert first[first.index("fit") + 1:first.index("fit") + 5] == ["--config", bench.CONFIG, "--config", bench.STAGE1]
+    assert "--seed_everything" in first and first[first.index("--seed_everything") + 1] == "1"
+    second = bench.stage2_fit_args(stage1, 1)
+    assert second[second.index("--model.init_from") + 1] == str(stage1 / "version_2" / "checkpoints" / "last.ckpt")
+    assert second[second.index("--data.vocab_dir") + 1] == str(stage1 / "vocab") and bench.STAGE1 not in second
+
+    def rows(head, fused):
+        return [r for r in _kuairec_rows(head, 0.2) if r["method"] != "mmemb_text"] + [
+            {"method": "mmemb_fused", "task": "category_l2", "accuracy": fused, "chance_majority": 0.14}]
+
+    table = bench.pretrain_table([rows(0.30, 0.31), rows(0.32, 0.29)], [rows(0.24, 0.25), rows(0.25, 0.26)])
+    assert "| hashtag head (`mmemb_head`) | 0.245 ± 0.007 | 0.310 ± 0.014 | +0.065, exceeds the spread |" in table
+    assert "| fused embedding, category probe (`mmemb_fused`) | 0.255 ± 0.007 | 0.300 ± 0.014 | +0.045, exceeds" in table
+    assert "mmemb_head_wide" not in table  # rows no run has are left out
+    assert "TF-IDF + LR 0.250 mAP" in table
+    other_split = rows(0.3, 0.3)
+    other_split[1] = {**other_split[1], "map": 0.2}
+    with pytest.raises(ValueError, match="differs between seeds"):
+        bench.pretrain_table([other_split], [rows(0.24, 0.25)])
