@@ -146,6 +146,7 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "no_wide_heads.yaml": lambda: not cfg.wide_ngram_heads and model.hashtag_wide is None,
         "wide_joint.yaml": lambda: cfg.wide_loss == "head" and model.hashtag_wide is None,
         "wide_bias.yaml": lambda: cfg.wide_bias and model.hashtag_wide is None,
+        "wide_beta2.yaml": lambda: cfg.wide_adam_beta2 == 0.999 and model.hashtag_wide is None,
     }
     assert switched_off[name](), f"{name} did not switch its component off"
 
@@ -223,25 +224,30 @@ def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, t
     assert monitors == {"val/hashtag_map"}
 
 
-@pytest.mark.parametrize("name", ["no_wide_heads.yaml", "wide_joint.yaml", "wide_bias.yaml"])
+@pytest.mark.parametrize("name", ["no_wide_heads.yaml", "wide_joint.yaml", "wide_bias.yaml", "wide_beta2.yaml"])
 def test_kuairec_wide_head_ablations(name, kuairec_text_only, tmp_path, monkeypatch):
     """The wide-head overlays after kuairec_text.yaml: no wide part at all (the deep head alone); wide parts
-    over the mean of their n-grams trained by the head's own term (no wide term); or an intercept added to
-    the wide parts; the other settings of the preset stay (the overlays change ``overrides``, the preset
+    over the mean of their n-grams trained by the head's own term (no wide term); an intercept added to
+    the wide parts; or the wide tables' own Adam beta2; the other settings of the preset stay (the overlays change ``overrides``, the preset
     carries the wide heads)."""
     monkeypatch.setattr(sys, "argv", ["train.py"])
     cli = _run([CONFIGS / "kuairec_text.yaml", CONFIGS / "ablations" / name], kuairec_text_only, tmp_path,
                "--data.labels.hashtag_min_freq=2", "--data.batch_size=16")
     assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_wide"
     metrics, model, cfg = cli.trainer.callback_metrics, cli.model.model, cli.model.config
-    assert ("train/hashtag_wide_bce" in metrics) == (name == "wide_bias.yaml") and "train/hashtag_ce" in metrics
+    assert ("train/hashtag_wide_bce" in metrics) == (name in ("wide_bias.yaml", "wide_beta2.yaml"))
+    assert "train/hashtag_ce" in metrics
     assert model.hashtag_branch is not None and cfg.use_gcn and cli.datamodule.text.ngram_min_n == 1
     if name == "no_wide_heads.yaml":
         assert model.hashtag_wide is None
     elif name == "wide_joint.yaml":
         assert model.hashtag_wide.pooling == "mean" and cfg.wide_loss == "head" and model.hashtag_wide.bias is None
-    else:
+    elif name == "wide_bias.yaml":
         assert model.hashtag_wide.bias is not None and model.hashtag_wide.pooling == "l2_sublinear"
+    else:  # the wide tables in a group of their own with beta2 0.999, the rest at the optimizer's 0.98
+        betas = {id(p): g["betas"] for g in cli.trainer.optimizers[0].param_groups for p in g["params"]}
+        assert betas[id(model.hashtag_wide.bag.weight)] == (0.9, 0.999) and model.hashtag_wide.bias is None
+        assert betas[id(model.ngram_bag.bag.weight)] == (0.9, 0.98)
 
 
 def test_kuairec_pretrain_then_finetune_from_its_weights(kuairec_text_only, tmp_path, monkeypatch):

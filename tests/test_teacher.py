@@ -272,6 +272,33 @@ def test_wide_ngram_heads_add_the_mean_bucket_scores_and_train_sparsely():
         assert lrs[id(model.ngram_bag.bag.weight)] == 1e-3 and lrs[id(model.text_proj.weight)] == 1e-3
     with pytest.raises(ValueError, match="wide_lr_scale"):
         get_model_config("teacher_tiny", wide_lr_scale=0.0)
+    # wide_adam_beta2: the wide tables' own Adam beta2 (a group of their own), sparse or dense; the rest keep
+    # the optimizer's betas, and a SparseAdam step of a table uses it
+    own = tiny(wide_ngram_heads=True, wide_adam_beta2=0.999).train()
+    own_ids = {id(own.hashtag_wide.bag.weight), id(own.query_wide.bag.weight)}
+    for sparse_ngrams in (True, False):
+        opt = build_optimizer(own, "adamw", 1e-3, (0.9, 0.98), 0.05, sparse_ngrams=sparse_ngrams)
+        groups = {id(p): g for g in opt.param_groups for p in g["params"]}
+        assert all(groups[i]["betas"] == (0.9, 0.999) and groups[i]["lr"] == pytest.approx(0.1) for i in own_ids)
+        assert groups[id(own.ngram_bag.bag.weight)]["betas"] == (0.9, 0.98)
+        assert groups[id(own.text_proj.weight)]["betas"] == (0.9, 0.98)
+    table, t = own.hashtag_wide, 301
+    for beta2 in (0.999, None):
+        # a row seen for the first time at step t moves by Adam's first step there:
+        # lr (1 - b1) / (1 - b1^t) / sqrt((1 - b2) / (1 - b2^t)), the bias corrections at the table's step count
+        table.adam_beta2 = beta2
+        b2 = beta2 or 0.98
+        want = 0.1 * 0.1 / (1 - 0.9 ** t) / ((1 - b2) / (1 - b2 ** t)) ** 0.5
+        opt = build_optimizer(own, "adamw", 1e-3, (0.9, 0.98), 0.05)
+        table.bag.weight.data.zero_()
+        seen = torch.full((1, 4), 7, dtype=torch.long)  # (1, G): bucket 6 only
+        for step in range(1, t + 1):
+            opt.zero_grad()
+            table(seen if step == t else seen * 0 + 3)[0].sum().backward()  # bucket 2 until step t
+            opt.step()
+        assert -table.bag.weight[7, 0].item() == pytest.approx(want, rel=1e-3)
+    with pytest.raises(ValueError, match="wide_adam_beta2"):
+        get_model_config("teacher_tiny", wide_adam_beta2=1.0)
     assert tiny(wide_ngram_heads=True, hashtag_head=False).hashtag_wide is None
     no_buckets = create_model("teacher_tiny", **{"text": {"vocab_size": VOCAB, "ngram_buckets": 0},
                                                  "heads": {"num_hashtags": H}, "wide_ngram_heads": True})

@@ -221,8 +221,9 @@ def build_optimizer(model: nn.Module, name: OptimizerName, lr: float, betas: tup
     parameter with sparse gradients (:func:`sparse_parameters`) goes to a ``torch.optim.SparseAdam``
     with the same ``lr`` and ``betas``, joined to the dense optimizer by :class:`DenseSparseOptimizer`.
     Without sparse parameters the dense optimizer is returned as is. An n-gram bag with an
-    :attr:`NgramBag.lr_scale` other than 1 (the label heads' wide parts) gets its own group at ``lr`` times
-    that scale, sparse or dense (the schedule then scales every group alike).
+    :attr:`NgramBag.lr_scale` other than 1 or an :attr:`NgramBag.adam_beta2` (the label heads' wide parts)
+    gets its own group at ``lr`` times that scale and with ``(betas[0], adam_beta2)``, sparse or dense (the
+    schedule then scales every group alike).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
@@ -231,33 +232,38 @@ def build_optimizer(model: nn.Module, name: OptimizerName, lr: float, betas: tup
             module.sparse_grad = sparse_ngrams
     sparse = sparse_parameters(model)
     sparse_ids = {id(p) for p in sparse}
-    scales = _lr_scales(model)
+    own = _own_groups(model)
     decay, no_decay = weight_decay_split(model)
     groups = []
     for params, decay_rate in ((decay, weight_decay), (no_decay, 0.0)):
         dense_params = [p for _, p in params if id(p) not in sparse_ids]
-        groups += _scaled_groups(dense_params, scales, lr, {"weight_decay": decay_rate})
+        groups += _scaled_groups(dense_params, own, lr, tuple(betas), {"weight_decay": decay_rate})
     dense = _dense_optimizer(name, groups, lr, tuple(betas))
     if not sparse:
         return dense
     # (SparseAdam has no weight decay; the key keeps every group's weight_decay readable)
-    sparse_opt = torch.optim.SparseAdam(_scaled_groups(sparse, scales, lr, {"weight_decay": 0.0}), lr=lr,
+    sparse_opt = torch.optim.SparseAdam(_scaled_groups(sparse, own, lr, tuple(betas), {"weight_decay": 0.0}), lr=lr,
                                         betas=tuple(betas))
     return DenseSparseOptimizer(dense, sparse_opt)
 
 
-def _lr_scales(model: nn.Module) -> dict[int, float]:
-    """``{id(parameter): lr scale}`` of the n-gram bags whose :attr:`NgramBag.lr_scale` is not 1."""
-    return {id(p): float(m.lr_scale) for m in model.modules()
-            if isinstance(m, NgramBag) and m.lr_scale != 1 for p in m.parameters()}
+def _own_groups(model: nn.Module) -> dict[int, tuple[float, float | None]]:
+    """``{id(parameter): (lr scale, adam beta2 or None)}`` of the n-gram bags with an
+    :attr:`NgramBag.lr_scale` other than 1 or an :attr:`NgramBag.adam_beta2`."""
+    return {id(p): (float(m.lr_scale), m.adam_beta2) for m in model.modules()
+            if isinstance(m, NgramBag) and (m.lr_scale != 1 or m.adam_beta2 is not None) for p in m.parameters()}
 
 
-def _scaled_groups(params: list[nn.Parameter], scales: dict[int, float], lr: float, extra: dict) -> list[dict]:
-    """``params`` as one group at ``lr`` (kept even when empty, as before) and one group per other scale at
-    ``lr * scale``; ``extra`` goes into every group."""
-    groups = [{"params": [p for p in params if id(p) not in scales], **extra}]
-    for scale in sorted({scales[id(p)] for p in params if id(p) in scales}):
-        groups.append({"params": [p for p in params if scales.get(id(p)) == scale], "lr": lr * scale, **extra})
+def _scaled_groups(params: list[nn.Parameter], own: dict[int, tuple[float, float | None]], lr: float,
+                   betas: tuple[float, float], extra: dict) -> list[dict]:
+    """``params`` as one group at ``lr`` (kept even when empty, as before) and one group per other (lr scale,
+    beta2) at ``lr * scale`` with ``(betas[0], beta2)``; ``extra`` goes into every group."""
+    groups = [{"params": [p for p in params if id(p) not in own], **extra}]
+    for scale, beta2 in sorted({own[id(p)] for p in params if id(p) in own}, key=lambda k: (k[0], k[1] or 0.0)):
+        group = {"params": [p for p in params if own.get(id(p)) == (scale, beta2)], "lr": lr * scale, **extra}
+        if beta2 is not None:
+            group["betas"] = (betas[0], beta2)
+        groups.append(group)
     return groups
 
 

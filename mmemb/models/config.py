@@ -184,6 +184,11 @@ class ModelConfig:
     # whose batch has its n-gram, by about the learning rate per step (Adam), and a linear model's weights
     # must reach the size of logits
     wide_lr_scale: float = 100.0  # chosen on validation (README, "The KuaiRec text model")
+    # the wide parts' Adam second-moment decay (their own parameter group; None = the optimizer's betas[1]):
+    # a rare n-gram's row moves about lr (1 - beta1) / sqrt((1 - beta2) / (1 - beta2^t)) in a step t that
+    # sees it, so after a few hundred steps the optimizer's 0.98 moves it 2-3 x less than 0.999 (4.5 x in
+    # the limit)
+    wide_adam_beta2: float | None = None
     # how a wide part pools its n-grams' label scores: the mean over the occurrences, or l2_sublinear (each
     # distinct n-gram weighs 1 + ln(count), the row scaled to unit L2 norm: TF-IDF + logistic regression's
     # sublinear-tf features without the IDF)
@@ -212,6 +217,8 @@ class ModelConfig:
         _check_choice(self, "wide_loss", ("head", "bce"))
         if not self.wide_lr_scale > 0:
             raise ValueError(f"ModelConfig.wide_lr_scale must be > 0, got {self.wide_lr_scale}")
+        if self.wide_adam_beta2 is not None and not 0 < self.wide_adam_beta2 < 1:
+            raise ValueError(f"ModelConfig.wide_adam_beta2 must be in (0, 1) or None, got {self.wide_adam_beta2}")
         if self.init_temperature <= 0 or 1 / self.init_temperature > self.max_logit_scale:
             raise ValueError(f"ModelConfig.init_temperature must be > 0 and 1 / init_temperature <= max_logit_scale "
                              f"({self.max_logit_scale}), got {self.init_temperature}")

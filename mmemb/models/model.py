@@ -179,7 +179,7 @@ def _wide_part(cfg: ModelConfig, kind: str) -> NgramBag | None:
         return None
     num_labels = cfg.heads.num_hashtags if kind == "hashtags" else cfg.heads.num_queries
     wide = NgramBag(cfg.text.ngram_buckets, num_labels, lr_scale=cfg.wide_lr_scale, pooling=cfg.wide_pooling,
-                    bias=cfg.wide_bias)
+                    bias=cfg.wide_bias, adam_beta2=cfg.wide_adam_beta2)
     nn.init.zeros_(wide.bag.weight)
     return wide
 

@@ -67,15 +67,21 @@ class NgramBag(nn.Module):
         bias: a learned ``(width,)`` vector added to every row, also to rows without n-grams (a linear
             model's intercept: the label heads' wide parts, whose rows are label scores), zero at the start;
             it trains with the table's ``lr_scale``.
+        adam_beta2: the second-moment decay of the table's Adam (its own parameter group, as ``lr_scale``);
+            None = the optimizer's. A rare n-gram's row is updated only in the steps that see it, and Adam's
+            step for it at step ``t`` is about ``lr (1 - beta1) / sqrt((1 - beta2) / (1 - beta2^t))``: a
+            larger beta2 moves rare rows further.
     """
 
     def __init__(self, num_buckets: int, width: int, sparse_grad: bool = False, lr_scale: float = 1.0,
-                 pooling: NgramPooling = "mean", bias: bool = False):
+                 pooling: NgramPooling = "mean", bias: bool = False, adam_beta2: float | None = None):
         super().__init__()
         if num_buckets < 1 or width < 1:
             raise ValueError(f"NgramBag needs num_buckets >= 1 and width >= 1, got {num_buckets}, {width}")
         if lr_scale <= 0:
             raise ValueError(f"NgramBag lr_scale must be > 0, got {lr_scale}")
+        if adam_beta2 is not None and not 0 < adam_beta2 < 1:
+            raise ValueError(f"NgramBag adam_beta2 must be in (0, 1) or None, got {adam_beta2}")
         if pooling not in NGRAM_POOLINGS:
             raise ValueError(f"NgramBag pooling must be one of {', '.join(NGRAM_POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
@@ -83,6 +89,7 @@ class NgramBag(nn.Module):
         self.num_buckets = num_buckets
         self.sparse_grad = sparse_grad
         self.lr_scale = lr_scale
+        self.adam_beta2 = adam_beta2
         # padding_idx: row 0 stays zero, gets no gradient and is left out of each bag's mean
         self.bag = nn.EmbeddingBag(num_buckets + 1, width, mode="mean", padding_idx=PAD)
         nn.init.normal_(self.bag.weight, std=width ** -0.5)
