@@ -367,7 +367,8 @@ def write_tables(summary: dict, results: Sequence[dict], out: str | Path) -> lis
     table = {name: {m: {"values": c.values, "mean": _json_float(c.mean), "std": _json_float(c.std),
                         "diff": _json_float(c.diff), "exceeds_spread": c.exceeds_spread}
                     for m, c in summary["cells"][name].items()} for name in summary["configs"]}
-    doc = {"rule": "exceeds_spread: |mean - mean_full| > max(std_full, std) (sample std over seeds)",
+    doc = {"rule": "exceeds_spread: |mean - mean_full| > max(std_full, std) (sample std over seeds); null where a "
+                   "side has one seed",
            "not_run": summary.get("not_run", []),
            "configs": summary["configs"], "metrics": summary["metrics"], "seeds": summary["seeds"], "table": table,
            "runs": list(results)}

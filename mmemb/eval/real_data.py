@@ -191,7 +191,7 @@ def _head_fn(module, dm, dev: torch.device, batch_size: int, show_progress: bool
 
     names = list(dm.vocabs.hashtags.labels)
 
-    def fn(records: Sequence) -> tuple[np.ndarray, list[str]]:
+    def fn(records: Sequence) -> tuple[dict[str, np.ndarray], list[str]]:
         loader = DataLoader(dm.dataset_of(list(records)), batch_size=batch_size, num_workers=0,
                             collate_fn=dm.collate_fn)
         keys = ("hashtag_logits", "hashtag_wide_logits") if parts else ("hashtag_logits",)
