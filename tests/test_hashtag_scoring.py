@@ -92,6 +92,25 @@ def test_teacher_uses_its_head_and_zero_shot_without_it():
         torch.testing.assert_close(without.hashtag_scores(out2), out2["video"] @ names.T)
 
 
+def test_zero_shot_scores_a_video_without_a_clip_by_its_text():
+    """Text-only data (KuaiRec): a row without a clip has a zero video embedding, which would tie every
+    label; it is scored by its own text embedding instead, the other rows by their video embedding."""
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=200, num_hashtags=3,
+                             overrides={"hashtag_head": False}).eval()
+    module.set_vocabularies(_vocabs())
+    batch = _batch(module)
+    batch["video_mask"] = batch["audio_mask"] = torch.tensor([True, False, True, False])  # no clip: rows 1, 3
+    with torch.no_grad():
+        out = module(batch)
+        names = module.model.encode_text({"text_ids": module.hashtag_name_ids,
+                                          "text_attention": module.hashtag_name_attention})  # (3, D)
+        scores = module.hashtag_scores(out)
+    assert out["video"][1].eq(0).all() and out["video_mask"].tolist() == [True, False, True, False]
+    torch.testing.assert_close(scores[[0, 2]], out["video"][[0, 2]] @ names.T)
+    torch.testing.assert_close(scores[[1, 3]], out["text"][[1, 3]] @ names.T)
+    assert scores[1].std() > 0  # not a tie
+
+
 def test_hashtag_metrics_and_popularity_baseline_by_hand():
     from mmemb.lit.hashtag_scoring import hashtag_metrics
 

@@ -3,7 +3,9 @@
 A model with a hashtag head (``hashtag_head`` on) is scored by its head's logits. A model without one
 (the two-tower presets, or the full model with ``hashtag_head: false``) is scored *zero-shot*: the
 cosine between a video's embedding and the text-tower embedding of each hashtag's name, as a text
-query for that hashtag would be scored. So hashtag mAP compares models with and without the head on
+query for that hashtag would be scored. A video without a clip (text-only data such as KuaiRec) has no
+video embedding, so it is represented by the text embedding of its own caption and cover text
+(:func:`zero_shot_embedding`): text-to-text, but not a row of zeros that ties every label. So hashtag mAP compares models with and without the head on
 the same videos and labels, and the label-popularity baseline (scores = the train split's label
 frequencies) says what a model that ignores the video would reach.
 
@@ -20,7 +22,7 @@ import torch
 from ..eval.tagging import tagging_metrics
 from ..models.model import EmbeddingModel, LabelInputs
 
-__all__ = ["name_token_ids", "label_inputs", "zero_shot_scores", "hashtag_metrics"]
+__all__ = ["name_token_ids", "label_inputs", "zero_shot_embedding", "zero_shot_scores", "hashtag_metrics"]
 
 
 def name_token_ids(tokenizer, labels: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +45,13 @@ def label_inputs(tokenizer, labels: Sequence[str], max_length: int, tag_graph=No
     if tag_graph is not None and tag_graph.num_nodes == len(labels):
         edge_index, edge_weight = graph_tensors(tag_graph)
     return LabelInputs(ids, att, edge_index, edge_weight)
+
+
+def zero_shot_embedding(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, D)`` the embedding a video is scored by zero-shot: its video embedding where a clip is available
+    (``out["video_mask"]``), else its text embedding (zero rows where neither is)."""
+    has_video = out["video_mask"].bool().unsqueeze(-1)  # (B, 1)
+    return torch.where(has_video, out["video"], out["text"])  # (B, D)
 
 
 def zero_shot_scores(model: EmbeddingModel, video: torch.Tensor, name_ids: torch.Tensor,

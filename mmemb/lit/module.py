@@ -62,7 +62,7 @@ from ..models.config import apply_overrides
 from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords
 from ..models.registry import create_model, get_model_config
 from .checkpoints import read_checkpoint, upgrade_state_dict
-from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_scores
+from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_embedding, zero_shot_scores
 from .optim import configure_warmup_cosine
 from .resume import fix_loop_progress
 
@@ -465,13 +465,15 @@ class EmbeddingModule(pl.LightningModule):
 
     def hashtag_scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """``(B, H)`` hashtag scores of a forward output: the head's logits when there is a head, else
-        the zero-shot cosines (:func:`~mmemb.lit.hashtag_scoring.zero_shot_scores`); None when the
-        module knows no hashtag names."""
+        the zero-shot cosines (:func:`~mmemb.lit.hashtag_scoring.zero_shot_scores` of
+        :func:`~mmemb.lit.hashtag_scoring.zero_shot_embedding`: the video embedding, the text embedding for
+        a video without a clip); None when the module knows no hashtag names."""
         if "hashtag_logits" in out:
             return out["hashtag_logits"]
         if not self._has_hashtag_names():
             return None
-        return zero_shot_scores(self.model, out["video"], self.hashtag_name_ids, self.hashtag_name_attention)
+        return zero_shot_scores(self.model, zero_shot_embedding(out), self.hashtag_name_ids,
+                                self.hashtag_name_attention)
 
     # ------------------------------------------------------------------ evaluation
 
