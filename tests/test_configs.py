@@ -140,6 +140,7 @@ def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
         "weighting_bce_global.yaml": lambda: labels.weighting == cli.model.hparams.label_weighting == "bce_global"
         and "train/hashtag_bce" in metrics,
         "no_clicks.yaml": lambda: not labels.clicks,
+        "no_label_idf.yaml": lambda: not labels.idf and bool((cli.datamodule.vocabs.hashtag_idf == 1).all()),
         "freshness_on.yaml": lambda: labels.half_life_days == 30.0,
         "no_cleaning.yaml": lambda: not labels.clean and cli.datamodule.vocabs.removed_hashtags == {},
         # the KuaiRec text model's wide heads (test_kuairec_wide_head_ablations): the quickstart has none

@@ -1,4 +1,4 @@
-"""The label-weighting switches the ablation configs turn: clicks off."""
+"""The label-weighting switches the ablation configs turn: clicks off, label IDF off."""
 
 from __future__ import annotations
 
@@ -29,3 +29,28 @@ def test_clicks_off_counts_every_query_once(tmp_path, clicks):
 def test_clicks_off_needs_the_manifest_loader(tmp_path):
     with pytest.raises(ValueError, match="labels.clicks=false"):
         VideoDataModule(str(tmp_path / "m.jsonl"), shards=str(tmp_path), labels=LabelConfig(clicks=False))
+
+
+def _tag_manifest(tmp_path):
+    """12 videos: "common" on all of them, "rare" on 3 (a higher IDF)."""
+    records = [VideoRecord(id=str(i), caption=f"video {i}", hashtags=["common"] + (["rare"] if i < 3 else []))
+               for i in range(12)]
+    return write_manifest(records, tmp_path / "tags.jsonl")
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "bce_global"])
+def test_label_idf_off_weighs_every_label_alike(tmp_path, weighting):
+    weights = {}
+    for idf in (True, False):
+        labels = LabelConfig(hashtag_min_freq=1, clean=False, weighting=weighting, idf=idf)
+        dm = VideoDataModule(str(_tag_manifest(tmp_path)), labels=labels, split=SplitConfig(0.0, 0.0), num_workers=0)
+        batch = dm.collate_fn([dm._dataset("train")[0]])  # video 0: common and rare
+        row = batch["hashtag_weights"][0]  # (H,)
+        weights[idf] = [row[dm.vocabs.hashtags.index(t)].item() for t in ("common", "rare")]
+        assert bool((dm.vocabs.hashtag_idf == 1).all()) is not idf  # "common" is on every video: IDF 1 either way
+    assert weights[True][1] > weights[True][0]  # the rarer tag weighs more with the IDF
+    assert weights[False][0] == pytest.approx(weights[False][1])  # and alike without it
+    if weighting == "softmax":
+        assert weights[False] == pytest.approx([0.5, 0.5])
+    else:  # bce_global: the mean positive mass is 1 without the IDF
+        assert weights[False] == pytest.approx([1.0, 1.0])

@@ -24,7 +24,8 @@ from .manifest import ManifestError, Query, VideoRecord, check_manifest, manifes
 from .sampler import EpochShuffleSampler
 from .shards import ShardedVideoDataset, read_shard_index
 from .split import Split, SplitConfig, split_of, split_records
-from .vocab import LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize, text_token_idf
+from .vocab import (LabelConfig, TextConfig, Vocabularies, positive_mass_means, summarize, text_token_idf,
+                    without_label_idf)
 
 __all__ = ["SplitConfig", "VideoDataModule", "WeightedCollate", "split_of", "split_records", "without_labels"]
 
@@ -232,6 +233,8 @@ class VideoDataModule(pl.LightningDataModule):
                                                     now=self.now)
                 if report is not None and report.removed:
                     log.info("label cleaning removed %d boilerplate hashtags", len(report.removed))
+            if not self.labels.idf:  # every label weighs 1 before the weighting
+                vocabs = without_label_idf(vocabs, self.splits["train"], half_life, self.now)
             self._vocabs = vocabs
             log.info("vocabularies: %s", summarize(self._vocabs))
         return self._vocabs

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
@@ -35,7 +35,7 @@ from .manifest import VideoRecord
 from .text import SPECIAL_TOKENS, TextTokenizer, strip_hashtags
 
 __all__ = ["TextConfig", "LabelConfig", "MassMeans", "Vocabularies", "record_texts", "record_label_ids",
-           "positive_mass_means", "text_token_idf", "vocab_fingerprint"]
+           "positive_mass_means", "text_token_idf", "vocab_fingerprint", "without_label_idf"]
 
 TEXT_FIELDS = ("caption", "cover_text", "asr", "comments")
 
@@ -109,6 +109,10 @@ class LabelConfig:
     # click factor is then the same for all, which the weightings normalise away); applied to the manifest's
     # records by the data module
     clicks: bool = True
+    # label masses include the label's IDF; False: every label's IDF is 1 (the IDF ablation: under softmax each
+    # of a video's k labels then gets 1/k; under bce_global every positive 1). Applied by the data module to
+    # the vocabularies it trains with, which its vocab/ folder then stores
+    idf: bool = True
     half_life_days: float | None = None  # freshness: label masses halve every this many days of age (None = off)
     weighting: LabelWeighting = "bce_global"  # label masses -> hashtag_weights/query_weights (see above)
     graph_measure: Literal["cond_prob", "pmi", "npmi"] = "npmi"  # edge weight of the tag co-occurrence graph
@@ -353,6 +357,15 @@ def summarize(vocabs: Vocabularies) -> dict[str, int]:
 
 def config_dict(text: TextConfig, labels: LabelConfig) -> dict:
     return {"text": asdict(text), "labels": asdict(labels)}
+
+
+def without_label_idf(vocabs: Vocabularies, train: Sequence[VideoRecord], half_life_days: float | None,
+                      now: float | None) -> Vocabularies:
+    """A copy of ``vocabs`` whose hashtag and query IDFs are all 1 (``LabelConfig.idf=False``), with its mean
+    label masses (the ``bce_global`` normaliser) recomputed from ``train`` under them."""
+    out = replace(vocabs, hashtag_idf=np.ones_like(vocabs.hashtag_idf), query_idf=np.ones_like(vocabs.query_idf))
+    out.mass_means = positive_mass_means(train, out, half_life_days, now)
+    return out
 
 
 def vocab_fingerprint(vocabs: Vocabularies) -> str:
