@@ -66,6 +66,14 @@ def last_checkpoint(root: Path) -> Path:
     return versions[-1] / "checkpoints" / "last.ckpt"
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (a committed result names no machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(REPO.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def ensure_seed(runs: Path, seed: int) -> tuple[list[dict], dict]:
     """Stage 1, stage 2 and the real-data scoring of ``seed`` (each skipped when done); the real-data rows and
     the timings (``result.json``)."""
@@ -86,7 +94,8 @@ def ensure_seed(runs: Path, seed: int) -> tuple[list[dict], dict]:
     ensure_trained_and_evaluated(stage2, stage2_fit_args(stage1, seed))
     timings["stage2_seconds"] = round(time.perf_counter() - t0, 1)
     rows = ensure_real_data(stage2)
-    result = {"seed": seed, "stage1": str(stage1), "stage1_checkpoint": str(last_checkpoint(stage1)), **timings}
+    result = {"seed": seed, "stage1": _relative(stage1), "stage1_checkpoint": _relative(last_checkpoint(stage1)),
+              **timings}
     result_file.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return rows, result
 

@@ -292,6 +292,9 @@ def test_kuairec_pretrain_wires_the_stages_and_compares_with_the_config_from_scr
     second = bench.stage2_fit_args(stage1, 1)
     assert second[second.index("--model.init_from") + 1] == str(stage1 / "version_2" / "checkpoints" / "last.ckpt")
     assert second[second.index("--data.vocab_dir") + 1] == str(stage1 / "vocab") and bench.STAGE1 not in second
+    # result.json names paths inside the repository relative to it (committed), others as they are
+    assert bench._relative(bench.REPO / "results" / "kuairec_pretrain" / "stage1") == "results/kuairec_pretrain/stage1"
+    assert bench._relative(stage1) == str(stage1)
 
     def rows(head, fused):
         return [r for r in _kuairec_rows(head, 0.2) if r["method"] != "mmemb_text"] + [
