@@ -5,9 +5,10 @@ A model with a hashtag head (``hashtag_head`` on) is scored by its head's logits
 cosine between a video's embedding and the text-tower embedding of each hashtag's name, as a text
 query for that hashtag would be scored. A video without a clip (text-only data such as KuaiRec) has no
 video embedding, so it is represented by the text embedding of its own caption and cover text
-(:func:`zero_shot_embedding`): text-to-text, but not a row of zeros that ties every label. So hashtag mAP compares models with and without the head on
-the same videos and labels, and the label-popularity baseline (scores = the train split's label
-frequencies) says what a model that ignores the video would reach.
+(:func:`zero_shot_embedding`): text-to-text, but not a row of zeros that ties every label. So hashtag mAP
+compares models with and without the head on the same videos and labels, and the label-popularity
+baseline (scores = the train split's label frequencies) says what a model that ignores the video would
+reach.
 
 The LightningModule keeps the hashtag names (token ids) and the train counts as buffers, so a
 checkpoint scores hashtags without the data's vocabulary files.
