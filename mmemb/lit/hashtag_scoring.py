@@ -55,11 +55,12 @@ def zero_shot_embedding(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.where(has_video, out["video"], out["text"])  # (B, D)
 
 
-def zero_shot_scores(model: EmbeddingModel, video: torch.Tensor, name_ids: torch.Tensor,
+def zero_shot_scores(model: EmbeddingModel, embedding: torch.Tensor, name_ids: torch.Tensor,
                      name_attention: torch.Tensor) -> torch.Tensor:
-    """``(B, H)`` cosines of the video embeddings ``(B, D)`` with the text-tower embeddings of the names."""
+    """``(B, H)`` cosines of the videos' unit embeddings ``(B, D)`` (:func:`zero_shot_embedding`) with the
+    text-tower embeddings of the names."""
     names = model.encode_text({"text_ids": name_ids, "text_attention": name_attention})  # (H, D)
-    return video @ names.T  # (B, H)
+    return embedding @ names.T  # (B, H)
 
 
 def hashtag_metrics(scores: torch.Tensor, targets: torch.Tensor,
