@@ -93,6 +93,25 @@ def test_summary_mean_std_difference_and_the_spread_rule():
     assert exceeds_spread(0.05, 0.01, 0.02) is True and exceeds_spread(0.015, 0.01, 0.02) is False
 
 
+def test_the_popularity_column_has_no_difference_and_shows_a_changed_task():
+    def run(name, seed, value, popularity):
+        return {"name": name, "seed": seed, "metrics": {"hashtag_map": value, "hashtag_map_popularity": popularity}}
+
+    results = [run(FULL, 0, 0.25, 0.087), run(FULL, 1, 0.26, 0.087), run("same_task", 0, 0.20, 0.087),
+               run("same_task", 1, 0.21, 0.087), run("other_labels", 0, 0.24, 0.237), run("other_labels", 1, 0.23, 0.237)]
+    summary = summarize(results)
+    assert summary["metrics"] == ["hashtag_map", "hashtag_map_popularity"]
+    other = summary["cells"]["other_labels"]["hashtag_map_popularity"]
+    assert other.mean == pytest.approx(0.237) and other.diff is None and other.exceeds_spread is None
+    assert summary["cells"]["same_task"]["hashtag_map"].diff == pytest.approx(-0.05)
+    from mmemb.eval.ablate import markdown_table
+
+    table = markdown_table(summary)
+    assert "| other_labels | 2 | 0.235 ± 0.007 (-0.020*) | 0.237 |" in table
+    assert "| same_task | 2 | 0.205 ± 0.007 (-0.050*) | 0.087 |" in table
+    assert "`hashtag_map_popularity`: the label-popularity baseline" in table
+
+
 def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     overlay, out, lines = _overlay(tmp_path), tmp_path / "out", []
     first = ablate(CONFIGS / "tiny.yaml", [overlay], 2, out, mmemb=fake_mmemb, say=lines.append)
@@ -119,7 +138,8 @@ def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):
     assert len((out / "calls.log").read_text().splitlines()) == 5 and lines[-1].endswith("not run (--finished-only)")
     assert partial["summary"]["not_run"] == ["lower_lr seed1"] and partial["summary"]["seeds"]["lower_lr"] == [0]
     table = (out / "ablation.md").read_text(encoding="utf-8")
-    assert "| lower_lr | 1 | 0.300 (-0.205) |" in table  # one seed: no verdict and table.strip().endswith("Not run yet (1): lower_lr seed1.")
+    assert "| lower_lr | 1 | 0.300 (-0.205) |" in table  # one seed: no verdict
+    assert table.strip().endswith("Not run yet (1): lower_lr seed1.")
     assert json.loads((out / "ablation.json").read_text(encoding="utf-8"))["not_run"] == ["lower_lr seed1"]
 
 

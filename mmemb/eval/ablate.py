@@ -29,7 +29,9 @@ The table (``ablation.md``, ``ablation.json``) holds, per config and metric, the
 standard deviation (``ddof=1``) over the seeds, and for an ablation its difference to the full model,
 which *exceeds the seed spread* when ``|mean_ablation - mean_full| > max(std_full, std_ablation)`` (a
 rule of thumb, not a test: with 3 seeds a Welch t-test has little power; with one seed there is no
-spread and the verdict is ``n/a``).
+spread and the verdict is ``n/a``). The label-popularity baseline (``hashtag_map_popularity``, in
+:data:`REFERENCE_METRICS`) is a column without a difference: it is the same for every run unless an
+ablation changes the task (another label set), which it makes visible.
 
 No Lightning here: the training and evaluation run as subprocesses (``python -m mmemb.cli``).
 """
@@ -50,15 +52,18 @@ from typing import Callable, Sequence
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "StaleRunError", "plan_runs", "check_overlay", "run_inputs",
+__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "REFERENCE_METRICS", "StaleRunError", "plan_runs", "check_overlay", "run_inputs",
            "fit_command", "eval_command", "run_one", "run_all", "summarize", "markdown_table", "write_tables",
            "ablate"]
 
 FULL = "full"  # the name of the config without an overlay
 RESULT = "result.json"  # a run is finished when this file exists
 # the metrics of the table, those with a value in some run (retrieval needs clips, the probes a category)
-DEFAULT_METRICS = ("hashtag_map", "hashtag_p1", "hashtag_r5", "probe_multimodal_accuracy", "probe_video_accuracy",
-                   "t2v_r1_category", "v2t_r1_category", "t2v_r1_instance")
+DEFAULT_METRICS = ("hashtag_map", "hashtag_map_popularity", "hashtag_p1", "hashtag_r5", "probe_multimodal_accuracy",
+                   "probe_video_accuracy", "t2v_r1_category", "v2t_r1_category", "t2v_r1_instance")
+# baselines scored on each run's own test labels, not the model: a column of them shows whether an ablation
+# changed the task (another label set), so their cells get no difference and no verdict
+REFERENCE_METRICS = frozenset({"hashtag_map_popularity", "hashtag_p1_popularity"})
 MMEMB = (sys.executable, "-m", "mmemb.cli")  # the mmemb command of this interpreter
 REPLACED_DICTS = ("overrides", "loss_weights")  # model.<key> dicts that a second config replaces whole
 
@@ -316,6 +321,8 @@ def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> 
     if FULL in cells:
         for name in names[1:]:
             for m in present:
+                if m in REFERENCE_METRICS:
+                    continue  # a baseline of the run's labels: equal unless the task changed
                 full, cell = cells[FULL][m], cells[name][m]
                 if not cell.values or not full.values:
                     continue
@@ -341,7 +348,9 @@ def markdown_table(summary: dict) -> str:
             if not cell.values:
                 row.append("")
                 continue
-            text = _fmt(cell.mean) if math.isnan(cell.std) else f"{_fmt(cell.mean)} ± {_fmt(cell.std)}"
+            # a baseline's "spread" is rounding noise unless the label set moved with the seed
+            spread = not math.isnan(cell.std) and not (m in REFERENCE_METRICS and _fmt(cell.std) == "0.000")
+            text = f"{_fmt(cell.mean)} ± {_fmt(cell.std)}" if spread else _fmt(cell.mean)
             if cell.diff is not None:
                 text += f" ({cell.diff:+.3f}{'*' if cell.exceeds_spread else ''})"
             row.append(text)
@@ -350,6 +359,12 @@ def markdown_table(summary: dict) -> str:
     lines.append("mean ± sample std over the seeds (no std with one seed); (difference to `full`), `*`: "
                  "|difference| > max(std of full, std of the ablation), i.e. larger than the seed spread (no "
                  "verdict where a side has one seed)")
+    references = [m for m in metrics if m in REFERENCE_METRICS]
+    if references:
+        lines.append("")
+        lines.append(f"{', '.join(f'`{m}`' for m in references)}: the label-popularity baseline on the run's own test "
+                     "labels, not the model (no difference shown); it differs from `full` only where the ablation "
+                     "changes the task (another label set)")
     if summary.get("not_run"):
         lines.append("")
         lines.append(f"Not run yet ({len(summary['not_run'])}): " + ", ".join(summary["not_run"]) + ".")
