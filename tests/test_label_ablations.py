@@ -6,7 +6,8 @@ import pytest
 
 from mmemb.data.datamodule import SplitConfig, VideoDataModule
 from mmemb.data.manifest import Query, VideoRecord, write_manifest
-from mmemb.data.vocab import LabelConfig
+from mmemb.data.vocab import LabelConfig, Vocabularies
+from mmemb.errors import ConfigError
 
 
 def _manifest(tmp_path):
@@ -54,3 +55,23 @@ def test_label_idf_off_weighs_every_label_alike(tmp_path, weighting):
         assert weights[False] == pytest.approx([0.5, 0.5])
     else:  # bce_global: the mean positive mass is 1 without the IDF
         assert weights[False] == pytest.approx([1.0, 1.0])
+
+
+def test_a_vocab_folder_saved_without_label_idf_is_not_reused_with_it(tmp_path):
+    manifest, folder = str(_tag_manifest(tmp_path)), str(tmp_path / "vocab")
+
+    def module(idf):
+        labels = LabelConfig(hashtag_min_freq=1, clean=False, idf=idf)
+        return VideoDataModule(manifest, labels=labels, split=SplitConfig(0.0, 0.0), num_workers=0, vocab_dir=folder)
+
+    module(False).vocabs.save(folder)  # as an `idf: false` run leaves its vocab/
+    assert Vocabularies.load(folder).label_idf is False
+    again = module(False).vocabs  # the same setting reuses it
+    assert again.label_idf is False and bool((again.hashtag_idf == 1).all())
+    with pytest.raises(ConfigError, match=r"vocab\.json: saved by a run with data\.labels\.idf: false"):
+        module(True).vocabs  # would silently train with IDFs of 1
+    fresh = tmp_path / "fresh"
+    module_idf = VideoDataModule(manifest, labels=LabelConfig(hashtag_min_freq=1, clean=False), num_workers=0,
+                                 split=SplitConfig(0.0, 0.0))
+    module_idf.vocabs.save(fresh)
+    assert Vocabularies.load(fresh).label_idf is True and float(Vocabularies.load(fresh).hashtag_idf.max()) > 1

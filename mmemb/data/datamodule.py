@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import ConfigError
 from .dataset import KeywordSelector, VideoDataset, collate
 from .decode import DecodeConfig
 from .labels import LabelWeighting, normalize_weights
@@ -220,6 +221,10 @@ class VideoDataModule(pl.LightningDataModule):
             half_life = self.labels.half_life_days
             if self.vocab_dir is not None and (Path(self.vocab_dir) / "vocab.json").exists():
                 vocabs = Vocabularies.load(self.vocab_dir)
+                if self.labels.idf and not vocabs.label_idf:
+                    raise ConfigError(f"{Path(self.vocab_dir) / 'vocab.json'}: saved by a run with data.labels.idf: "
+                                      "false (its label IDFs are all 1); set data.labels.idf: false, or give a "
+                                      "vocab_dir without it (or none: the vocabularies are then learned again)")
                 means = vocabs.mass_means
                 if means is None or not means.matches(half_life):
                     vocabs.mass_means = positive_mass_means(self.splits["train"], vocabs, half_life, self.now)

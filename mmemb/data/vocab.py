@@ -194,6 +194,9 @@ class Vocabularies:
     # (V,) float32 smoothed IDF of every token over the train texts (text_token_idf), read by the
     # keyword selection; None: saved before it existed (recompute: text_token_idf)
     keyword_idf: np.ndarray | None = None
+    # False when the label IDFs above are all 1 (without_label_idf, ``data.labels.idf: false``): a folder
+    # saved so must not be reused by a run that expects IDFs
+    label_idf: bool = True
 
     @classmethod
     def build(
@@ -270,7 +273,7 @@ class Vocabularies:
                                                          encoding="utf-8")
         if self.keyword_idf is not None:
             np.save(directory / "keyword_idf.npy", self.keyword_idf)
-        meta = {"categories": self.categories, "removed_hashtags": self.removed_hashtags}
+        meta = {"categories": self.categories, "removed_hashtags": self.removed_hashtags, "label_idf": self.label_idf}
         (directory / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
         return directory
 
@@ -302,6 +305,7 @@ class Vocabularies:
             tag_graph=TagGraph.load(graph_path) if graph_path.exists() else None,
             mass_means=mass_means,
             keyword_idf=np.load(keyword_idf_path) if keyword_idf_path.exists() else None,
+            label_idf=bool(meta.get("label_idf", True)),  # absent: saved before the option, with IDFs
         )
 
 
@@ -363,7 +367,8 @@ def without_label_idf(vocabs: Vocabularies, train: Sequence[VideoRecord], half_l
                       now: float | None) -> Vocabularies:
     """A copy of ``vocabs`` whose hashtag and query IDFs are all 1 (``LabelConfig.idf=False``), with its mean
     label masses (the ``bce_global`` normaliser) recomputed from ``train`` under them."""
-    out = replace(vocabs, hashtag_idf=np.ones_like(vocabs.hashtag_idf), query_idf=np.ones_like(vocabs.query_idf))
+    out = replace(vocabs, hashtag_idf=np.ones_like(vocabs.hashtag_idf), query_idf=np.ones_like(vocabs.query_idf),
+                  label_idf=False)
     out.mass_means = positive_mass_means(train, out, half_life_days, now)
     return out
 
