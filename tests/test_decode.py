@@ -253,6 +253,20 @@ def test_other_containers(synth, key, vcodec, acodec):
     assert clip.mel_valid == pytest.approx(101, abs=2)  # 1 s of a 4 s window is real audio
 
 
+def test_training_samples_carry_the_real_log_mel_frames(synth):
+    """``encode_record`` passes ``mel_valid`` on (the audio tower masks the zero padding of short audio); a record
+    without a clip counts every frame (its audio_mask masks it all)."""
+    from mmemb.data.dataset import collate, encode_record
+    from mmemb.data.manifest import VideoRecord
+    from mmemb.data.vocab import TextConfig, Vocabularies
+
+    records = [VideoRecord(id="a", video=str(synth["mkv"]), caption="a clip"), VideoRecord(id="b", caption="text")]
+    vocabs, _ = Vocabularies.build(records, TextConfig(vocab_size=100))
+    batch = collate([encode_record(r, vocabs, SMALL, TextConfig(vocab_size=100), train=False) for r in records])
+    assert batch["mel_valid"].tolist() == [load_clip(synth["mkv"], SMALL).mel_valid, SMALL.mel_frames]
+    assert batch["mel_valid"][0] < SMALL.mel_frames and batch["mel_valid"].dtype == torch.int64
+
+
 def test_clip_without_audio(synth):
     clip = load_clip(synth["silent"], SMALL)
     assert clip.video_error is None and clip.frames.shape == (8, 3, 32, 32)

@@ -90,7 +90,8 @@ def test_export_writes_a_self_contained_folder(run, exported):
     assert prep["tokenizer"]["max_length"] == 32 and prep["text"]["max_length"] == 32
     assert prep["ngrams"]["n"] == 3 and prep["ngrams"]["buckets"] == 512 and "BLAKE2b" in prep["ngrams"]["hash"]
     assert prep["embedding"]["dim"] == 64
-    assert [i["name"] for i in config["onnx"]["video"]["inputs"]] == ["frames", "video_mask", "mel", "audio_mask"]
+    assert [i["name"] for i in config["onnx"]["video"]["inputs"]] == ["frames", "video_mask", "mel", "audio_mask",
+                                                                       "mel_valid"]
     assert [i["name"] for i in config["onnx"]["text"]["inputs"]] == ["text_ids", "text_attention", "text_field_ids",
                                                                       "text_ngrams"]
     vocab = run.parents[2] / "vocab"
@@ -143,6 +144,39 @@ def test_onnx_graphs_match_the_checkpoint_at_another_batch_size(run, exported):
         got = run_onnx(onnx_session(out / spec.file), spec, inputs[name])
         assert got.shape == (5, 64)
         assert abs(got - ref).max() <= 1e-4, name
+
+
+def test_short_audio_is_masked_in_both_runtimes_and_an_older_video_graph_still_loads(run, exported, tmp_path,
+                                                                                     caplog):
+    """A clip shorter than the audio window: its zero padding is masked (``mel_valid``) by the torch model and
+    the ONNX graph alike, as in training; an export made before the graph took ``mel_valid`` still loads."""
+    import logging
+
+    import mmemb
+    from mmemb.export.graphs import example_inputs, export_onnx, graph_specs, legacy_video_spec
+    from mmemb.export.writer import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(run)
+    model.eval()
+    sizes = json.loads((exported[0] / "parity.json").read_text())["sizes"]
+    video = example_inputs(model.cfg, sizes, batch=3, seed=3)["video"]
+    assert int(video["mel_valid"][0]) < sizes["F"] and bool((video["mel_valid"][1:] == sizes["F"]).all())
+    with torch.inference_mode():
+        unmasked = model.encode_video({k: v for k, v in video.items() if k != "mel_valid"})  # (3, D)
+    masked = mmemb.load(exported[0]).encode_video(video)
+    assert (masked[0] - unmasked[0]).abs().max() > 1e-3  # the padding, if read, changes the embedding
+    assert (masked[1:] - unmasked[1:]).abs().max() <= 1e-5  # full windows: nothing to mask
+    assert (mmemb.load(exported[0], runtime="onnx").encode_video(video) - masked).abs().max() <= 1e-4
+    # an older export: its video graph has no mel_valid input; it loads with a warning and runs as made
+    old = tmp_path / "old"
+    shutil.copytree(exported[0], old)
+    spec = legacy_video_spec(graph_specs(model.cfg)["video"])
+    export_onnx(model, "video", example_inputs(model.cfg, sizes, batch=2, seed=1)["video"], spec,
+                old / "video_encoder.onnx")
+    with caplog.at_level(logging.WARNING, logger="mmemb.export.loader"):
+        legacy = mmemb.load(old, runtime="onnx")
+    assert "exported before the graph took mel_valid" in caplog.text
+    assert (legacy.encode_video(video) - unmasked).abs().max() <= 1e-4
 
 
 def test_export_fails_loudly_when_parity_fails(run, tmp_path, monkeypatch, capsys):
@@ -199,7 +233,7 @@ def test_loaded_model_matches_the_training_pipeline_and_the_checkpoint(run, expo
     decode, text = DecodeConfig(**DATA["decode"]), TextConfig(**DATA["text"])
     ref = collate([encode_record(r, vocabs, decode, text, train=False) for r in records])
     batch = m.preprocess_records(records)
-    for key in ("frames", "video_mask", "mel", "audio_mask", "text_ids", "text_attention", "text_field_ids",
+    for key in ("frames", "video_mask", "mel", "audio_mask", "mel_valid", "text_ids", "text_attention", "text_field_ids",
                 "text_mask", "text_ngrams"):
         assert torch.equal(batch[key], ref[key]), key
     module = EmbeddingModule.from_checkpoint_weights(str(run)).eval()

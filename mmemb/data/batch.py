@@ -70,10 +70,11 @@ class Batch(TypedDict):
     # the DataLoader workers by mmemb.data.dataset.KeywordSelector); only when the LightningModule's
     # keyword objective is on (it tells the data module, which adds them in every loader's collate)
     keyword_positions: NotRequired[torch.Tensor]
-    # Read by the models when present; the collate does not produce them (all frames and mel frames
-    # count then):
+    # Read by the models when present; the collate does not produce it (all frames count then):
     frame_mask: NotRequired[torch.Tensor]  # bool (B, T) frames to use
-    mel_valid: NotRequired[torch.Tensor]  # int64 (B,) log-mel frames from real audio (the rest is padding)
+    # int64 (B,) log-mel frames from real audio (the rest is zero padding, masked by the audio tower);
+    # absent: every frame counts
+    mel_valid: NotRequired[torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ FIELDS: dict[str, Field] = {
     "audio_partial": Field(float, ("B",)),
     "keyword_positions": Field(torch.bool, ("B", "L"), optional=True),
     "frame_mask": Field(torch.bool, ("B", "T"), collated=False, optional=True),
-    "mel_valid": Field(torch.int64, ("B",), collated=False, optional=True),
+    "mel_valid": Field(torch.int64, ("B",), optional=True),  # absent in batches made before it (all frames real)
 }
 """:class:`Batch`'s keys, dtypes and shapes, for :func:`check_batch`."""
 

@@ -179,6 +179,9 @@ def encode_record(
         "video_mask": torch.tensor(clip.frames is not None),
         "mel": mel,
         "audio_mask": torch.tensor(clip.mel is not None),
+        # log-mel frames from real audio: a clip shorter than the window is zero-padded, and the audio tower
+        # masks the padding (every frame counts where there is no audio: audio_mask masks it all)
+        "mel_valid": torch.tensor(clip.mel_valid if clip.mel_valid is not None else decode.mel_frames, dtype=torch.long),
         "category": torch.tensor(vocabs.category_index(record.category), dtype=torch.long),
         "video_error": clip.video_error,
         "audio_error": clip.audio_error,

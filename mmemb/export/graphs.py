@@ -2,7 +2,9 @@
 ONNX export (dynamic batch axis, and token / n-gram lengths) and fixed example inputs.
 
 * :class:`VideoEncoder`: ``frames`` uint8 ``(B, T, 3, S, S)``, ``video_mask`` bool ``(B,)`` and, with
-  an audio tower, ``mel`` float32 ``(B, M, F)`` and ``audio_mask`` bool ``(B,)`` -> ``video``
+  an audio tower, ``mel`` float32 ``(B, M, F)``, ``audio_mask`` bool ``(B,)`` and ``mel_valid`` int64
+  ``(B,)`` (log-mel frames from real audio: a clip shorter than the window is zero-padded, and the
+  padding is masked as in training; exports before it lack this input, see :func:`legacy_video_spec`) -> ``video``
   ``(B, D)`` (:meth:`EmbeddingModel.encode_video`: L2-normalised, zero rows where nothing is available);
 * :class:`TextEncoder`: ``text_ids``, ``text_attention``, ``text_field_ids`` int64 ``(B, L)`` and,
   with the n-gram bag, ``text_ngrams`` int64 ``(B, G)`` -> ``text`` ``(B, D)``
@@ -28,7 +30,7 @@ from torch import nn
 from ..models.config import ModelConfig
 from ..models.model import EmbeddingModel
 
-__all__ = ["GraphSpec", "VideoEncoder", "TextEncoder", "graph_specs", "example_inputs", "export_onnx",
+__all__ = ["GraphSpec", "VideoEncoder", "TextEncoder", "graph_specs", "legacy_video_spec", "example_inputs", "export_onnx",
            "eager_attention", "OPSET"]
 
 OPSET = 18
@@ -55,13 +57,19 @@ def graph_specs(cfg: ModelConfig) -> dict[str, GraphSpec]:
     """``{"video": ..., "text": ...}``: the graphs of a model of config ``cfg``."""
     video = [("frames", "uint8", ("B", "T", "3", "S", "S")), ("video_mask", "bool", ("B",))]
     if cfg.use_audio:
-        video += [("mel", "float32", ("B", "M", "F")), ("audio_mask", "bool", ("B",))]
+        video += [("mel", "float32", ("B", "M", "F")), ("audio_mask", "bool", ("B",)), ("mel_valid", "int64", ("B",))]
     text = [("text_ids", "int64", ("B", "L")), ("text_attention", "int64", ("B", "L")),
             ("text_field_ids", "int64", ("B", "L"))]
     if cfg.has_ngram_bag:
         text.append(("text_ngrams", "int64", ("B", "G")))
     return {"video": GraphSpec("video_encoder.onnx", tuple(video), "video"),
             "text": GraphSpec("text_encoder.onnx", tuple(text), "text")}
+
+
+def legacy_video_spec(spec: GraphSpec) -> GraphSpec:
+    """The video graph of an export made before ``mel_valid`` was an input: the same without it (such a
+    graph reads a clip shorter than the audio window with its zero padding unmasked)."""
+    return GraphSpec(spec.file, tuple(i for i in spec.inputs if i[0] != "mel_valid"), spec.output)
 
 
 class VideoEncoder(nn.Module):
@@ -72,10 +80,12 @@ class VideoEncoder(nn.Module):
         self.model = model
 
     def forward(self, frames: torch.Tensor, video_mask: torch.Tensor, mel: torch.Tensor | None = None,
-                audio_mask: torch.Tensor | None = None) -> torch.Tensor:
+                audio_mask: torch.Tensor | None = None, mel_valid: torch.Tensor | None = None) -> torch.Tensor:
         batch = {"frames": frames, "video_mask": video_mask}
         if mel is not None:
             batch.update(mel=mel, audio_mask=audio_mask)
+        if mel_valid is not None:
+            batch["mel_valid"] = mel_valid
         return self.model.encode_video(batch)  # (B, D)
 
 
@@ -105,7 +115,8 @@ def example_inputs(cfg: ModelConfig, sizes: dict[str, int], batch: int,
     ``seed`` and ``batch``: random uint8 frames and log-mel, random token and n-gram ids with varied
     lengths; with ``batch >= 3`` the second row lacks audio (and its text), the third its video, so the
     masking paths are compared too. ``sizes``: ``T``, ``S``, ``M``, ``F``, ``L``, ``G`` (frames, frame
-    side, mel bands, mel frames, tokens, n-grams)."""
+    side, mel bands, mel frames, tokens, n-grams). With audio, the first row's log-mel is half padding
+    (``mel_valid`` F/2), so the padding mask is compared too."""
     g = torch.Generator().manual_seed(seed * 1000 + batch)
     t, s, m, f, length, grams = (sizes[k] for k in ("T", "S", "M", "F", "L", "G"))
     video = {"frames": torch.randint(0, 256, (batch, t, 3, s, s), generator=g, dtype=torch.uint8),
@@ -113,6 +124,8 @@ def example_inputs(cfg: ModelConfig, sizes: dict[str, int], batch: int,
     if cfg.use_audio:
         video["mel"] = torch.randn(batch, m, f, generator=g) * 2 - 6  # log-mel-like values
         video["audio_mask"] = torch.ones(batch, dtype=torch.bool)
+        video["mel_valid"] = torch.full((batch,), f, dtype=torch.long)
+        video["mel_valid"][0] = max(1, f // 2)  # the first clip shorter than the window: half is padding
     vocab = cfg.text.vocab_size
     ids = torch.randint(5, vocab, (batch, length), generator=g) if vocab > 5 else torch.ones(batch, length,
                                                                                                dtype=torch.long)

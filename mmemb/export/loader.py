@@ -14,6 +14,7 @@ version, a ``config.json`` that does not match the weights) raises :class:`Expor
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -25,6 +26,8 @@ from .format import (CONFIG_FILE, LABEL_KINDS, LABELS_DIR, TOKENIZER_DIR, WEIGHT
 from .preprocess import Preprocessor
 
 __all__ = ["ExportedModel", "load", "model_config_from_dict", "Runtime", "trim_text_batch"]
+
+log = logging.getLogger(__name__)
 
 Runtime = Literal["torch", "onnx"]
 
@@ -268,10 +271,12 @@ def load(folder: str | Path, runtime: Runtime = "torch", device: str | torch.dev
         out.model = build_model(config, folder)
         out.to(device)
     else:
-        from .graphs import graph_specs
+        from .graphs import graph_specs, legacy_video_spec
         from .parity import onnx_session
 
-        for name, spec in graph_specs(model_config).items():
+        specs = graph_specs(model_config)
+        out._graph_specs = specs  # the sessions' inputs (an older video graph lacks mel_valid)
+        for name, spec in list(specs.items()):
             onnx_path = folder / files.get(f"{name}_encoder", spec.file)
             if name == "text" and int8_text:
                 if "text_encoder_int8" not in files:
@@ -287,6 +292,10 @@ def load(folder: str | Path, runtime: Runtime = "torch", device: str | torch.dev
                 raise ExportError(f"{onnx_path}: not a loadable ONNX graph ({' '.join(str(exc).split())[:300]})") \
                     from None
             names = [i.name for i in session.get_inputs()]
+            if name == "video" and names != spec.input_names and names == legacy_video_spec(spec).input_names:
+                log.warning("%s: exported before the graph took mel_valid: a clip shorter than the audio window "
+                            "is read with its zero padding unmasked (re-export it with `mmemb export`)", onnx_path)
+                spec = specs["video"] = legacy_video_spec(spec)
             if names != spec.input_names:
                 raise ExportError(f"{onnx_path}: graph inputs {names} do not match the model of {path} "
                                   f"({spec.input_names})")

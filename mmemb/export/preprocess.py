@@ -106,8 +106,8 @@ class Preprocessor:
     # ------------------------------------------------------------------ clips
 
     def clips(self, sources: Sequence[Any]) -> dict[str, Any]:
-        """Frames ``(B, T, 3, S, S)`` uint8, ``video_mask``, (with an audio tower) ``mel`` ``(B, M, F)``
-        and ``audio_mask`` of clips (paths, bytes or binary file objects; ``None`` = no clip), decoded
+        """Frames ``(B, T, 3, S, S)`` uint8, ``video_mask``, (with an audio tower) ``mel`` ``(B, M, F)``,
+        ``audio_mask`` and ``mel_valid`` (real log-mel frames; the rest is zero padding) of clips (paths, bytes or binary file objects; ``None`` = no clip), decoded
         as in evaluation; the lists ``video_error`` / ``audio_error`` (a decode reason where masked,
         ``no_audio`` for a clip without sound; None throughout without an audio tower, whose preprocessing
         does not decode the audio) and ``video_partial`` / ``audio_partial``."""
@@ -117,6 +117,7 @@ class Preprocessor:
         video_mask = torch.zeros(b, dtype=torch.bool)
         mel = torch.zeros(b, d.n_mels, d.mel_frames)  # (B, M, F)
         audio_mask = torch.zeros(b, dtype=torch.bool)
+        mel_valid = torch.full((b,), d.mel_frames, dtype=torch.long)  # (B,) real log-mel frames
         errors: dict[str, list] = {"video_error": [], "audio_error": [], "video_partial": [], "audio_partial": []}
         for i, source in enumerate(sources):
             if source is None:  # no clip: both modalities absent, which is not a failure
@@ -131,13 +132,15 @@ class Preprocessor:
             if clip.mel is not None:
                 mel[i] = clip.mel
                 audio_mask[i] = True
+                if clip.mel_valid is not None:
+                    mel_valid[i] = clip.mel_valid
             errors["video_error"].append(clip.video_error)
             errors["audio_error"].append(clip.audio_error)
             errors["video_partial"].append(clip.video_partial)
             errors["audio_partial"].append(clip.audio_partial)
         out: dict[str, Any] = {"frames": frames, "video_mask": video_mask, **errors}
         if self.use_audio:
-            out.update(mel=mel, audio_mask=audio_mask)
+            out.update(mel=mel, audio_mask=audio_mask, mel_valid=mel_valid)
         return out
 
     # ------------------------------------------------------------------ records

@@ -147,7 +147,9 @@ def _preprocessing(cfg: ModelConfig, decode, text) -> dict[str, Any]:
             "window_seconds": decode.audio_seconds, "win_ms": decode.win_ms, "hop_ms": decode.hop_ms,
             "n_fft": decode.n_fft, "win_length": decode.win_length, "hop_length": decode.hop_length,
             "mel_frames": decode.mel_frames, "log": "log(mel + 1e-6)",
-            "window": "centred in the clip (evaluation mode); shorter audio zero-padded at the end"},
+            "window": "centred in the clip (evaluation mode); shorter audio zero-padded at the end",
+            "mel_valid": "int64 (B,) input of the video graph: the log-mel frames from real audio "
+                         "(samples // hop_length + 1, at most mel_frames); the padding after it is masked"},
         "tokenizer": {"files": TOKENIZER_DIR, "kind": "WordPiece (NFKC + BERT normaliser, lowercased, CJK split)",
                       "max_length": text.max_length, "fields": list(TEXT_FIELDS),
                       "layout": "[CLS] field [SEP] field [SEP] ...; field ids 0 for [CLS]/padding, 1 + field index",
