@@ -98,7 +98,8 @@ def test_the_popularity_column_has_no_difference_and_shows_a_changed_task():
         return {"name": name, "seed": seed, "metrics": {"hashtag_map": value, "hashtag_map_popularity": popularity}}
 
     results = [run(FULL, 0, 0.25, 0.087), run(FULL, 1, 0.26, 0.087), run("same_task", 0, 0.20, 0.087),
-               run("same_task", 1, 0.21, 0.087), run("other_labels", 0, 0.24, 0.237), run("other_labels", 1, 0.23, 0.237)]
+               run("same_task", 1, 0.21, 0.087), run("other_labels", 0, 0.24, 0.237),
+               run("other_labels", 1, 0.23, 0.237)]
     summary = summarize(results)
     assert summary["metrics"] == ["hashtag_map", "hashtag_map_popularity"]
     other = summary["cells"]["other_labels"]["hashtag_map_popularity"]
@@ -110,6 +111,23 @@ def test_the_popularity_column_has_no_difference_and_shows_a_changed_task():
     assert "| other_labels | 2 | 0.235 ± 0.007 (-0.020*) | 0.237 |" in table
     assert "| same_task | 2 | 0.205 ± 0.007 (-0.050*) | 0.087 |" in table
     assert "`hashtag_map_popularity`: the label-popularity baseline" in table
+
+
+def test_results_record_the_code_and_the_table_names_it(tmp_path, fake_mmemb):
+    from mmemb.eval.ablate import code_counts, code_identity
+
+    here = code_identity()
+    assert here["mmemb_version"] and (here["git_commit"] is None or len(here["git_commit"]) == 40)
+    assert code_identity(tmp_path) == {"mmemb_version": here["mmemb_version"], "git_commit": None, "git_dirty": None}
+    out = tmp_path / "out"
+    ablate(CONFIGS / "tiny.yaml", [], 2, out, mmemb=fake_mmemb, say=lambda line: None)
+    assert json.loads((out / FULL / "seed0" / "result.json").read_text(encoding="utf-8"))["code"] == code_identity()
+    old = {"name": FULL, "seed": 2, "metrics": {"hashtag_map": 0.1}}  # a result from before the record
+    dirty = {**old, "code": {"mmemb_version": "0.1.0", "git_commit": "ab" * 20, "git_dirty": True}}
+    assert code_counts([old, dirty, dirty]) == {"not recorded": 1, "commit abababab + changes": 2}
+    table = (out / "ablation.md").read_text(encoding="utf-8")
+    assert f"Code of the runs: 2 from commit {here['git_commit'][:8]}" in table if here["git_commit"] else \
+        "Code of the runs: 2 from mmemb " in table
 
 
 def test_runs_resume_and_unfinished_runs_restart(tmp_path, fake_mmemb):

@@ -233,8 +233,8 @@ def test_loaded_model_matches_the_training_pipeline_and_the_checkpoint(run, expo
     decode, text = DecodeConfig(**DATA["decode"]), TextConfig(**DATA["text"])
     ref = collate([encode_record(r, vocabs, decode, text, train=False) for r in records])
     batch = m.preprocess_records(records)
-    for key in ("frames", "video_mask", "mel", "audio_mask", "mel_valid", "text_ids", "text_attention", "text_field_ids",
-                "text_mask", "text_ngrams"):
+    for key in ("frames", "video_mask", "mel", "audio_mask", "mel_valid", "text_ids", "text_attention",
+                "text_field_ids", "text_mask", "text_ngrams"):
         assert torch.equal(batch[key], ref[key]), key
     module = EmbeddingModule.from_checkpoint_weights(str(run)).eval()
     with torch.inference_mode():

@@ -181,7 +181,7 @@ def encode_record(
         "audio_mask": torch.tensor(clip.mel is not None),
         # log-mel frames from real audio: a clip shorter than the window is zero-padded, and the audio tower
         # masks the padding (every frame counts where there is no audio: audio_mask masks it all)
-        "mel_valid": torch.tensor(clip.mel_valid if clip.mel_valid is not None else decode.mel_frames, dtype=torch.long),
+        "mel_valid": torch.tensor(decode.mel_frames if clip.mel_valid is None else clip.mel_valid, dtype=torch.long),
         "category": torch.tensor(vocabs.category_index(record.category), dtype=torch.long),
         "video_error": clip.video_error,
         "audio_error": clip.audio_error,

@@ -16,7 +16,9 @@ the overlay's file stem; the overlay is given after the config, ``--config C --c
    folder is cleared). ``result.json`` also records what the run was made from (``inputs``: the SHA-256 of
    each config file's content, the fit arguments, the split, the probe); a finished run whose inputs no
    longer match (a config edited since) is an error naming the run folder and what changed, never a stale
-   row in the table. The code is not fingerprinted: a preset or a default changed in ``mmemb`` goes unseen.
+   row in the table. The code is not fingerprinted: a preset or a default changed in ``mmemb`` goes unseen;
+   ``result.json`` records what it ran (``code``: the version, the git commit of the checkout and whether
+   ``mmemb/`` had uncommitted changes) and the table names the commits its runs came from.
 
 An overlay that sets ``model.overrides`` or ``model.loss_weights`` replaces the config's whole dict (a
 second ``--config`` does not merge dicts), so :func:`plan_runs` refuses an overlay that would silently drop
@@ -52,9 +54,9 @@ from typing import Callable, Sequence
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "REFERENCE_METRICS", "StaleRunError", "plan_runs", "check_overlay", "run_inputs",
-           "fit_command", "eval_command", "run_one", "run_all", "summarize", "markdown_table", "write_tables",
-           "ablate"]
+__all__ = ["AblationRun", "DEFAULT_METRICS", "FULL", "REFERENCE_METRICS", "StaleRunError", "plan_runs",
+           "check_overlay", "run_inputs", "code_identity", "code_counts", "fit_command", "eval_command", "run_one",
+           "run_all", "summarize", "markdown_table", "write_tables", "ablate"]
 
 FULL = "full"  # the name of the config without an overlay
 RESULT = "result.json"  # a run is finished when this file exists
@@ -169,6 +171,25 @@ def _changes(recorded: dict, planned: dict) -> list[str]:
     return out
 
 
+def code_identity(root: Path | None = None) -> dict:
+    """What code a run used: ``{"mmemb_version", "git_commit", "git_dirty"}`` (the commit of the checkout that
+    holds the imported ``mmemb`` and whether its ``mmemb/`` folder differs from it; None outside git)."""
+    from .. import __version__
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "mmemb") if commit else None
+    return {"mmemb_version": __version__, "git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
 def fit_command(run: AblationRun, fit_args: Sequence[str] = (), mmemb: Sequence[str] = MMEMB) -> list[str]:
     """``mmemb fit`` of ``run``: its configs, seed and folder (then ``fit_args``, which win)."""
     cmd = [*mmemb, "fit"]
@@ -212,7 +233,7 @@ def run_one(run: AblationRun, fit_args: Sequence[str] = (), split: str = "test",
     result = {"name": run.name, "seed": run.seed, "configs": [str(c) for c in run.configs], "split": split,
               "checkpoint": evaluated.get("checkpoint"), "fit_seconds": round(fit_s, 1),
               "eval_seconds": round(eval_s, 1), "metrics": evaluated["metrics"],
-              "inputs": run_inputs(run, fit_args, split, probe)}
+              "inputs": run_inputs(run, fit_args, split, probe), "code": code_identity()}
     tmp = run.result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, run.result_file)  # the run counts as finished only once the whole file is there
@@ -329,7 +350,24 @@ def summarize(results: Sequence[dict], metrics: Sequence[str] | None = None) -> 
                 cell.diff = cell.mean - full.mean
                 cell.exceeds_spread = exceeds_spread(cell.diff, full.std, cell.std)
     seeds = {name: sorted({int(r["seed"]) for r in results if r["name"] == name}) for name in names}
-    return {"configs": names, "metrics": present, "cells": cells, "seeds": seeds}
+    return {"configs": names, "metrics": present, "cells": cells, "seeds": seeds, "code": code_counts(results)}
+
+
+def code_counts(results: Sequence[dict]) -> dict[str, int]:
+    """``{"commit 1a2b3c4d": runs, ...}`` in first-seen order (``+ changes`` where ``mmemb/`` was modified;
+    ``not recorded`` for results written before :func:`code_identity`)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        code = r.get("code") or {}
+        commit = code.get("git_commit")
+        if not code:
+            name = "not recorded"
+        else:
+            name = f"commit {commit[:8]}" if commit else f"mmemb {code.get('mmemb_version')}"
+        if code.get("git_dirty"):
+            name += " + changes"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -365,6 +403,11 @@ def markdown_table(summary: dict) -> str:
         lines.append(f"{', '.join(f'`{m}`' for m in references)}: the label-popularity baseline on the run's own test "
                      "labels, not the model (no difference shown); it differs from `full` only where the ablation "
                      "changes the task (another label set)")
+    if summary.get("code"):
+        lines.append("")
+        parts = [f"{n} not recorded (result.json files older than the record)" if name == "not recorded"
+                 else f"{n} from {name}" for name, n in summary["code"].items()]
+        lines.append("Code of the runs: " + "; ".join(parts) + ".")
     if summary.get("not_run"):
         lines.append("")
         lines.append(f"Not run yet ({len(summary['not_run'])}): " + ", ".join(summary["not_run"]) + ".")
@@ -385,7 +428,8 @@ def write_tables(summary: dict, results: Sequence[dict], out: str | Path) -> lis
     doc = {"rule": "exceeds_spread: |mean - mean_full| > max(std_full, std) (sample std over seeds); null where a "
                    "side has one seed",
            "not_run": summary.get("not_run", []),
-           "configs": summary["configs"], "metrics": summary["metrics"], "seeds": summary["seeds"], "table": table,
+           "configs": summary["configs"], "metrics": summary["metrics"], "seeds": summary["seeds"],
+           "code": summary.get("code", {}), "table": table,
            "runs": list(results)}
     md, js = out / "ablation.md", out / "ablation.json"
     md.write_text(markdown_table(summary) + "\n", encoding="utf-8")

@@ -30,7 +30,8 @@ from torch import nn
 from ..models.config import ModelConfig
 from ..models.model import EmbeddingModel
 
-__all__ = ["GraphSpec", "VideoEncoder", "TextEncoder", "graph_specs", "legacy_video_spec", "example_inputs", "export_onnx",
+__all__ = ["GraphSpec", "VideoEncoder", "TextEncoder", "graph_specs", "legacy_video_spec", "example_inputs",
+           "export_onnx",
            "eager_attention", "OPSET"]
 
 OPSET = 18

@@ -107,8 +107,8 @@ class Preprocessor:
 
     def clips(self, sources: Sequence[Any]) -> dict[str, Any]:
         """Frames ``(B, T, 3, S, S)`` uint8, ``video_mask``, (with an audio tower) ``mel`` ``(B, M, F)``,
-        ``audio_mask`` and ``mel_valid`` (real log-mel frames; the rest is zero padding) of clips (paths, bytes or binary file objects; ``None`` = no clip), decoded
-        as in evaluation; the lists ``video_error`` / ``audio_error`` (a decode reason where masked,
+        ``audio_mask`` and ``mel_valid`` (real log-mel frames; the rest is zero padding) of clips (paths,
+        bytes or binary file objects; ``None`` = no clip), decoded as in evaluation; the lists ``video_error`` / ``audio_error`` (a decode reason where masked,
         ``no_audio`` for a clip without sound; None throughout without an audio tower, whose preprocessing
         does not decode the audio) and ``video_partial`` / ``audio_partial``."""
         d = self.decode
