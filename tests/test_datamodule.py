@@ -182,6 +182,44 @@ def test_shards_disjoint_across_ranks_and_workers(small_demo, tmp_path, workers)
     assert set(ids0_e1) != set(ids0)
 
 
+def test_batches_given_follow_the_loaders_turns_over_workers():
+    from mmemb.data.shards import batches_given
+
+    # worker 0 has 3 batches (10 samples of 4), worker 1 one (3): turns 0, 1, 0, 0
+    assert [batches_given([10, 3], 4, k)[0] for k in range(5)] == [[0, 0], [1, 0], [1, 1], [2, 1], [3, 1]]
+    assert [batches_given([10, 3], 4, k)[1] for k in range(4)] == [0, 1, 0, 1]  # whose turn is next
+    assert batches_given([10, 3], 4, 99) == ([3, 1], 1) and batches_given([7], 2, 3) == ([3], 0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_pass_over_shards_continues_where_the_checkpoint_stopped(small_demo, tmp_path, workers):
+    """The train loader resumed after k batches gives exactly the uninterrupted pass's batches from k on (the
+    same samples, the same random draws), then whole passes again; past the epoch's end it starts anew."""
+    from mmemb.data.datamodule import _EpochLoader
+
+    records = read_manifest(small_demo)[:46]
+    write_shards(records, tmp_path / "shards", samples_per_shard=6, progress=False)  # 8 shards, the last of 4
+    vocabs, _ = Vocabularies.build(records, TEXT, LabelConfig(hashtag_min_freq=2))
+    ds = ShardedVideoDataset(read_shard_index(tmp_path / "shards"), vocabs, DECODE, TEXT, train=True, rank=0,
+                             world_size=1, seed=3)
+
+    def passes(resume, n=1):
+        positions = iter([resume])
+        loader = _EpochLoader(ds, lambda: 1, resume_fn=lambda: next(positions, None), batch_size=4,
+                              num_workers=workers, collate_fn=collate)
+        return [[(b["ids"], b["frames"]) for b in loader] for _ in range(n)]
+
+    (full,) = passes(None)
+    assert len(full) >= 12 and sorted(i for ids, _ in full for i in ids) == sorted(r.id for r in records)
+    for k in (1, 5, len(full) - 1):
+        resumed, after = passes((1, k), n=2)
+        assert [ids for ids, _ in resumed] == [ids for ids, _ in full[k:]], k
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(resumed, full[k:]))  # the same random crops
+        assert [ids for ids, _ in after] == [ids for ids, _ in full]  # the resume is for one pass only
+    assert [ids for ids, _ in passes((0, 3))[0]] == [ids for ids, _ in full]  # another epoch's position
+    assert [ids for ids, _ in passes((1, len(full)))[0]] == [ids for ids, _ in full]  # at the end: anew
+
+
 def test_shards_keep_missing_clips_masked(small_demo, tmp_path):
     records = read_manifest(small_demo)[:4]
     shutil.copy(records[0].video, tmp_path / "a.mp4")

@@ -76,7 +76,8 @@ def _config(path: Path, kill: bool, record: Path) -> Path:
     return path
 
 
-def _train(tmp: Path, manifest: Path, root: Path, kill: bool, ckpt: Path | None = None) -> subprocess.CompletedProcess:
+def _train(tmp: Path, manifest: Path, root: Path, kill: bool, ckpt: Path | None = None,
+           shards: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/teacher_tiny.yaml"),
@@ -84,6 +85,8 @@ def _train(tmp: Path, manifest: Path, root: Path, kill: bool, ckpt: Path | None 
            "--data.batch_size", str(BATCH), "--trainer.default_root_dir", str(root)]
     if ckpt is not None:
         cmd += ["--ckpt_path", str(ckpt)]
+    if shards is not None:
+        cmd += ["--data.shards", str(shards)]
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -91,12 +94,24 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def _shards(manifest: Path, out: Path) -> Path:
+    """160 of the records in 5 shards of 32: with the config's 2 workers, 96 and 64 samples, so 3 + 2 = 5
+    batches of 32 per epoch, as the manifest's train split gives."""
+    from mmemb.data.manifest import read_manifest
+    from mmemb.data.shards import write_shards
+
+    write_shards(read_manifest(manifest)[:160], out, samples_per_shard=32, progress=False)
+    return out
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(small_demo, tmp_path):
-    straight = _train(tmp_path, small_demo, tmp_path / "straight", kill=False)
+@pytest.mark.parametrize("streamed", [False, True], ids=["manifest", "shards"])
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(small_demo, tmp_path, streamed):
+    shards = _shards(small_demo, tmp_path / "shards") if streamed else None
+    straight = _train(tmp_path, small_demo, tmp_path / "straight", kill=False, shards=shards)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    crashed = _train(tmp_path, small_demo, tmp_path / "crashed", kill=True)
+    crashed = _train(tmp_path, small_demo, tmp_path / "crashed", kill=True, shards=shards)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     ckpt_dir = tmp_path / "crashed" / "checkpoints"
     steps = sorted(ckpt_dir.glob("step*.ckpt"))
@@ -105,7 +120,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(small_demo, 
     progress = raw["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
     assert raw["epoch"] == 1 and progress["processed"] == 1  # mid-epoch: one batch of epoch 1 trained
 
-    resumed = _train(tmp_path, small_demo, tmp_path / "crashed", kill=False, ckpt=steps[-1])
+    resumed = _train(tmp_path, small_demo, tmp_path / "crashed", kill=False, ckpt=steps[-1], shards=shards)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     def batches(name: str) -> dict[int, str]:

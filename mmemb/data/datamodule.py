@@ -64,7 +64,8 @@ class _EpochLoader(DataLoader):
     shuffle and every sample's random choices change per epoch and depend on nothing else (workers are
     not persistent: each pass pickles the dataset anew, with its epoch). ``resume_fn()`` gives
     ``(epoch, batches)`` of a run resumed from a mid-epoch checkpoint: that epoch's first pass then
-    starts after its first ``batches`` batches (map-style datasets only).
+    starts after its first ``batches`` batches (the sampler skips them; streamed shards read past them,
+    :meth:`ShardedVideoDataset.resume_after`).
 
     A pass starts at its first ``next()``, not at ``iter()``: Lightning creates the first epoch's
     iterator while it counts the steps for the LR schedule, before it restores the checkpoint, and
@@ -80,15 +81,22 @@ class _EpochLoader(DataLoader):
         epoch = self._epoch_fn()
         epoch = self._passes if epoch is None else epoch
         self.dataset.set_epoch(epoch)
+        resume = self._resume_fn() if self._resume_fn is not None else None
+        resume = resume[1] if resume is not None and resume[0] == epoch else None  # batches trained
+        streamed = isinstance(self.dataset, ShardedVideoDataset)
         if isinstance(self.sampler, EpochShuffleSampler):
             self.sampler.set_epoch(epoch)
-            resume = self._resume_fn() if self._resume_fn is not None else None
-            if resume is not None and resume[0] == epoch:
-                skip = resume[1] * self.batch_size
-                if skip < self.sampler.num_samples:  # a checkpoint at the epoch's end resumes at the next
-                    self.sampler.skip(skip)
+            if resume is not None and resume * self.batch_size < self.sampler.num_samples:
+                self.sampler.skip(resume * self.batch_size)  # at the epoch's end: resumes at the next
+        elif streamed and resume is not None:
+            quotas = self.dataset.worker_quotas(max(1, self.num_workers))
+            if resume < sum(-(-q // self.batch_size) for q in quotas):  # the pass's batches, as the workers give them
+                self.dataset.resume_after(resume, self.batch_size)
         self._passes += 1
-        yield from super().__iter__()
+        batches = super().__iter__()  # the workers (or the dataset's iterator) hold the resume from here
+        if streamed:
+            self.dataset.clear_resume()
+        yield from batches
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -345,7 +353,7 @@ class VideoDataModule(pl.LightningDataModule):
         common = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate_fn,
                       pin_memory=self.pin_memory, persistent_workers=False)
         if isinstance(dataset, ShardedVideoDataset):
-            return _EpochLoader(dataset, self._epoch, resume_fn=self._warn_shard_resume, **common)
+            return _EpochLoader(dataset, self._epoch, resume_fn=self._resume_position, **common)
         if len(dataset) == 0:
             raise ValueError("the train split is empty: lower split fractions or add videos")
         rank, world = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
@@ -373,11 +381,6 @@ class VideoDataModule(pl.LightningDataModule):
         pass of the train loader), else None."""
         position, self._resume_from = self._resume_from, None
         return position if position and position[1] > 0 else None
-
-    def _warn_shard_resume(self) -> None:
-        if self._resume_position() is not None:
-            log.warning("resuming mid-epoch from streamed shards: the epoch restarts at its first batch "
-                        "(an exact mid-epoch resume needs the map-style manifest loader)")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val"))

@@ -8,6 +8,13 @@ Shards are plain tar files in the WebDataset layout (``<key>.json`` holds the ma
 ranks share, dealt round-robin to DDP ranks, then to the DataLoader workers of each rank, so every
 (rank, worker) pair reads a disjoint set of shards. Every rank yields the same number of samples
 per epoch (the smallest rank's count), so DDP never waits on a rank that ran out.
+
+A run resumed mid-epoch continues where it stopped (:meth:`ShardedVideoDataset.resume_after`): the
+DataLoader takes batches from its workers in turn, passing over a worker that has run out, so after
+``k`` batches each worker has given a known number of them and it is a known worker's turn
+(:func:`batches_given`). The resumed pass, whose loader starts again at worker 0, rotates the workers'
+parts so that its worker 0 plays the one whose turn it was, and each reads past what its part had given
+(without decoding it).
 """
 
 from __future__ import annotations
@@ -138,6 +145,24 @@ def _dist_rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def batches_given(counts: Sequence[int], batch_size: int, batches: int) -> tuple[list[int], int]:
+    """How many batches each DataLoader worker has given after the loader's first ``batches`` batches, and
+    whose turn is next, when worker ``w`` yields ``counts[w]`` samples (``ceil(counts[w] / batch_size)``
+    batches, the last one partial): the loader takes the workers' batches in turn, passing over a worker
+    that has run out."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    left = [-(-int(c) // batch_size) for c in counts]  # batches each worker has
+    given, turn = [0] * len(left), 0
+    remaining = min(int(batches), sum(left))
+    while remaining > 0:
+        if given[turn] < left[turn]:
+            given[turn] += 1
+            remaining -= 1
+        turn = (turn + 1) % len(left)
+    return given, turn
+
+
 class ShardedVideoDataset(IterableDataset):
     """Streams samples from WebDataset shards, disjoint across DDP ranks and DataLoader workers.
 
@@ -161,11 +186,25 @@ class ShardedVideoDataset(IterableDataset):
         self.half_life_days = half_life_days
         self.now = now
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (batches, batch_size) to pass over in the next pass
         if len(self.shards) < self.world_size:
             raise ValueError(f"{len(self.shards)} shards cannot feed {self.world_size} ranks: write smaller shards")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_after(self, batches: int, batch_size: int) -> None:
+        """Let the next pass (the next ``iter()``, in the main process or as the workers start) begin after
+        its first ``batches`` batches of ``batch_size``, as a DataLoader of this dataset would have given
+        them: each worker reads past its share without decoding it (the samples' random draws keep their
+        indices). Call :meth:`clear_resume` once the pass has started; ``batches`` past the epoch's end
+        give an empty pass."""
+        if batches < 0:
+            raise ValueError(f"batches must be >= 0, got {batches}")
+        self._resume = (int(batches), int(batch_size)) if batches else None
+
+    def clear_resume(self) -> None:
+        self._resume = None
 
     def samples_per_rank(self) -> int:
         """Samples every rank yields per epoch: the minimum over ranks of their shards' total."""
@@ -178,20 +217,32 @@ class ShardedVideoDataset(IterableDataset):
     def __len__(self) -> int:
         return self.samples_per_rank()
 
-    def _worker_plan(self) -> tuple[list[ShardInfo], int]:
-        """This worker's shards and how many samples it may yield (so the rank total is exact)."""
+    def worker_quotas(self, num_workers: int) -> list[int]:
+        """How many samples each of ``num_workers`` workers yields this epoch: the rank's quota dealt in
+        proportion to the samples of the workers' shards, rounded so that it sums up."""
         mine = rank_shards(self.shards, self.rank, self.world_size, self.epoch, self.seed, self.train)
-        info = get_worker_info()
-        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
         quota_total = self.samples_per_rank()
-        worker_shards = mine[worker::num_workers]
-        # Deal the rank's quota to workers in proportion to what they hold, rounding so it sums up.
         holdings = [sum(s.num_samples for s in mine[w::num_workers]) for w in range(num_workers)]
         total = sum(holdings) or 1
         quotas = [quota_total * h // total for h in holdings]
         for w in range(quota_total - sum(quotas)):
             quotas[w % num_workers] += 1
-        return worker_shards, min(quotas[worker], holdings[worker])
+        return [min(q, h) for q, h in zip(quotas, holdings)]
+
+    def _worker_plan(self) -> tuple[list[ShardInfo], int, int]:
+        """This worker's shards, how many samples it may yield (so the rank total is exact) and how many of
+        them a resumed pass reads past."""
+        mine = rank_shards(self.shards, self.rank, self.world_size, self.epoch, self.seed, self.train)
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        quotas = self.worker_quotas(num_workers)
+        part, skip = worker, 0
+        if self._resume is not None:
+            batches, batch_size = self._resume
+            given, turn = batches_given(quotas, batch_size, batches)
+            part = (worker + turn) % num_workers  # the loader starts at worker 0: it plays the part whose turn it is
+            skip = min(quotas[part], given[part] * batch_size)
+        return mine[part::num_workers], quotas[part], skip
 
     def _records(self, shards: list[ShardInfo]) -> Iterator[tuple[VideoRecord, bytes | None]]:
         rng = random.Random(self.seed * 7_919 + self.epoch * 131 + self.rank)
@@ -208,12 +259,17 @@ class ShardedVideoDataset(IterableDataset):
         yield from buffer
 
     def __iter__(self) -> Iterator[dict]:
+        # the plan is read now, not at the first sample: the loader clears a resume right after iter()
+        return self._samples(*self._worker_plan())
+
+    def _samples(self, shards: list[ShardInfo], quota: int, skip: int) -> Iterator[dict]:
         from .dataset import encode_record, sample_generator
 
-        shards, quota = self._worker_plan()
         for i, (record, clip) in enumerate(self._records(shards)):
             if i >= quota:
                 break
+            if i < skip:  # given before the checkpoint: read past, not decoded
+                continue
             generator = sample_generator(self.seed, self.epoch, i, record.id) if self.train else None
             source = io.BytesIO(clip) if clip is not None else None
             yield encode_record(record, self.vocabs, self.decode, self.text, self.train, generator,

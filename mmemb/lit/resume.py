@@ -46,7 +46,8 @@ batches of the epoch's order (:meth:`EpochShuffleSampler.skip`), so a run killed
 from its last step checkpoint ends with the same weights as an uninterrupted one
 (``tests/test_resume_crash.py``). Lightning still warns that the loader "is not resumable": it only
 recognises loaders with their own ``state_dict``, which it restores too late for a loader it built
-before the checkpoint was read. Streamed shards restart the epoch (a warning says so).
+before the checkpoint was read. Streamed shards resume exactly too: each worker reads past what it had
+given (:meth:`mmemb.data.shards.ShardedVideoDataset.resume_after`).
 
 The data order
 --------------
