@@ -90,7 +90,7 @@ class _EpochLoader(DataLoader):
                 self.sampler.skip(resume * self.batch_size)  # at the epoch's end: resumes at the next
         elif streamed and resume is not None:
             quotas = self.dataset.worker_quotas(max(1, self.num_workers))
-            if resume < sum(-(-q // self.batch_size) for q in quotas):  # the pass's batches, as the workers give them
+            if resume < sum(-(-q // self.batch_size) for q in quotas):  # the pass's batches, by worker
                 self.dataset.resume_after(resume, self.batch_size)
         self._passes += 1
         batches = super().__iter__()  # the workers (or the dataset's iterator) hold the resume from here

@@ -240,7 +240,7 @@ class ShardedVideoDataset(IterableDataset):
         if self._resume is not None:
             batches, batch_size = self._resume
             given, turn = batches_given(quotas, batch_size, batches)
-            part = (worker + turn) % num_workers  # the loader starts at worker 0: it plays the part whose turn it is
+            part = (worker + turn) % num_workers  # the loader starts at worker 0: it plays the part whose turn it was
             skip = min(quotas[part], given[part] * batch_size)
         return mine[part::num_workers], quotas[part], skip
 
