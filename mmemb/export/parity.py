@@ -73,5 +73,6 @@ def parity_report(eager: EmbeddingModel, reloaded: EmbeddingModel, specs: dict[s
     return {"tolerance": TOLERANCE, "metric": "max abs difference of the unit-norm embeddings vs the checkpoint's "
                                               "eager model",
             "inputs": f"fixed random inputs (mmemb.export.graphs.example_inputs, seed {seed}), batches "
-                      f"{list(BATCHES)}; in the batch of 3 one row lacks audio and text, one lacks video",
+                      f"{list(BATCHES)}; in the batch of 3 one row lacks audio and text, one lacks video; with "
+                      "audio, the first row's log-mel is half padding (mel_valid)",
             "sizes": sizes, "checks": checks, "passed": all(c["passed"] for c in checks)}
