@@ -1,5 +1,5 @@
 """The one LightningModule (mmemb.lit.module): augmentation seeds per rank and micro-batch, and
-checkpoints of earlier versions (TeacherModule, PretrainModule) that still load (mmemb.lit.checkpoints)."""
+checkpoints of earlier versions (TeacherModule, PretrainModule) that still load (mmemb.models.checkpoint)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 :mod:`mmemb.export.format` for its layout).
 
 Steps: read the checkpoint (``torch.load(weights_only=True)``, earlier layouts upgraded by
-:func:`mmemb.lit.checkpoints.read_checkpoint`, which imports no Lightning), rebuild its
+:func:`mmemb.models.checkpoint.read_checkpoint`, which imports no Lightning), rebuild its
 :class:`~mmemb.models.model.EmbeddingModel` from the preset and the hyper-parameters, find the run's
 ``config.yaml`` (decode and text settings) and vocabularies, check that they fit the model, then write
 the weights (safetensors), the tokenizer, the label vocabularies, the two ONNX graphs, ``parity.json``
@@ -58,7 +58,7 @@ def model_config_from_hparams(hparams: dict[str, Any]) -> ModelConfig:
 def model_from_checkpoint(ckpt: Path) -> tuple[EmbeddingModel, dict[str, Any]]:
     """The checkpoint's :class:`EmbeddingModel` (weights of its ``model.`` keys, eval mode) and its
     hyper-parameters."""
-    from ..lit.checkpoints import read_checkpoint  # torch and mmemb.models only, no Lightning
+    from ..models.checkpoint import read_checkpoint  # torch and mmemb.models only, no Lightning
 
     try:
         hparams, state = read_checkpoint(str(ckpt))

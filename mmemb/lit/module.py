@@ -58,10 +58,10 @@ from ..data.datamodule import VideoDataModule
 from ..eval.metrics import retrieval_metrics
 from ..losses import (clip_infonce_global, keyword_mask_loss, nt_xent, soft_target_cross_entropy, text_view_infonce,
                       total_loss, weighted_multilabel_bce)
+from ..models.checkpoint import read_checkpoint, upgrade_state_dict
 from ..models.config import apply_overrides
 from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords
 from ..models.registry import create_model, get_model_config
-from .checkpoints import read_checkpoint, upgrade_state_dict
 from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_embedding, zero_shot_scores
 from .optim import configure_warmup_cosine
 from .resume import fix_loop_progress
@@ -248,7 +248,7 @@ class EmbeddingModule(pl.LightningModule):
     def from_checkpoint_weights(cls, path: str, map_location: str | torch.device = "cpu") -> "EmbeddingModule":
         """The module rebuilt from the hyper-parameters and weights of a Lightning checkpoint, read with
         ``torch.load(weights_only=True)`` (no pickled code runs); checkpoints of earlier versions are
-        upgraded (:mod:`mmemb.lit.checkpoints`)."""
+        upgraded (:mod:`mmemb.models.checkpoint`)."""
         hparams, state_dict = read_checkpoint(path, map_location)
         module = cls(**hparams)
         module.load_state_dict(upgrade_state_dict(state_dict, module))

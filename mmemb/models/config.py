@@ -266,7 +266,7 @@ PARTS: dict[str, type] = {"vision": VisionConfig, "text": TextEncoderConfig, "au
                           "fusion": FusionConfig, "heads": HeadsConfig}
 
 # The flat field names of the configs before the parts (``vision_depth`` ...) -> (part, field). Read by
-# the checkpoint upgrade (:mod:`mmemb.lit.checkpoints`) and named in the error for an unknown override.
+# the checkpoint upgrade (:mod:`mmemb.models.checkpoint`) and named in the error for an unknown override.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
     **{f"vision_{k}": ("vision", k) for k in ("width", "depth", "heads", "mlp_ratio", "pretrained_path")},
     **{k: ("vision", k) for k in ("frame_size", "patch_size", "drop_path", "temporal_pool", "fusion_depths",

@@ -1,7 +1,8 @@
 """Reading checkpoints of :class:`~mmemb.lit.module.EmbeddingModule`, earlier versions' included.
 
 Checkpoints are read with ``torch.load(weights_only=True)`` (hyper-parameters and state dict, no
-pickled code). Two earlier layouts are upgraded on read:
+pickled code; no Lightning either: the export reads checkpoints through this module). Two earlier
+layouts are upgraded on read:
 
 * the full model's (``TeacherModule``, ``preset: teacher_*``): its ``overrides`` named the tower fields
   flat (``vision_depth``, ``text_width``, ``fusion_visual_tokens`` ...); they are moved into their part
@@ -21,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..models.config import FLAT_FIELDS, PARTS
-from ..models.registry import RENAMED_PRESETS
+from .config import FLAT_FIELDS, PARTS
+from .registry import RENAMED_PRESETS
 
 __all__ = ["read_checkpoint", "upgrade_state_dict", "nest_overrides"]
 
