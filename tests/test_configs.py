@@ -117,6 +117,10 @@ def test_distill_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_config_fast_dev_run(name, small_demo, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train.py"])
+    if name == "wide_liblinear.yaml":  # the quickstart has no wide part to fit: a clear error, not a silent no-op
+        with pytest.raises(ValueError, match="wide_fit='liblinear' fits the label heads' wide parts"):
+            _run([CONFIGS / "quickstart.yaml", CONFIGS / "ablations" / name], small_demo, tmp_path)
+        return
     cli = _run([CONFIGS / "quickstart.yaml", CONFIGS / "ablations" / name], small_demo, tmp_path)
     _check_one_step(cli, tmp_path)
     assert cli.model.hparams.preset == "teacher_small"
@@ -225,7 +229,8 @@ def test_kuairec_text_config_trains_on_a_text_only_manifest(kuairec_text_only, t
     assert monitors == {"val/hashtag_map"}
 
 
-@pytest.mark.parametrize("name", ["no_wide_heads.yaml", "wide_joint.yaml", "wide_bias.yaml", "wide_beta2.yaml"])
+@pytest.mark.parametrize("name", ["no_wide_heads.yaml", "wide_joint.yaml", "wide_bias.yaml", "wide_beta2.yaml",
+                                  "wide_liblinear.yaml"])
 def test_kuairec_wide_head_ablations(name, kuairec_text_only, tmp_path, monkeypatch):
     """The wide-head overlays after kuairec_text.yaml: no wide part at all (the deep head alone); wide parts
     over the mean of their n-grams trained by the head's own term (no wide term); an intercept added to
@@ -236,7 +241,7 @@ def test_kuairec_wide_head_ablations(name, kuairec_text_only, tmp_path, monkeypa
                "--data.labels.hashtag_min_freq=2", "--data.batch_size=16")
     assert cli.trainer.global_step == 1 and cli.model.hparams.preset == "teacher_text_wide"
     metrics, model, cfg = cli.trainer.callback_metrics, cli.model.model, cli.model.config
-    assert ("train/hashtag_wide_bce" in metrics) == (name in ("wide_bias.yaml", "wide_beta2.yaml"))
+    assert ("train/hashtag_wide_bce" in metrics) == (name in ("wide_bias.yaml", "wide_beta2.yaml"))  # liblinear: fixed
     assert "train/hashtag_ce" in metrics
     assert model.hashtag_branch is not None and cfg.use_gcn and cli.datamodule.text.ngram_min_n == 1
     if name == "no_wide_heads.yaml":
@@ -245,6 +250,13 @@ def test_kuairec_wide_head_ablations(name, kuairec_text_only, tmp_path, monkeypa
         assert model.hashtag_wide.pooling == "mean" and cfg.wide_loss == "head" and model.hashtag_wide.bias is None
     elif name == "wide_bias.yaml":
         assert model.hashtag_wide.bias is not None and model.hashtag_wide.pooling == "l2_sublinear"
+    elif name == "wide_liblinear.yaml":  # fitted when fit started (train rows' out-of-fold scores kept), frozen
+        wide = model.hashtag_wide
+        assert cli.model.hparams.wide_fit == "liblinear" and wide.bias is not None
+        assert not wide.bag.weight.requires_grad and float(wide.bag.weight.detach().abs().sum()) > 0
+        rows, oof = cli.model._wide_oof["hashtag"]
+        assert len(rows) == len(cli.datamodule.splits["train"]) and oof.shape == (len(rows), cfg.heads.num_hashtags)
+        assert all(id(p) != id(wide.bag.weight) for g in cli.trainer.optimizers[0].param_groups for p in g["params"])
     else:  # the wide tables in a group of their own with beta2 0.999, the rest at the optimizer's 0.98
         betas = {id(p): g["betas"] for g in cli.trainer.optimizers[0].param_groups for p in g["params"]}
         assert betas[id(model.hashtag_wide.bag.weight)] == (0.9, 0.999) and model.hashtag_wide.bias is None

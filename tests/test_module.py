@@ -205,3 +205,34 @@ def test_wide_bce_trains_the_wide_part_alone_and_the_head_term_the_deep_head():
         without.model.hashtag_wide.bag.weight.normal_()
     _, terms = without._losses(batch)
     assert torch.autograd.grad(terms["hashtag_ce"], without.model.hashtag_wide.bag.weight)[0].abs().sum() > 0
+
+
+def test_wide_fit_liblinear_freezes_the_wide_part_and_trains_the_head_on_out_of_fold_scores():
+    """``wide_fit="liblinear"``: the wide part has no gradient and no term of its own; in training the head's
+    logits carry each known row's out-of-fold wide scores (unknown ids keep the part's own); evaluation
+    (no ``batch_idx``) keeps the fitted part's scores. A model without a wide part refuses the option."""
+    batch = synthetic_batch(b=4, num_hashtags=6, n_mels=64, seed=0)
+    batch["hashtag_targets"][:, 0] = 1.0
+    batch["text_ngrams"] = torch.randint(1, 51, (4, 7), generator=torch.Generator().manual_seed(0))
+    batch["ids"] = ["a", "b", "c", "zz"]
+    module = EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, label_weighting="softmax",
+                             ngram_buckets=50, loss_weights={"hashtag_ce": 1.0}, wide_fit="liblinear",
+                             overrides={"wide_ngram_heads": True, "wide_pooling": "l2_sublinear", "wide_bias": True})
+    wide = module.model.hashtag_wide
+    assert not any(p.requires_grad for p in wide.parameters())
+    assert module.loss_weights["hashtag_wide_bce"] == 0.0
+    oof = torch.arange(18, dtype=torch.float32).reshape(3, 6)
+    module._wide_oof["hashtag"] = ({"a": 0, "b": 1, "c": 2}, oof)
+    out = module.model(batch)
+    deep = out["hashtag_logits"] - out["hashtag_wide_logits"]
+    mixed = module._out_of_fold("hashtag", out["hashtag_logits"], out["hashtag_wide_logits"], batch["ids"])
+    torch.testing.assert_close(mixed[:3], deep[:3] + oof)
+    torch.testing.assert_close(mixed[3], out["hashtag_logits"][3])  # not a fitted train row: its own scores
+    _, terms = module._losses(batch, batch_idx=0)
+    assert "hashtag_wide_bce" not in terms and "hashtag_ce" in terms
+    deep_param = next(module.model.hashtag_branch.parameters())
+    assert torch.autograd.grad(terms["hashtag_ce"], deep_param)[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="wide_fit='liblinear' fits the label heads' wide parts"):
+        EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, ngram_buckets=50, wide_fit="liblinear")
+    with pytest.raises(ValueError, match="wide_fit_folds"):
+        EmbeddingModule(preset="teacher_tiny", vocab_size=300, num_hashtags=6, ngram_buckets=50, wide_fit_folds=1)

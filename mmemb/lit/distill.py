@@ -314,6 +314,7 @@ class DistillModule(EmbeddingModule):
                               f"distil online (--model.teacher_ckpt)")
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.teacher is not None:
             self.teacher.to(self.device)
 

@@ -16,7 +16,8 @@ from ``loss_weights`` is not computed, nor one whose head is off or whose data i
   alone (``ModelConfig.wide_ngram_heads`` with ``wide_loss="bce"``; weight 1 unless ``loss_weights`` names
   it: it is the wide table's only gradient, and Adam's step hardly depends on its scale). The wide part
   learns from it only: the head's own term sees the wide scores without their gradient (the deep head
-  learns what the wide part misses). The head's scores stay deep + wide;
+  learns what the wide part misses). The head's scores stay deep + wide. With ``wide_fit="liblinear"`` the
+  wide parts are instead fitted to convergence when training starts and then fixed: no wide term;
 * ``text_views``: NT-Xent between two text views of the same video, its caption alone and its cover
   text alone (:func:`text_field_view`: the other fields' tokens and n-grams left out), over the rows
   that have both (only those are encoded; :func:`mmemb.losses.text_view_infonce`); a text-side
@@ -61,6 +62,7 @@ from ..losses import (clip_infonce_global, keyword_mask_loss, nt_xent, soft_targ
 from ..models.checkpoint import read_checkpoint, upgrade_state_dict
 from ..models.config import apply_overrides
 from ..models.keywords import KeywordConfig, apply_mask, keyword_targets, select_keywords
+from ..models.ngram import NgramBag
 from ..models.registry import create_model, get_model_config
 from .hashtag_scoring import hashtag_metrics, label_inputs, name_token_ids, zero_shot_embedding, zero_shot_scores
 from .optim import configure_warmup_cosine
@@ -164,6 +166,18 @@ class EmbeddingModule(pl.LightningModule):
             their initialisation (both counts logged). Its run's vocabularies must be the data's (checked
             when its ``vocab/`` is found beside it). A run resumed with ``--ckpt_path`` then restores
             its own weights over these.
+        wide_fit: how the label heads' wide parts (``wide_ngram_heads``) learn: ``sgd``, by the training
+            steps (their own BCE term under ``wide_loss="bce"``, else the head's); ``liblinear``, fitted to
+            convergence on the train split when ``fit`` starts (:func:`mmemb.models.wide_fit.fit_wide_part`:
+            one-vs-rest L2 logistic regression over the part's own pooled n-grams, an intercept per label
+            with ``wide_bias``), then frozen, so that the deep head learns on top of a converged linear model
+            (the wide terms are off). A resumed run fits them again (liblinear is deterministic: the same part).
+        wide_fit_c: the inverse L2 strength ``C`` of ``wide_fit="liblinear"``.
+        wide_fit_folds: cross-fitting of ``wide_fit="liblinear"``: the train rows are split into this many
+            parts and, in training, the head's term sees each row's wide scores from a model fitted on the
+            other parts (out-of-fold, as a validation row's come from a model that did not see it); without it
+            (0) the deep head trains on the fitted part's own, over-confident train scores and learns little.
+            Evaluation and export always use the part fitted on every train row.
     """
 
     def __init__(
@@ -189,6 +203,9 @@ class EmbeddingModule(pl.LightningModule):
         label_weighting: LabelWeighting = "bce_global",
         text_view_temperature: float = 0.1,
         init_from: str | None = None,
+        wide_fit: Literal["sgd", "liblinear"] = "sgd",
+        wide_fit_c: float = 16.0,
+        wide_fit_folds: int = 5,
     ):
         super().__init__()
         if not 0 <= warmup_fraction < 1:
@@ -209,6 +226,12 @@ class EmbeddingModule(pl.LightningModule):
             raise KeyError(f"unknown loss terms {sorted(unknown)}; valid: {sorted(DEFAULT_LOSS_WEIGHTS)}")
         if label_weighting not in ("softmax", "bce_global", "uniform"):
             raise ValueError(f"label_weighting must be 'softmax', 'bce_global' or 'uniform', got {label_weighting!r}")
+        if wide_fit not in ("sgd", "liblinear"):
+            raise ValueError(f"wide_fit must be 'sgd' or 'liblinear', got {wide_fit!r}")
+        if not wide_fit_c > 0:
+            raise ValueError(f"wide_fit_c must be > 0, got {wide_fit_c}")
+        if wide_fit_folds == 1 or wide_fit_folds < 0:
+            raise ValueError(f"wide_fit_folds must be 0 (no cross-fitting) or >= 2, got {wide_fit_folds}")
         loss = "ce" if label_weighting == "softmax" else "bce"
         for name in ("hashtag", "query"):
             other = "bce" if loss == "ce" else "ce"
@@ -226,7 +249,15 @@ class EmbeddingModule(pl.LightningModule):
                   "heads": {"num_hashtags": num_hashtags, "num_queries": num_queries}}
         self.config = apply_overrides(get_model_config(preset, **self.hparams["overrides"]), linked)
         self.model = create_model(self.config)
-        if self.config.wide_loss == "bce":  # the wide parts' only gradient: on at weight 1 unless given
+        if wide_fit == "liblinear":  # fitted once when fit starts, then fixed: no gradient, no term
+            if not self._wide_parts():
+                raise ValueError("wide_fit='liblinear' fits the label heads' wide parts, but the model has none: "
+                                 "use a preset with wide_ngram_heads (e.g. teacher_text_wide) and n-gram buckets")
+            for wide in self._wide_parts().values():
+                wide.requires_grad_(False)
+            for term in WIDE_TERMS:
+                weights[term] = 0.0
+        elif self.config.wide_loss == "bce":  # the wide parts' only gradient: on at weight 1 unless given
             for term in WIDE_TERMS:
                 weights.setdefault(term, 1.0)
         self.loss_weights = weights
@@ -241,6 +272,8 @@ class EmbeddingModule(pl.LightningModule):
         self._mask_id = MASK_ID
         self._eval_outputs: list[dict[str, torch.Tensor]] = []
         self._eval_ids: list[str] = []  # the video id of every row of _eval_outputs
+        # wide_fit="liblinear" with folds: {"hashtag": (row of each train id, (N, L) out-of-fold wide scores)}
+        self._wide_oof: dict[str, tuple[dict[str, int], torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -351,6 +384,55 @@ class EmbeddingModule(pl.LightningModule):
         if self.config.keyword_head and self._weight("keyword") > 0 and isinstance(dm, VideoDataModule):
             dm.set_keywords(self.keyword_cfg)  # the loaders' workers choose the keywords
 
+    def on_fit_start(self) -> None:
+        """``wide_fit="liblinear"``: fit the wide parts on the data module's train split (after
+        ``init_from``; a resumed run fits them again, to the same weights, and has its out-of-fold scores)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.hparams.get("wide_fit") != "liblinear":
+            return
+        if dm is None or not hasattr(dm, "splits") or not hasattr(dm, "vocabs"):
+            raise ValueError("wide_fit='liblinear' fits the wide parts on the data module's train split: train with "
+                             "an mmemb VideoDataModule")
+        self.fit_wide_parts(dm.splits["train"], dm.vocabs, dm.text)
+
+    def _wide_parts(self) -> dict[str, NgramBag]:
+        """``{"hashtags": bag, "queries": bag}``: the label heads' wide parts the model has."""
+        parts = {"hashtags": self.model.hashtag_wide, "queries": self.model.query_wide}
+        return {kind: wide for kind, wide in parts.items() if wide is not None}
+
+    def fit_wide_parts(self, records, vocabs, text_cfg) -> None:
+        """Fit each wide part to the ``records``' labels from their texts' n-grams, as the data set hashes
+        them (``text_cfg``: the data's :class:`~mmemb.data.vocab.TextConfig`), by
+        :func:`~mmemb.models.wide_fit.fit_wide_part` at ``wide_fit_c`` (``wide_fit="liblinear"``)."""
+        from ..data.dataset import encode_labels, encode_ngrams
+        from ..data.vocab import record_texts
+        from ..models.wide_fit import fit_wide_part
+
+        if not text_cfg.ngram_buckets:
+            raise ValueError("wide_fit='liblinear' needs the data's n-grams: set data.text.ngram_buckets")
+        ids = torch.stack([encode_ngrams(record_texts(r), text_cfg) for r in records])  # (N, G)
+        labels = [encode_labels(r, vocabs, None, None) for r in records]
+        rows = {r.id: i for i, r in enumerate(records)}
+        folds = int(self.hparams.get("wide_fit_folds", 0))
+        for kind, wide in self._wide_parts().items():
+            name = kind[:-1]  # hashtags -> hashtag
+            targets = torch.stack([x[f"{name}_targets"] for x in labels])  # (N, L)
+            report, oof = fit_wide_part(wide, ids, targets, C=float(self.hparams.wide_fit_c), folds=folds,
+                                        progress=True)
+            log.info("wide part of the %s head fitted (liblinear, C=%s, %d folds): %s", kind, self.hparams.wide_fit_c,
+                     folds, report.summary())
+            if oof is not None:
+                self._wide_oof[name] = (rows, torch.from_numpy(oof))
+
+    def _out_of_fold(self, name: str, logits: torch.Tensor, wide: torch.Tensor, ids) -> torch.Tensor:
+        """The head's training ``logits`` ``(B, N)`` (deep + wide) with each row's wide scores replaced by its
+        out-of-fold scores (``wide_fit_folds``); rows of ids outside the fitted train split keep theirs."""
+        rows, oof = self._wide_oof[name]
+        index = [rows.get(str(i), -1) for i in ids]
+        known = torch.tensor([i >= 0 for i in index], device=logits.device)  # (B,)
+        held = oof[torch.tensor([max(i, 0) for i in index])].to(logits)  # (B, N)
+        return logits - wide.detach() + torch.where(known.unsqueeze(1), held, wide.detach())  # (B, N)
+
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
 
@@ -405,6 +487,8 @@ class EmbeddingModule(pl.LightningModule):
                 continue
             targets, weights = batch[f"{name}_targets"], batch[f"{name}_weights"]
             logits, wide = out[key], out.get(f"{name}_wide_logits")
+            if batch_idx is not None and wide is not None and name in self._wide_oof:  # training: cross-fitted
+                logits = self._out_of_fold(name, logits, wide, batch["ids"])
             # the wide part learns from its own term only (the model's head logits carry no gradient into it)
             if wide is not None and self.config.wide_loss == "bce" and self._weight(f"{name}_wide_bce") > 0:
                 ones = torch.ones_like(wide)  # (B, N)
