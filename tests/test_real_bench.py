@@ -159,3 +159,18 @@ def test_av_baseline_runs_with_right_chance(clips):
     for k in ("a2v_r1", "v2a_r1", "a2v_r1_clip", "v2a_r1_clip"):
         assert 0.0 <= row[k] <= 1.0
     assert "| motion_rms_corr16 |" in av_bench.markdown_table(rows)
+
+
+def test_category_level_2_gives_the_labels_a_level_2_manifest_trains():
+    """A model trained on a ``--category-level 2`` manifest cleans its hashtags with the level-2 categories
+    (``Vocabularies.build``); ``category_level=2`` builds the task over exactly those labels (the protocol's
+    default, level 1, keeps and removes other tags: ``benchmarks/kuairec_label_sets.py``)."""
+    from mmemb.data.kuairec import read_kuairec
+    from mmemb.data.split import split_records
+    from mmemb.data.vocab import LabelConfig, TextConfig, Vocabularies
+
+    level2 = prepare_kuairec_tagging(CSV, max_rows=ROWS, min_label_count=5, category_level=2)
+    train = split_records(read_kuairec(CSV, 2)[:ROWS], SplitConfig())["train"]
+    vocabs, _ = Vocabularies.build(train, TextConfig(vocab_size=500), LabelConfig(hashtag_min_freq=5))
+    assert len(level2.labels) > 10 and set(level2.labels) == set(vocabs.hashtags.labels)
+    assert level2.train_ids == [r.id for r in train]

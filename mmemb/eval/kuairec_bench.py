@@ -44,7 +44,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from ..data.kuairec import kuairec_categories, read_kuairec
+from ..data.kuairec import CategoryLevel, kuairec_categories, read_kuairec
 from ..data.labels import CleaningConfig, clean_hashtags, normalize_label
 from ..data.manifest import VideoRecord
 from ..data.split import SplitConfig, split_records
@@ -114,17 +114,22 @@ def prepare_kuairec_tagging(
     split: SplitConfig | None = None,
     cleaning: CleaningConfig | None = None,
     eval_split: Literal["test", "val"] = "test",
+    category_level: CategoryLevel = 1,
 ) -> KuaiRecTaggingTask:
     """Build the tagging task from the KuaiRec CSV (``max_rows``: only the first rows, for tests) on
     ``split`` (default ``SplitConfig()``: the data module's default, that of ``configs/kuairec_text.yaml``).
 
     ``eval_split="val"`` puts the validation videos on the task's test side (``test_*`` fields), for choices
     made on validation (``benchmarks/kuairec_linear.py``); the labels, their cleaning and the training side
-    are the same as with ``"test"``, and ``n_val_held_out`` then counts the test videos, held out instead."""
+    are the same as with ``"test"``, and ``n_val_held_out`` then counts the test videos, held out instead.
+
+    ``category_level``: the KuaiRec categories the hashtag cleaning's spread detector reads (1, the
+    protocol's; a model trained on a manifest imported with ``--category-level 2`` cleaned its labels with
+    level 2, which keeps and removes other tags: ``benchmarks/kuairec_label_sets.py``)."""
     if eval_split not in ("test", "val"):
         raise ValueError(f"prepare_kuairec_tagging: eval_split must be 'test' or 'val', got {eval_split!r}")
     split = split or SplitConfig()
-    records = read_kuairec(csv_path, category_level=1)
+    records = read_kuairec(csv_path, category_level=category_level)
     cats = kuairec_categories(csv_path)
     if max_rows is not None:
         records = records[:max_rows]
@@ -198,13 +203,20 @@ def ovr_tagging(train_x, test_x, task: KuaiRecTaggingTask, C: float = 4.0, n_job
     from sklearn.multiclass import OneVsRestClassifier
 
     t0 = time.perf_counter()
+    out = tagging_metrics(ovr_scores(train_x, test_x, task, C=C, n_jobs=n_jobs), task.test_targets, ks=(1, 5))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def ovr_scores(train_x, test_x, task: KuaiRecTaggingTask, C: float = 4.0, n_jobs: int = 1) -> np.ndarray:
+    """``(N_test, L)`` decision scores of :func:`ovr_tagging`'s classifier over ``task.labels``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
     dual = bool(train_x.shape[1] > train_x.shape[0])
     clf = OneVsRestClassifier(LogisticRegression(C=C, solver="liblinear", dual=dual, max_iter=200), n_jobs=n_jobs)
     clf.fit(train_x, task.train_targets)
-    scores = np.asarray(clf.decision_function(test_x), dtype=np.float64).reshape(len(task.test_ids), -1)
-    out = tagging_metrics(scores, task.test_targets, ks=(1, 5))
-    out["seconds"] = time.perf_counter() - t0
-    return out
+    return np.asarray(clf.decision_function(test_x), dtype=np.float64).reshape(len(task.test_ids), -1)
 
 
 def tfidf_features(task: KuaiRecTaggingTask):
