@@ -199,9 +199,6 @@ def ovr_tagging(train_x, test_x, task: KuaiRecTaggingTask, C: float = 4.0, n_job
     ``train_x``/``test_x``: scipy sparse or dense ``(N, D)``. Every label has >= ``min_label_count``
     training positives by construction.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
-
     t0 = time.perf_counter()
     out = tagging_metrics(ovr_scores(train_x, test_x, task, C=C, n_jobs=n_jobs), task.test_targets, ks=(1, 5))
     out["seconds"] = time.perf_counter() - t0

@@ -387,9 +387,9 @@ class EmbeddingModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         """``wide_fit="liblinear"``: fit the wide parts on the data module's train split (after
         ``init_from``; a resumed run fits them again, to the same weights, and has its out-of-fold scores)."""
-        dm = getattr(self.trainer, "datamodule", None)
         if self.hparams.get("wide_fit") != "liblinear":
             return
+        dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "splits") or not hasattr(dm, "vocabs"):
             raise ValueError("wide_fit='liblinear' fits the wide parts on the data module's train split: train with "
                              "an mmemb VideoDataModule")
