@@ -16,8 +16,10 @@ run resumes; a run cut during training is trained again from the start):
    runs/kuairec_text/seed<s>`` (the manifest ``data/kuairec.jsonl`` is imported from the shipped CSV
    first when it is missing);
 2. ``mmemb eval --run`` of it (the test split; ``metrics.json`` beside the best checkpoint);
-3. ``mmemb eval real-data --run runs/kuairec_text/seed<s> --skip-av``: the baselines and the model on
-   the run's split (``results.json`` in ``runs/kuairec_text/seed<s>/real_data``).
+3. ``mmemb eval real-data --run runs/kuairec_text/seed<s> --skip-av --labels run``: the baselines and the
+   model on the run's split and the run's own labels (its vocabulary: the hashtags used by at least 5 train
+   videos after its cleaning, which read the manifest's level-2 categories; ``results.json`` in
+   ``runs/kuairec_text/seed<s>/real_data``; rows scored before on the protocol's labels are scored again).
 
 A run folder that ``mmemb eval ablate`` finished (its ``result.json``) is neither trained nor evaluated
 again: step 3 runs on it as it is, so an ablation row gets the baselines' protocol without a second
@@ -52,6 +54,8 @@ BASELINES = ("label_popularity", "tfidf_char13_lr", "tfidf_char13_svd256_lr")
 MODEL_ROWS = ("mmemb_head", "mmemb_head_wide", "mmemb_head_deep", "mmemb_text", "mmemb_fused")
 TAGGING = (("mAP", "map"), ("P@1", "p1"), ("R@5", "r5"))
 TARGET_GAIN = 1.2  # the head's tagging mAP >= 1.2 x TF-IDF + LR's
+LABELS = {"run": "the runs' own: cleaned as their vocabularies were, every row on them",
+          "protocol": "the protocol's: cleaned with the level-1 categories"}
 
 
 def ensure_manifest(manifest: Path) -> None:
@@ -60,10 +64,18 @@ def ensure_manifest(manifest: Path) -> None:
 
 
 def ensure_real_data(root: Path) -> list[dict]:
+    """The run's ``mmemb eval real-data`` rows on its own labels (``--labels run``), scored unless they exist; rows
+    scored on the protocol's labels (before 2026-12-02 every row was) are scored again."""
     out = root / "real_data"
-    if not (out / "results.json").exists():
-        _run(_mmemb("eval", "real-data", "--run", str(root), "--skip-av", "--out", str(out), "--no-progress"))
-    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+    found = out / "results.json"
+    if found.exists():
+        rows = json.loads(found.read_text(encoding="utf-8"))
+        if all(r.get("labels") == "run" for r in rows):
+            return rows
+        print(f"{found}: scored on the protocol's labels, not the run's own; scoring it again", flush=True)
+    _run(_mmemb("eval", "real-data", "--run", str(root), "--skip-av", "--labels", "run", "--out", str(out),
+                "--no-progress"))
+    return json.loads(found.read_text(encoding="utf-8"))
 
 
 def _row(rows: Sequence[dict], method: str, task: str) -> dict | None:
@@ -101,7 +113,8 @@ def kuairec_table(per_seed: Sequence[Sequence[dict]], fit_minutes: Sequence[floa
     lines.append(f"| majority category (chance) | | | | {chance:.3f} | |")
     lines.append("")
     lines.append(f"{info.get('n_train', 0)} train / {info.get('n_val_held_out', 0)} validation / "
-                 f"{info.get('n_test', 0)} test videos; {info.get('n_labels', 0)} hashtags; "
+                 f"{info.get('n_test', 0)} test videos; {info.get('n_labels', 0)} hashtags "
+                 f"({LABELS.get(first[0].get('labels'), LABELS['protocol'])}); "
                  f"{_row(first, 'tfidf_char13_lr', 'tagging')['n_samples']:.0f} test videos with one of them "
                  f"(the tagging metrics' rows). Time: {fmt(fit_minutes, 1)} min per run (`mmemb fit` + `mmemb eval`, 2 cores).")
     lines.append("")

@@ -119,8 +119,9 @@ def test_distill_table_judges_each_target_on_the_means():
     assert "| distilled student | 0.400 ± 0.000 |" in text and "2 seeds (mean ± std)" in text
 
 
-def _kuairec_rows(head_map: float, text_acc: float, tfidf_map: float = 0.25) -> list[dict]:
-    data = {"data_n_train": 8542.0, "data_n_val_held_out": 1061.0, "data_n_test": 1125.0, "data_n_labels": 238.0}
+def _kuairec_rows(head_map: float, text_acc: float, tfidf_map: float = 0.25, labels: str = "run") -> list[dict]:
+    data = {"data_n_train": 8542.0, "data_n_val_held_out": 1061.0, "data_n_test": 1125.0, "data_n_labels": 238.0,
+            "labels": labels}
     tag = lambda m, v: {"method": m, "task": "tagging", "map": v, "p1": v, "r5": v, "n_samples": 250.0, **data}  # noqa: E731
     probe = lambda m, a: {"method": m, "task": "category_l2", "accuracy": a, "chance_majority": 0.14, **data}  # noqa: E731
     return [tag("label_popularity", 0.1), tag("tfidf_char13_lr", tfidf_map), probe("tfidf_char13_svd256_lr", 0.30),
@@ -137,7 +138,8 @@ def test_kuairec_table_judges_the_targets_on_the_means_and_checks_one_split():
     assert "| tfidf_char13_lr | 0.250 |" in text and "same split" in text
     assert "the head's 0.300 ± 0.014 **met** (1.20 x TF-IDF + LR)" in text
     assert "mmemb_text 0.310 ± 0.028 **met**" in text
-    assert "8542 train / 1061 validation / 1125 test videos; 238 hashtags" in text and "6.0 ± 1.4 min" in text
+    assert "8542 train / 1061 validation / 1125 test videos; 238 hashtags (the runs' own" in text
+    assert "6.0 ± 1.4 min" in text
     missed = bench.kuairec_table([_kuairec_rows(0.26, 0.25)], [5.0])
     assert "**missed** (1.04 x TF-IDF + LR)" in missed and "mmemb_text 0.250 **missed**" in missed
     with pytest.raises(ValueError, match="not on one split"):
@@ -164,6 +166,28 @@ def test_kuairec_table_scores_runs_an_ablation_finished_without_training_them(tm
     assert "| mmemb_head | 0.220 ± 0.014 |" in text and "11.0 ± 0.0 min per run" in text
     assert "old" not in text and "kept" in text  # only the named block changed
     assert not (tmp_path / "runs" / "seed0" / "fit.done").exists()  # nothing was trained
+
+
+def test_kuairec_table_scores_again_rows_on_the_protocols_labels(tmp_path, monkeypatch):
+    """A run's real-data rows scored on the protocol's labels (older results.json) are scored again on the
+    run's own (``--labels run``); rows already on them are used as they are."""
+    bench = _bench("kuairec_table")
+    calls = []
+
+    def fake_run(cmd):
+        calls.append(cmd)
+        out = tmp_path / "seed0" / "real_data"
+        (out / "results.json").write_text(json.dumps(_kuairec_rows(0.25, 0.3)))
+
+    monkeypatch.setattr(bench, "_run", fake_run)
+    root = tmp_path / "seed0"
+    (root / "real_data").mkdir(parents=True)
+    (root / "real_data" / "results.json").write_text(json.dumps(_kuairec_rows(0.2, 0.3, labels="protocol")))
+    rows = bench.ensure_real_data(root)
+    assert len(calls) == 1 and calls[0][-6:] == ["--skip-av", "--labels", "run", "--out", str(root / "real_data"),
+                                                 "--no-progress"]
+    assert {r["labels"] for r in rows} == {"run"} and bench._row(rows, "mmemb_head", "tagging")["map"] == 0.25
+    assert bench.ensure_real_data(root) == rows and len(calls) == 1  # on the run's labels: not scored again
 
 
 # ----------------------------------------------------------------------------- export latency benchmarks

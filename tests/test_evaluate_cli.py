@@ -276,6 +276,12 @@ def test_real_data_text_rows_with_a_checkpoint(evaluate, runs, tmp_path):
     assert len(same) == 1  # every tagging row on the same test videos
     head = next(r for r in result["rows"] if r["method"] == "mmemb_head")
     assert 0.0 <= head["map"] <= 1.0 and 0 <= head["n_labels_unknown"] <= head["data_n_labels"]
+    # a run trained on the demo corpus learned other hashtags: the protocol's labels (said in the table), and
+    # --labels run is a clear error
+    assert {r["labels"] for r in result["rows"]} == {"protocol"} and "KuaiRec labels: the protocol's" in result["markdown"]
+    with pytest.raises(ValueError, match="not trained on this corpus's train split.*--labels protocol"):
+        evaluate.main(["real-data", "--run", str(runs["teacher"]), "--max-rows", "300", "--skip-av", "--labels", "run",
+                       "--out", str(tmp_path / "real_run"), "--no-progress"])
     for name in ("results.json", "results.csv", "results.md"):
         assert (out / name).exists()
     assert _is_png(out / "results.png")
@@ -291,8 +297,12 @@ def test_a_head_with_a_wide_part_is_scored_with_its_parts(runs):
     assert all(r.shape == (len(records), len(names)) for r in rows.values())
     np.testing.assert_allclose(rows["mmemb_head"], rows["mmemb_head_deep"] + rows["mmemb_head_wide"], atol=1e-5)
     assert np.abs(rows["mmemb_head_wide"]).mean() > 0.1 and np.abs(rows["mmemb_head_deep"]).mean() > 0
-    plain, _ = load_model(runs["teacher"], show_progress=False).head_fn(records)
+    teacher = load_model(runs["teacher"], show_progress=False)
+    plain, _ = teacher.head_fn(records)
     assert set(plain) == {"mmemb_head"}  # no wide part, no parts
+    # what kuairec_task compares: the run's vocabulary and the tags its cleaning removed
+    vocabs = load_run(resolve_checkpoint(runs["teacher"]), num_workers=0).datamodule.vocabs
+    assert teacher.hashtag_labels == list(vocabs.hashtags.labels) and teacher.removed_hashtags == vocabs.removed_hashtags
 
 
 def test_bench_real_data_ckpt_adds_the_av_row(runs, tmp_path, capsys):

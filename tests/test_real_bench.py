@@ -174,3 +174,58 @@ def test_category_level_2_gives_the_labels_a_level_2_manifest_trains():
     vocabs, _ = Vocabularies.build(train, TextConfig(vocab_size=500), LabelConfig(hashtag_min_freq=5))
     assert len(level2.labels) > 10 and set(level2.labels) == set(vocabs.hashtags.labels)
     assert level2.train_ids == [r.id for r in train]
+
+
+def _level2_vocabs():
+    from mmemb.data.kuairec import read_kuairec
+    from mmemb.data.split import split_records
+    from mmemb.data.vocab import LabelConfig, TextConfig, Vocabularies
+
+    train = split_records(read_kuairec(CSV, 2)[:ROWS], SplitConfig())["train"]
+    return Vocabularies.build(train, TextConfig(vocab_size=500), LabelConfig(hashtag_min_freq=5))[0]
+
+
+def test_a_runs_removed_tags_give_the_task_over_its_own_labels():
+    """``removed_hashtags`` (a run's ``Vocabularies.removed_hashtags``) replaces the cleaning: the task is then
+    the one the run's own cleaning gives, labels and targets alike; an empty set keeps the boilerplate tags."""
+    vocabs = _level2_vocabs()
+    level2 = prepare_kuairec_tagging(CSV, max_rows=ROWS, category_level=2)
+    given = prepare_kuairec_tagging(CSV, max_rows=ROWS, removed_hashtags=vocabs.removed_hashtags)
+    assert vocabs.removed_hashtags and given.cleaning_removed == vocabs.removed_hashtags
+    assert given.labels == level2.labels == sorted(vocabs.hashtags.labels)
+    np.testing.assert_array_equal(given.train_targets, level2.train_targets)
+    np.testing.assert_array_equal(given.test_targets, level2.test_targets)
+    uncleaned = prepare_kuairec_tagging(CSV, max_rows=ROWS, removed_hashtags={})
+    assert set(uncleaned.labels) > set(given.labels) and not uncleaned.cleaning_removed
+    assert set(uncleaned.labels) - set(given.labels) <= set(vocabs.removed_hashtags)
+
+
+def test_the_run_is_scored_on_its_own_labels_when_they_are_its_vocabulary(task):
+    from mmemb.eval.real_data import RealDataModel, kuairec_task
+
+    vocabs = _level2_vocabs()
+    own = RealDataModel({}, hashtag_labels=list(vocabs.hashtags.labels), removed_hashtags=vocabs.removed_hashtags)
+    said = []
+    run_task, source = kuairec_task(CSV, ROWS, model=own, say=said.append)
+    assert source == "run" and set(run_task.labels) == set(vocabs.hashtags.labels) and not said
+    assert kuairec_task(CSV, ROWS, model=own, labels="run")[1] == "run"
+    # a run whose cleaning removed one more tag (in these rows level 1 and 2 happen to clean alike): its labels
+    dropped = sorted(vocabs.hashtags.labels)[0]
+    stricter = RealDataModel({}, hashtag_labels=[t for t in vocabs.hashtags.labels if t != dropped],
+                             removed_hashtags={**vocabs.removed_hashtags, dropped: "test"})
+    run_task, source = kuairec_task(CSV, ROWS, model=stricter)
+    assert source == "run" and set(run_task.labels) == set(task.labels) - {dropped}
+    proto, source = kuairec_task(CSV, ROWS, model=own, labels="protocol")
+    assert source == "protocol" and proto.labels == task.labels
+    # a run trained on other data (another vocabulary): the protocol's labels, said; "run" is an error naming why
+    other = RealDataModel({}, hashtag_labels=list(vocabs.hashtags.labels)[:-3], removed_hashtags=vocabs.removed_hashtags)
+    proto, source = kuairec_task(CSV, ROWS, model=other, say=said.append)
+    assert source == "protocol" and proto.labels == task.labels
+    assert len(said) == 1 and "not trained on this corpus's train split" in said[0] and "3 only here" in said[0]
+    with pytest.raises(ValueError, match="--labels protocol"):
+        kuairec_task(CSV, ROWS, model=other, labels="run")
+    assert kuairec_task(CSV, ROWS)[1] == "protocol"  # no checkpoint
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        kuairec_task(CSV, ROWS, labels="run")
+    with pytest.raises(ValueError, match="'auto', 'protocol' or 'run'"):
+        kuairec_task(CSV, ROWS, model=own, labels="mine")

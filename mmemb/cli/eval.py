@@ -44,7 +44,8 @@ Commands
 ``real-data``
     The KuaiRec hashtag / category benchmarks and the audio-visual correspondence benchmark on the
     real clips, with their classical baselines and, given ``--run``/``--ckpt``, the model's rows
-    (:mod:`mmemb.eval.real_data`). Writes ``results.json``, ``results.csv``, ``results.md``, ``results.png``.
+    (:mod:`mmemb.eval.real_data`), on the run's own KuaiRec labels when it learned them from this corpus's
+    train split (``--labels``). Writes ``results.json``, ``results.csv``, ``results.md``, ``results.png``.
 
 Argument parsing only: the work is in :mod:`mmemb.eval`. Long loops show progress (a bar on a
 terminal, a plain line every 30 s in logs; ``--no-progress`` turns it off). Checkpoints are read with
@@ -155,7 +156,7 @@ def cmd_real_data(args: argparse.Namespace) -> dict[str, Any]:
 
     result = real_data_report(None if args.skip_kuairec else args.csv, None if args.skip_av else args.clips, args.out,
                               _checkpoint(args), args.config, max_rows=args.max_rows, device=args.device,
-                              show_progress=not args.no_progress, plot=not args.no_plot)
+                              show_progress=not args.no_progress, plot=not args.no_plot, labels=args.labels)
     print(result["markdown"])
     print(f"wrote {', '.join(result['files'])}")
     return result
@@ -335,6 +336,11 @@ def build_parser(prog: str = "mmemb eval") -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=None, help="only the first rows of the KuaiRec CSV")
     p.add_argument("--skip-kuairec", action="store_true", help="no KuaiRec rows")
     p.add_argument("--skip-av", action="store_true", help="no audio-visual rows")
+    p.add_argument("--labels", choices=("auto", "protocol", "run"), default="auto",
+                   help="KuaiRec hashtags of every row: the protocol's (cleaned on the train split with the level-1 "
+                   "categories) or the run's own (cleaned as its vocabulary was: a run trained on a level-2 "
+                   "manifest learned a few other tags); auto: the run's when they are exactly its vocabulary, "
+                   "else the protocol's")
     p.add_argument("--config", type=Path, default=None, help="config.yaml of the run (default: found beside it)")
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")

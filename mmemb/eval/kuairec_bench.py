@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -115,6 +115,7 @@ def prepare_kuairec_tagging(
     cleaning: CleaningConfig | None = None,
     eval_split: Literal["test", "val"] = "test",
     category_level: CategoryLevel = 1,
+    removed_hashtags: Mapping[str, str] | None = None,
 ) -> KuaiRecTaggingTask:
     """Build the tagging task from the KuaiRec CSV (``max_rows``: only the first rows, for tests) on
     ``split`` (default ``SplitConfig()``: the data module's default, that of ``configs/kuairec_text.yaml``).
@@ -125,7 +126,11 @@ def prepare_kuairec_tagging(
 
     ``category_level``: the KuaiRec categories the hashtag cleaning's spread detector reads (1, the
     protocol's; a model trained on a manifest imported with ``--category-level 2`` cleaned its labels with
-    level 2, which keeps and removes other tags: ``benchmarks/kuairec_label_sets.py``)."""
+    level 2, which keeps and removes other tags: ``benchmarks/kuairec_label_sets.py``).
+
+    ``removed_hashtags``: the tags to remove, instead of cleaning the train split here (``category_level``
+    and ``cleaning`` then unused): a run's ``Vocabularies.removed_hashtags``, so that the task's labels are
+    those the run learned (:func:`mmemb.eval.real_data.run_kuairec`)."""
     if eval_split not in ("test", "val"):
         raise ValueError(f"prepare_kuairec_tagging: eval_split must be 'test' or 'val', got {eval_split!r}")
     split = split or SplitConfig()
@@ -140,14 +145,19 @@ def prepare_kuairec_tagging(
         raise ValueError(f"prepare_kuairec_tagging: empty split ({len(train)} train, {len(test)} {eval_split}) "
                          f"with {split}")
 
-    train_tags, report = clean_hashtags([r.hashtags for r in train], [r.category for r in train], cleaning)
-    removed = dict(report.removed)
+    if removed_hashtags is None:
+        train_tags, report = clean_hashtags([r.hashtags for r in train], [r.category for r in train], cleaning)
+        removed = dict(report.removed)
+    else:
+        removed = dict(removed_hashtags)
 
-    def _test_tags(tags: Sequence[str]) -> list[str]:
+    def _kept(tags: Sequence[str]) -> list[str]:  # normalized, deduplicated, without the removed tags
         normed = dict.fromkeys(t for t in (normalize_label(x) for x in tags) if t)
         return [t for t in normed if t not in removed]
 
-    test_tags = [_test_tags(r.hashtags) for r in test]
+    if removed_hashtags is not None:
+        train_tags = [_kept(r.hashtags) for r in train]
+    test_tags = [_kept(r.hashtags) for r in test]
     counts: dict[str, int] = {}
     for tags in train_tags:
         for t in tags:

@@ -38,7 +38,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,14 @@ class RealDataModel:
     av_fn: Callable | None = None  # (frames, mel) -> (video_emb, audio_emb); None without an audio tower
     head_fn: HeadFn | None = None  # the hashtag head's scores of records (and its parts'); None without a head
     split: SplitConfig = field(default_factory=SplitConfig)  # the run's train/val/test split
+    # the run's hashtag vocabulary and the tags its cleaning removed (None: no checkpoint)
+    hashtag_labels: list[str] | None = None
+    removed_hashtags: dict[str, str] | None = None
+
+
+LabelSource = Literal["auto", "protocol", "run"]
+LABEL_NOTE = {"protocol": "the protocol's (hashtags cleaned on the train split with the level-1 categories)",
+              "run": "the run's own (hashtags cleaned as its vocabulary was: its removed tags)"}
 
 
 def _text_batch(tokenizer, texts: Sequence[str], text_cfg) -> dict[str, torch.Tensor]:
@@ -178,7 +186,9 @@ def load_model(ckpt: str | Path, config: str | Path | None = None, batch_size: i
 
     head_fn = (_head_fn(module, dm, dev, batch_size, show_progress, parts="hashtag_wide_logits" in outputs)
                if "hashtag_logits" in outputs else None)
-    return RealDataModel(fns, av_fn, head_fn, SplitConfig(**run.split_config))
+    return RealDataModel(fns, av_fn, head_fn, SplitConfig(**run.split_config),
+                         hashtag_labels=list(dm.vocabs.hashtags.labels),
+                         removed_hashtags=dict(dm.vocabs.removed_hashtags))
 
 
 def _head_fn(module, dm, dev: torch.device, batch_size: int, show_progress: bool, parts: bool = False) -> HeadFn:
@@ -222,18 +232,47 @@ def _probe_outputs(module, dm, dev, tokenizer, text_cfg) -> dict:
         return dict(module({k: v.to(dev) for k, v in batch.items()}))
 
 
+def kuairec_task(csv_path: str | Path, max_rows: int | None = None, split: SplitConfig | None = None,
+                 model: RealDataModel | None = None, labels: LabelSource = "auto",
+                 say: Callable[..., None] = print) -> tuple[kuairec_bench.KuaiRecTaggingTask, str]:
+    """The KuaiRec tagging task on ``split`` and where its labels come from (``"protocol"`` or ``"run"``;
+    ``labels`` and the rule: the module docstring). ``labels="run"`` without the ``model``'s vocabulary, or
+    with a vocabulary other than the run's cleaning gives on this split, is a ValueError."""
+    kb = kuairec_bench
+    if labels not in ("auto", "protocol", "run"):
+        raise ValueError(f"labels must be 'auto', 'protocol' or 'run', got {labels!r}")
+    known = model is not None and model.hashtag_labels is not None and model.removed_hashtags is not None
+    if labels == "run" and not known:
+        raise ValueError("labels='run' needs a checkpoint (--run/--ckpt): the labels are the run's own")
+    if labels == "protocol" or not known:
+        return kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows, split=split), "protocol"
+    own = kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows, split=split, removed_hashtags=model.removed_hashtags)
+    learned = set(model.hashtag_labels)
+    if set(own.labels) == learned:
+        return own, "run"
+    why = (f"the run's hashtag vocabulary ({len(learned)} labels) is not the {len(own.labels)} labels its cleaning "
+           f"gives on this KuaiRec train split ({len(learned - set(own.labels))} only in the run, "
+           f"{len(set(own.labels) - learned)} only here): it was not trained on this corpus's train split"
+           + (" (or --max-rows cut it)" if max_rows is not None else ""))
+    if labels == "run":
+        raise ValueError(f"labels='run': {why}; score it on the protocol's labels (--labels protocol)")
+    say(f"[kuairec] {why}: the protocol's labels")
+    return kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows, split=split), "protocol"
+
+
 def run_kuairec(csv_path: str | Path, embed_fns: dict[str, TextEmbedFn] | None = None, max_rows: int | None = None,
                 show_progress: bool = True, head_fn: HeadFn | None = None,
-                split: SplitConfig | None = None) -> list[dict]:
+                split: SplitConfig | None = None, model: RealDataModel | None = None,
+                labels: LabelSource = "auto") -> list[dict]:
     """KuaiRec rows on ``split`` (default: the data module's default split): the baselines once, then
     ``mmemb_head`` (``head_fn``: a model's own hashtag head) and each of ``embed_fns`` (see the module
-    docstring)."""
+    docstring), on the labels :func:`kuairec_task` picks (``model``: the run's vocabulary)."""
     kb = kuairec_bench
     say = print if show_progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
-    task = kb.prepare_kuairec_tagging(csv_path, max_rows=max_rows, split=split)
+    task, source = kuairec_task(csv_path, max_rows, split, model, labels, say=say)
     info = task.summary()
-    say(f"[kuairec] data prepared in {time.perf_counter() - t0:.1f}s: "
+    say(f"[kuairec] data prepared in {time.perf_counter() - t0:.1f}s ({source}'s labels): "
         + ", ".join(f"{k}={int(v)}" for k, v in info.items()))
     rows: list[dict] = []
 
@@ -265,15 +304,16 @@ def run_kuairec(csv_path: str | Path, embed_fns: dict[str, TextEmbedFn] | None =
         add(name, "tagging", {**kb.evaluate_embeddings(tr_emb, te_emb, task), "embed_seconds": embed_seconds})
         add(name, "category_l2", kb.category_probe_embeddings(tr_emb, te_emb, task))
     for row in rows:
-        row.update({f"data_{k}": v for k, v in info.items()})
+        row.update({f"data_{k}": v for k, v in info.items()}, labels=source)
     return rows
 
 
 def run_real_data(csv_path: str | Path | None, clip_dir: str | Path | None, ckpt: str | Path | None = None,
                   config: str | Path | None = None, max_rows: int | None = None, device: str | None = None,
-                  show_progress: bool = True) -> tuple[list[dict], str]:
+                  show_progress: bool = True, labels: LabelSource = "auto") -> tuple[list[dict], str]:
     """Every real-data row (KuaiRec unless ``csv_path`` is None, AV unless ``clip_dir`` is None) and
-    their Markdown tables; with ``ckpt``, the checkpoint's rows next to the baselines."""
+    their Markdown tables; with ``ckpt``, the checkpoint's rows next to the baselines (``labels``: the
+    KuaiRec labels, :func:`kuairec_task`)."""
     model = RealDataModel({})
     if ckpt is not None:
         model = load_model(ckpt, config, device=device, show_progress=show_progress)
@@ -282,9 +322,9 @@ def run_real_data(csv_path: str | Path | None, clip_dir: str | Path | None, ckpt
     tables: list[str] = []
     if csv_path is not None:
         k_rows = run_kuairec(csv_path, text_fns, max_rows=max_rows, show_progress=show_progress,
-                             head_fn=model.head_fn, split=model.split)
+                             head_fn=model.head_fn, split=model.split, model=model, labels=labels)
         rows += k_rows
-        tables.append(kuairec_bench.markdown_table(k_rows))
+        tables.append(f"KuaiRec labels: {LABEL_NOTE[k_rows[0]['labels']]}\n\n" + kuairec_bench.markdown_table(k_rows))
     if clip_dir is not None:
         if ckpt is not None and av_fn is None:
             print("[av] the checkpoint's model has no audio tower: baseline only")
@@ -340,7 +380,8 @@ def write_outputs(rows: Sequence[dict], markdown: str, out: str | Path, plot: bo
 
 def real_data_report(csv_path: str | Path | None, clip_dir: str | Path | None, out: str | Path,
                      ckpt: str | Path | None = None, config: str | Path | None = None, max_rows: int | None = None,
-                     device: str | None = None, show_progress: bool = True, plot: bool = True) -> dict:
+                     device: str | None = None, show_progress: bool = True, plot: bool = True,
+                     labels: LabelSource = "auto") -> dict:
     """:func:`run_real_data` with a header (platform, CPUs, total time, checkpoint, rows used), written by
     :func:`write_outputs` under ``out``; returns ``rows``, ``out``, ``checkpoint``, ``markdown``, ``files``."""
     import os
@@ -348,7 +389,7 @@ def real_data_report(csv_path: str | Path | None, clip_dir: str | Path | None, o
 
     t0 = time.perf_counter()
     rows, tables = run_real_data(csv_path, clip_dir, ckpt, config, max_rows=max_rows, device=device,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, labels=labels)
     total = time.perf_counter() - t0
     header = (f"## Real-data benchmarks\n\n{platform.platform()}, python {platform.python_version()}, "
               f"{os.cpu_count()} CPU(s); total {total:.1f}s" + (f"; checkpoint {ckpt}" if ckpt else "")
