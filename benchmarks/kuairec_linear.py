@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme_tables import REPO, fmt  # noqa: E402
+from readme_tables import REPO, fmt, kuairec_split_note, publish_table  # noqa: E402
 
 from mmemb.data.text import hash_ngrams  # noqa: E402
 from mmemb.eval.kuairec_bench import prepare_kuairec_tagging, tfidf_baseline  # noqa: E402
-from mmemb.eval.report import write_readme_block  # noqa: E402
 from mmemb.eval.tagging import tagging_metrics  # noqa: E402
 from mmemb.losses import soft_target_cross_entropy  # noqa: E402
 from mmemb.models.ngram import NgramBag  # noqa: E402
@@ -121,13 +120,10 @@ def main(argv=None) -> int:
         lines.append(f"| `{pooling}`, `{loss}`{', + label bias' if bias else ''} | {lr} | {fmt(best)} | {', '.join(map(str, epoch))} | "
                      f"{fmt([t for _, t in runs[lr]])} |")
     lines.append("")
-    lines.append(f"{len(task.train_ids)} train / {len(val_task.test_ids)} validation / {len(task.test_ids)} test "
-                 f"videos, {len(task.labels)} hashtags; {args.seeds} seeds (batch order), {args.epochs} epochs; "
-                 f"{(time.perf_counter() - t0) / 60:.0f} min on 2 cores.")
+    lines.append(kuairec_split_note(task, val_task, f"; {args.seeds} seeds (batch order), {args.epochs} epochs",
+                                    time.perf_counter() - t0))
     table = "\n".join(lines)
-    print(table)
-    if not args.dry_run:
-        print(f"wrote the {args.block} table into {write_readme_block(REPO / args.readme, args.block, table)}")
+    publish_table(table, args.readme, args.block, args.dry_run)
     return 0
 
 

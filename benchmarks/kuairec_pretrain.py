@@ -35,9 +35,8 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kuairec_table import _row, ensure_manifest, ensure_real_data, same_baselines  # noqa: E402
-from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, gap_verdict  # noqa: E402
+from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, gap_verdict, publish_table  # noqa: E402
 
-from mmemb.eval.report import write_readme_block  # noqa: E402
 
 CONFIG = "configs/kuairec_text.yaml"
 STAGE1 = "configs/stages/kuairec_pretrain.yaml"
@@ -148,9 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = pretrain_table(finetuned, scratch)
     if minutes:
         table += f" Time: {fmt(minutes, 1)} min per seed (both stages' `mmemb fit` + `mmemb eval`, 2 cores)."
-    print(table)
-    if not args.dry_run:
-        print(f"wrote the {args.block} table into {write_readme_block(REPO / args.readme, args.block, table)}")
+    publish_table(table, args.readme, args.block, args.dry_run)
     return 0
 
 

@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std  # noqa: E402
+from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std, publish_table  # noqa: E402
 
-from mmemb.eval.report import write_readme_block  # noqa: E402
 
 CSV = "assets/kuairec/kuairec_caption_category.csv"
 BASELINES = ("label_popularity", "tfidf_char13_lr", "tfidf_char13_svd256_lr")
@@ -178,9 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 minutes.append(float(timing.read_text()) / 60)
         per_seed.append(ensure_real_data(root))
     table = kuairec_table(per_seed, minutes)
-    print(table)
-    if not args.dry_run:
-        print(f"wrote the {args.block} table into {write_readme_block(REPO / args.readme, args.block, table)}")
+    publish_table(table, args.readme, args.block, args.dry_run)
     return 0
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmemb.eval import ablate
-from mmemb.eval.report import replace_block
+from mmemb.eval.report import replace_block, write_readme_block
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_ROWS = ("t2v_r1_category", "t2v_r5_category", "t2v_r10_category", "v2t_r1_category", "v2t_r5_category",
@@ -97,6 +97,21 @@ def validation_best_last(root: Path, key: str = "val/t2v_r1_category") -> dict[s
     if not rows:
         raise ValueError(f"{version / 'metrics.csv'} has no {key} rows")
     return {"best": max(rows, key=lambda r: r[key]), "last": rows[-1]}
+
+
+def publish_table(table: str, readme: str, block: str, dry_run: bool) -> None:
+    """Print ``table`` and, unless ``dry_run``, write it into the block ``block`` of ``readme`` (relative to the
+    repository)."""
+    print(table)
+    if not dry_run:
+        print(f"wrote the {block} table into {write_readme_block(REPO / readme, block, table)}")
+
+
+def kuairec_split_note(task, val_task, detail: str, seconds: float) -> str:
+    """The line under a KuaiRec linear table: the split's sizes (``task``: train and test; ``val_task``: the
+    validation videos on its test side), the labels, ``detail`` and the minutes taken."""
+    return (f"{len(task.train_ids)} train / {len(val_task.test_ids)} validation / {len(task.test_ids)} test videos, "
+            f"{len(task.labels)} hashtags{detail}; {seconds / 60:.0f} min on 2 cores.")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -61,6 +61,10 @@ def test_readme_tables_replace_only_the_marked_block_and_judge_gaps_by_spread():
     assert out == text.replace("| old |", "| new |\n| row |")
     with pytest.raises(ValueError, match="table:z"):
         tables.replace_block(text, "z", "| z |")
+    empty = "a\n<!-- table:e -->\n<!-- /table:e -->\n<!-- table:f -->\n| f |\n<!-- /table:f -->\n"  # a new table
+    filled = tables.replace_block(empty, "e", "| e |\n")
+    assert filled == empty.replace("<!-- table:e -->\n", "<!-- table:e -->\n| e |\n")
+    assert tables.replace_block(filled, "e", "| e2 |") == filled.replace("| e |", "| e2 |")
     assert tables.fmt([0.5]) == "0.500" and tables.fmt([0.4, 0.6]) == "0.500 ± 0.141"
     assert "exceeds" in tables.gap_verdict([0.50, 0.51, 0.52], [0.30, 0.31, 0.29])
     assert "within" in tables.gap_verdict([0.50, 0.40, 0.60], [0.45, 0.47, 0.43])
@@ -333,3 +337,26 @@ def test_kuairec_pretrain_wires_the_stages_and_compares_with_the_config_from_scr
     other_split[1] = {**other_split[1], "map": 0.2}
     with pytest.raises(ValueError, match="differs between seeds"):
         bench.pretrain_table([other_split], [rows(0.24, 0.25)])
+
+
+def test_kuairec_wide_features_leaves_unseen_buckets_out_of_the_norm_and_writes_every_row(capsys):
+    """``benchmarks/kuairec_wide_features.py``: the wide part's pooled rows have unit norm; with ``train_only``
+    a bucket no train text has gets no weight and the rest of the row keeps unit norm; a smoke run on the CSV's
+    first rows prints one row per feature set, each mAP a number in (0, 1]."""
+    import numpy as np
+
+    bench = _bench("kuairec_wide_features")
+    train, held = ["猫咪 cat", "狗狗 dog"], {"test": ["猫咪 zebra"]}
+    for train_only in (False, True):
+        train_x, eval_x = bench.hashed_features(train, held, 1024, train_only=train_only)
+        assert np.allclose(np.sqrt(train_x.multiply(train_x).sum(axis=1)), 1.0)
+        row = eval_x["test"]
+        assert np.isclose(np.sqrt(row.multiply(row).sum()), 1.0)
+        seen = set(train_x.indices)
+        unseen = [j for j in row.indices if j not in seen]
+        assert (not unseen) == train_only  # "zebra"'s n-grams are in no train text
+    assert bench.main(["--max-rows", "1500", "--dry-run"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "mAP" not in line]
+    n = 6 + len(bench.BASELINE_CS)
+    maps = [float(c) for line in rows[:n] for c in line.split("|")[3:5]]
+    assert len(rows) == 2 * n and all(0 < m <= 1 for m in maps), rows

@@ -296,11 +296,12 @@ def plot_bars(metrics: Sequence[str], series: Mapping[str, Sequence[float | None
 
 def replace_block(text: str, name: str, body: str) -> str:
     """``text`` with the lines between ``<!-- table:name -->`` and ``<!-- /table:name -->`` replaced by
-    ``body`` (a ValueError when the block is missing)."""
-    pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table:{re.escape(name)} -->)", re.S)
+    ``body`` (a ValueError when the block is missing); an empty block (the two markers on consecutive lines,
+    as a new table starts) is filled."""
+    pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /table:{re.escape(name)} -->)", re.S)
     if not pattern.search(text):
         raise ValueError(f"the README has no <!-- table:{name} --> ... <!-- /table:{name} --> block")
-    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text)
+    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + "\n" + m.group(2), text)
 
 
 def write_readme_block(path: str | Path, name: str, body: str) -> Path:
