@@ -47,9 +47,10 @@ SETTINGS = (("mean", "softmax", False), ("mean", "bce", False), ("l2_sublinear",
 LRS = (0.03, 0.1)
 
 
-def ngram_ids(texts, max_length: int = 256) -> torch.Tensor:
-    """``(N, G)`` bucket + 1 ids of the char 1-3-grams of each text, 0-padded (the data set's layout)."""
-    rows = [[b + 1 for b in hash_ngrams(t, 3, BUCKETS, 0, min_n=1)[:max_length]] for t in texts]
+def ngram_ids(texts, max_length: int = 256, buckets: int = BUCKETS) -> torch.Tensor:
+    """``(N, G)`` bucket + 1 ids of the char 1-3-grams of each text hashed into ``buckets``, at most ``max_length``
+    per text, 0-padded (the data set's layout)."""
+    rows = [[b + 1 for b in hash_ngrams(t, 3, buckets, 0, min_n=1)[:max_length]] for t in texts]
     out = torch.zeros(len(rows), max(1, max(map(len, rows))), dtype=torch.long)
     for i, r in enumerate(rows):
         out[i, :len(r)] = torch.tensor(r, dtype=torch.long)

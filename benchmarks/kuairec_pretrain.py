@@ -35,8 +35,8 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kuairec_table import _row, ensure_manifest, ensure_real_data, same_baselines  # noqa: E402
-from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, gap_verdict, publish_table  # noqa: E402
-
+from readme_tables import (REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, gap_verdict,  # noqa: E402
+                           publish_table)
 
 CONFIG = "configs/kuairec_text.yaml"
 STAGE1 = "configs/stages/kuairec_pretrain.yaml"

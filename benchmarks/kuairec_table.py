@@ -46,7 +46,6 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from readme_tables import REPO, _mmemb, _run, ensure_trained_and_evaluated, fmt, mean_std, publish_table  # noqa: E402
 
-
 CSV = "assets/kuairec/kuairec_caption_category.csv"
 BASELINES = ("label_popularity", "tfidf_char13_lr", "tfidf_char13_svd256_lr")
 # the head, its two parts alone (a head with a wide part; mmemb.eval.real_data), the frozen embeddings under LR

@@ -35,6 +35,7 @@ import argparse
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,10 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kuairec_linear import ngram_ids  # noqa: E402
 from readme_tables import REPO, kuairec_split_note, publish_table  # noqa: E402
 
-from mmemb.data.text import char_ngrams, hash_ngrams  # noqa: E402
+from mmemb.data.text import char_ngrams  # noqa: E402
 from mmemb.eval.kuairec_bench import prepare_kuairec_tagging, tfidf_features  # noqa: E402
 from mmemb.eval.tagging import tagging_metrics  # noqa: E402
 from mmemb.models.ngram import PAD, NgramBag  # noqa: E402
@@ -56,20 +58,11 @@ PROTOCOL_C = 4.0  # the real-data protocol's C (mmemb.eval.kuairec_bench.tfidf_b
 BASELINE_CS = (1.0, 4.0, 16.0, 64.0, 256.0)  # the baseline's features at each: is its C the best on validation?
 
 
-def ngram_ids(texts, buckets: int) -> torch.Tensor:
-    """``(N, G)`` bucket + 1 ids of the char 1-3-grams of each text (at most 256), 0-padded (the data set's layout)."""
-    rows = [[b + 1 for b in hash_ngrams(t, 3, buckets, 0, min_n=1)[:MAX_NGRAMS]] for t in texts]
-    out = torch.zeros(len(rows), max(1, max(map(len, rows), default=1)), dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return out  # (N, G)
-
-
 def hashed_features(train_texts, eval_texts: dict, buckets: int, train_only: bool) -> tuple:
     """The wide part's pooled features (``l2_sublinear`` bag of ``buckets``) of the train texts and of each of
     ``eval_texts`` (``{split: texts}``); ``train_only``: ids of buckets no train text has become padding first."""
     bag = NgramBag(buckets, 1, pooling="l2_sublinear")
-    train_ids = ngram_ids(train_texts, buckets)  # (N, G)
+    train_ids = ngram_ids(train_texts, MAX_NGRAMS, buckets)  # (N, G)
     seen = torch.zeros(buckets + 1, dtype=torch.bool)
     seen[train_ids.flatten()] = True
     seen[PAD] = False
@@ -79,7 +72,7 @@ def hashed_features(train_texts, eval_texts: dict, buckets: int, train_only: boo
             ids = torch.where(seen[ids], ids, torch.full_like(ids, PAD))  # (N, G)
         return pooled_features(bag, ids)
 
-    return pooled(train_ids), {k: pooled(ngram_ids(v, buckets)) for k, v in eval_texts.items()}
+    return pooled(train_ids), {k: pooled(ngram_ids(v, MAX_NGRAMS, buckets)) for k, v in eval_texts.items()}
 
 
 def exact_features(train_texts, eval_texts: dict, idf: bool) -> tuple:
@@ -131,20 +124,20 @@ def main(argv=None) -> int:
                                   eval_split="val")  # the validation videos on the test side, the same labels
     texts = {"val": val.test_texts, "test": task.test_texts}
     targets = {"val": val.test_targets, "test": task.test_targets}
-    settings = [
-        ("the wide part's: hashed into 32,768 buckets, every n-gram in the norm", "hashed", 32768, False),
-        ("hashed into 32,768, only the train texts' buckets in the norm", "hashed", 32768, True),
-        ("hashed into 262,144, every n-gram in the norm", "hashed", 262144, False),
-        ("hashed into 262,144, only the train texts' buckets in the norm", "hashed", 262144, True),
-        ("not hashed (the train texts' n-grams)", "exact", 0, False),
-        ("not hashed, + IDF", "exact", 0, True),
+    settings = [  # (row, the features of the train texts and of each evaluated split)
+        ("the wide part's: hashed into 32,768 buckets, every n-gram in the norm",
+         partial(hashed_features, buckets=32768, train_only=False)),
+        ("hashed into 32,768, only the train texts' buckets in the norm",
+         partial(hashed_features, buckets=32768, train_only=True)),
+        ("hashed into 262,144, every n-gram in the norm", partial(hashed_features, buckets=262144, train_only=False)),
+        ("hashed into 262,144, only the train texts' buckets in the norm",
+         partial(hashed_features, buckets=262144, train_only=True)),
+        ("not hashed (the train texts' n-grams)", partial(exact_features, idf=False)),
+        ("not hashed, + IDF", partial(exact_features, idf=True)),
     ]
     lines = ["| features (one-vs-rest liblinear) | C | validation mAP | test mAP |", "|---|---:|---:|---:|"]
-    for name, kind, buckets, flag in settings:
-        if kind == "hashed":
-            train_x, eval_x = hashed_features(task.train_texts, texts, buckets, train_only=flag)
-        else:
-            train_x, eval_x = exact_features(task.train_texts, texts, idf=flag)
+    for name, features in settings:
+        train_x, eval_x = features(task.train_texts, texts)
         m = fit_and_score(train_x, task.train_targets, eval_x, targets, args.C)
         lines.append(_row(name, args.C, m))
         print(lines[-1], flush=True)
