@@ -14,7 +14,8 @@ run resumes):
 2. the distilled student ``runs/readme/distill/seed<s>``: ``mmemb fit --config configs/distill.yaml
    --seed_everything s --model.teacher_ckpt <teacher run> --data.vocab_dir <teacher run>/vocab``;
 3. the same student without distillation ``runs/readme/student_plain/seed<s>``: the same command with
-   the three distillation weights at 0 (and no teacher);
+   the three distillation weights at 0 and ``--model.teacher_init false`` (no teacher: neither its outputs
+   nor its weights);
 4. ``mmemb eval --run`` of each (the test split; ``metrics.json`` beside the best checkpoint).
 
 Then, in one process and side by side (teacher and student alternating, so that a change of load
@@ -53,7 +54,7 @@ QUALITY = (("t2v R@1", "t2v_r1_category"), ("v2t R@1", "v2t_r1_category"), ("t2v
 KEPT = ("t2v_r10_category", "v2t_r10_category", "hashtag_map")  # the student keeps >= 95% of the teacher's
 MODELS = ("teacher", "distilled student", "student without distillation")
 NO_DISTILL = ["--model.loss_weights.distill_embed", "0", "--model.loss_weights.distill_relation", "0",
-              "--model.loss_weights.distill_label", "0"]
+              "--model.loss_weights.distill_label", "0", "--model.teacher_init", "false"]
 # --smoke: teacher_tiny and student_tiny on a small corpus at 32 px, a few steps each
 SMOKE_TEACHER = ["--trainer.max_steps", "4", "--trainer.limit_val_batches", "1", "--data.batch_size", "8",
                  "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]

@@ -238,3 +238,40 @@ def test_checkpoint_hooks_keep_the_student_loadable_and_the_projections_resumabl
     resumed.on_load_checkpoint(checkpoint)
     resumed.load_state_dict(checkpoint["state_dict"])
     assert torch.equal(resumed.distill_proj["video"].weight, module.distill_proj["video"].weight)
+
+
+def test_teacher_init_copies_the_matching_teacher_weights_when_training_starts(teacher_run, teacher_ckpt):
+    from types import SimpleNamespace
+
+    from mmemb.models.checkpoint import read_checkpoint
+
+    dm = teacher_run.datamodule
+    wide = {"text": {"width": 64}, "embed_dim": 64, "heads": {"gcn_hidden": 64}}  # teacher_tiny's text side
+    torch.manual_seed(0)
+    module = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_init=True,
+                      overrides=wide)
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    _, state = read_checkpoint(str(teacher_ckpt))
+    teacher = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    module._trainer = SimpleNamespace(datamodule=dm)  # what Lightning attaches before setup
+    module.setup("fit")
+    after = module.model.state_dict()
+    copied = [k for k, v in after.items() if k in teacher and teacher[k].shape == v.shape]
+    assert any(k.startswith("text.") for k in copied) and any(k.startswith("hashtag_branch.") for k in copied)
+    for k in copied:
+        assert torch.equal(after[k], teacher[k]), k
+    kept = [k for k in after if k not in copied]
+    assert any(k.startswith("visual.") for k in kept)  # width 32 against the teacher's 64: left as initialised
+    for k in kept:
+        assert torch.equal(after[k], before[k]), k
+    # off (the default): nothing copied
+    torch.manual_seed(0)
+    plain = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), overrides=wide)
+    plain._trainer = SimpleNamespace(datamodule=dm)
+    plain.setup("fit")
+    assert all(torch.equal(v, before[k]) for k, v in plain.model.state_dict().items())
+    with pytest.raises(ValueError, match="teacher_init copies the teacher checkpoint's weights.*--model.teacher_ckpt"):
+        _student(teacher_run, {**PLAIN, **{k: 0.0 for k in DISTILL}}, teacher_init=True)
+    with pytest.raises(ValueError, match="one of model.teacher_init .* and model.init_from"):
+        _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_init=True,
+                 init_from=str(teacher_ckpt))

@@ -63,7 +63,7 @@ DEFAULT_DISTILL_WEIGHTS = {"distill_embed": 1.0, "distill_relation": 1.0, "disti
 EMBEDDINGS = ("video", "text", "multimodal")  # the aligned embeddings
 HEADS = ("hashtag", "query")  # the distilled label heads
 # hyper-parameters of DistillModule that EmbeddingModule does not take (kept out of the student checkpoint's)
-DISTILL_HPARAMS = ("teacher_ckpt", "teacher_store", "relation_temperature", "label_temperature")
+DISTILL_HPARAMS = ("teacher_ckpt", "teacher_store", "teacher_init", "relation_temperature", "label_temperature")
 STORE_HINT = "mmemb eval extract --run TEACHER_RUN --split train --logits --out DIR"
 
 
@@ -135,6 +135,11 @@ class DistillModule(EmbeddingModule):
         loss_weights: the student's task terms (:data:`~mmemb.lit.module.DEFAULT_LOSS_WEIGHTS`) and the
             distillation terms (:data:`DEFAULT_DISTILL_WEIGHTS`); 0 or absent disables a term. None = all
             the defaults.
+        teacher_init: start the student from the teacher: when training starts, every weight of
+            ``teacher_ckpt`` whose name and shape match the student's is copied into it (with
+            ``student_small`` from ``teacher_small``: the text tower, the n-gram bag, the hashtag head and
+            its tag GCN, the text projection; the visual tower stays as initialised), as
+            ``init_from`` does. Needs ``teacher_ckpt``; not with ``init_from``.
         relation_temperature: temperature of the in-batch similarity distributions (``distill_relation``).
         label_temperature: temperature of the label logits (``distill_label``).
         **kwargs: the other :class:`EmbeddingModule` arguments.
@@ -145,6 +150,7 @@ class DistillModule(EmbeddingModule):
         preset: str = "student_small",
         teacher_ckpt: str | None = None,
         teacher_store: str | None = None,
+        teacher_init: bool = False,
         loss_weights: dict[str, float] | None = None,
         relation_temperature: float = 0.1,
         label_temperature: float = 1.0,
@@ -164,14 +170,22 @@ class DistillModule(EmbeddingModule):
         if active and teacher_ckpt is None and teacher_store is None:
             raise ValueError(f"distillation weights {distill_weights} need a teacher: --model.teacher_ckpt CKPT "
                              f"(online) or --model.teacher_store DIR (offline, written by {STORE_HINT})")
+        if teacher_init and teacher_ckpt is None:
+            raise ValueError("model.teacher_init copies the teacher checkpoint's weights into the student: give "
+                             "--model.teacher_ckpt CKPT, or --model.init_from CKPT with a teacher store, or set "
+                             "--model.teacher_init false")
+        if teacher_init and kwargs.get("init_from"):
+            raise ValueError("give one of model.teacher_init (the teacher's weights) and model.init_from, not both")
         self._teacher: _Frozen | None = None
         self._teacher_path: str | None = None
-        self._store: TeacherStore | None = None
-        teacher_dims: dict[str, int] = {}
-        if active and teacher_ckpt is not None:
+        if teacher_ckpt is not None:
             from ..eval.loading import resolve_checkpoint
 
             teacher_ckpt = str(resolve_checkpoint(teacher_ckpt))  # a run folder: its newest best checkpoint
+        self._teacher_init_path = teacher_ckpt if teacher_init else None
+        self._store: TeacherStore | None = None
+        teacher_dims: dict[str, int] = {}
+        if active and teacher_ckpt is not None:
             # a fresh contextvars.Context: while LightningCLI builds the student it hands the student's
             # hyper-parameters to every module created (a context variable); the teacher keeps its own
             teacher = contextvars.Context().run(EmbeddingModule.from_checkpoint_weights, teacher_ckpt)
@@ -291,6 +305,8 @@ class DistillModule(EmbeddingModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self._teacher_init_path is not None and dm is not None and hasattr(dm, "vocabs"):
+            self.init_from_checkpoint(self._teacher_init_path, dm.vocabs)  # a resumed run's checkpoint overwrites it
         if dm is None or not hasattr(dm, "vocabs") or (self._teacher is None and self._store is None):
             return
         self._check_vocabularies(dm.vocabs)

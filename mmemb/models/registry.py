@@ -178,7 +178,7 @@ def two_tower_base() -> ModelConfig:
 
 def _student(vision: VisionConfig, text: TextEncoderConfig, embed_dim: int, gcn_hidden: int) -> ModelConfig:
     """A light model with the teacher's outputs (``video``, ``text``, ``multimodal``) and label heads:
-    a small ViT over the same frames (attention-pooled over time), no audio tower, channel attention
+    a small ViT over the same frames, no audio tower, channel attention
     instead of the cross-attention fusion (``multimodal`` = ChannelAttention(visual, text)), the text
     tower with its hashed char-3-gram bag, hashtag and query heads over a tag GCN, no keyword head
     (a training-only objective). Trained by distillation (:class:`mmemb.lit.distill.DistillModule`)."""
@@ -198,8 +198,9 @@ def student_tiny() -> ModelConfig:
 @register_model
 def student_small() -> ModelConfig:
     """The student of ``teacher_small`` (CPU quickstart): a 2-block ViT of width 64 over the same 64 px
-    frames in 16x16 patches (about 6x faster per clip than the teacher's 4-block ViT of width 128 with
-    its audio tower, measured at batch 1 on one thread; see README "Distillation"), the Que2Search-like
-    text tower (2 layers of width 128 plus the char-3-gram bag), embeddings of width 128 (the teacher's)."""
-    return _student(VisionConfig(frame_size=64, patch_size=16, width=64, depth=2, heads=2),
+    frames in 16x16 patches, its frames mean-pooled over time (the clip path about 5-6x faster than the
+    teacher's 4-block ViT of width 128 with its audio tower, measured at batch 1 on one thread; see README
+    "Distillation"), the Que2Search-like text tower (2 layers of width 128 plus the char-3-gram bag),
+    embeddings of width 128 (the teacher's)."""
+    return _student(VisionConfig(frame_size=64, patch_size=16, width=64, depth=2, heads=2, temporal_pool="mean"),
                     TextEncoderConfig(width=128, depth=2, heads=4, max_length=128), embed_dim=128, gcn_hidden=128)
