@@ -113,6 +113,27 @@ def test_a_teacher_checkpoint_of_the_flat_config_loads(tmp_path):
         torch.testing.assert_close(got[key], want[key], msg=key)
 
 
+def test_a_student_small_checkpoint_of_the_attention_pooling_loads_as_trained(tmp_path):
+    """student_small attention-pooled its frames until 2026-12-03; the preset now takes their mean."""
+    pl.seed_everything(0)
+    old = EmbeddingModule(preset="student_small", vocab_size=VOCAB, num_hashtags=H, num_queries=Q,
+                          overrides={"vision": {"temporal_pool": "attention"}})
+    hparams = {**{k: v for k, v in old.hparams.items() if k != "overrides"}, "overrides": None}
+    path = tmp_path / "student.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": old.state_dict()}, path)
+    loaded = EmbeddingModule.from_checkpoint_weights(str(path))
+    assert loaded.config.vision.temporal_pool == "attention"
+    batch = synthetic_batch(b=2, t=2, size=64, length=12, vocab=VOCAB, n_mels=64, mel_frames=40, num_hashtags=H,
+                            seed=0)
+    old.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_video(batch), old.model.encode_video(batch))
+    # a checkpoint of today's preset (no attention weights) keeps the mean
+    new = EmbeddingModule(preset="student_small", vocab_size=VOCAB, num_hashtags=H, num_queries=Q)
+    torch.save({"hyper_parameters": dict(new.hparams), "state_dict": new.state_dict()}, path)
+    assert EmbeddingModule.from_checkpoint_weights(str(path)).config.vision.temporal_pool == "mean"
+
+
 def _old_two_tower_checkpoint(tmp_path, **hparams) -> tuple[EmbeddingModule, str]:
     """A PretrainModule checkpoint: preset ``tiny``, bias-free ``video_proj``/``text_proj``, no keyword IDF.
     Built from a two-tower module with zero projection biases, so that both must embed alike."""

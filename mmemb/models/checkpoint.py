@@ -14,6 +14,10 @@ layouts are upgraded on read:
   become ``visual_proj``/``text_proj`` with zero biases and the keyword IDF (unused) starts at ones;
   the embeddings are those of the old model. Its ``vision_pool: avg`` and ``text_pool: cls`` variants
   have no equivalent and are refused with the way out.
+* ``student_small`` before 2026-12-03 attention-pooled its frames over time; the preset now takes their
+  mean. A ``student_small`` checkpoint that holds the attention pooling's weights
+  (``model.temporal_pool.*``) and does not name the pooling gets ``vision: {temporal_pool: attention}``,
+  the model it was trained as.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ def read_checkpoint(path: str, map_location: str | torch.device = "cpu") -> tupl
         vision.pop("pretrained_path", None)
         if not vision:
             overrides.pop("vision")
+    if (hparams.get("preset") == "student_small" and any(k.startswith("model.temporal_pool.") for k in state)
+            and "temporal_pool" not in overrides.get("vision", {})):  # trained before the preset mean-pooled
+        overrides.setdefault("vision", {})["temporal_pool"] = "attention"
     hparams["overrides"] = overrides
     return hparams, state
 
