@@ -249,3 +249,20 @@ def test_uint8_frames_are_normalised_by_the_model(model):
     with torch.no_grad():
         torch.testing.assert_close(model.encode_video(dict(batch, frames=raw)),
                                    model.encode_video(dict(batch, frames=by_hand)))
+
+
+def test_matmul_patch_embed_equals_timms_convolution():
+    from timm.layers import PatchEmbed
+
+    from mmemb.models.visual import MatmulPatchEmbed
+
+    torch.manual_seed(0)
+    for size, patch, width in ((32, 8, 16), (64, 16, 64)):
+        conv, mm = PatchEmbed(size, patch, 3, width), MatmulPatchEmbed(size, patch, 3, width)
+        mm.load_state_dict(conv.state_dict())  # the same parameters, by the same names
+        x = torch.randn(3, 3, size, size)
+        torch.testing.assert_close(mm(x), conv(x), atol=1e-5, rtol=1e-5)  # (B, N, W)
+    with pytest.raises(ValueError, match="frames of 48x48 px, the ViT's are 64x64"):
+        mm(torch.randn(1, 3, 48, 48))
+    vit = create_model("student_tiny").visual.vit
+    assert isinstance(vit.patch_embed, MatmulPatchEmbed)
