@@ -305,9 +305,11 @@ class DistillModule(EmbeddingModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and self._teacher_init_path is not None and dm is not None and hasattr(dm, "vocabs"):
+        if dm is None or not hasattr(dm, "vocabs"):
+            return
+        if stage == "fit" and self._teacher_init_path is not None:
             self.init_from_checkpoint(self._teacher_init_path, dm.vocabs)  # a resumed run's checkpoint overwrites it
-        if dm is None or not hasattr(dm, "vocabs") or (self._teacher is None and self._store is None):
+        if self._teacher is None and self._store is None:
             return
         self._check_vocabularies(dm.vocabs)
         if stage == "fit" and self._store is not None:
