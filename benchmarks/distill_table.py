@@ -54,7 +54,8 @@ QUALITY = (("t2v R@1", "t2v_r1_category"), ("v2t R@1", "v2t_r1_category"), ("t2v
 KEPT = ("t2v_r10_category", "v2t_r10_category", "hashtag_map")  # the student keeps >= 95% of the teacher's
 MODELS = ("teacher", "distilled student", "student without distillation")
 NO_DISTILL = ["--model.loss_weights.distill_embed", "0", "--model.loss_weights.distill_relation", "0",
-              "--model.loss_weights.distill_label", "0", "--model.teacher_init", "false"]
+              "--model.loss_weights.distill_label", "0", "--model.teacher_init", "false",
+              "--model.teacher_text", "learn"]
 # --smoke: teacher_tiny and student_tiny on a small corpus at 32 px, a few steps each
 SMOKE_TEACHER = ["--trainer.max_steps", "4", "--trainer.limit_val_batches", "1", "--data.batch_size", "8",
                  "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]

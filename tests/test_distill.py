@@ -275,3 +275,52 @@ def test_teacher_init_copies_the_matching_teacher_weights_when_training_starts(t
     with pytest.raises(ValueError, match="one of model.teacher_init .* and model.init_from"):
         _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_init=True,
                  init_from=str(teacher_ckpt))
+
+
+def test_teacher_text_frozen_gives_the_teachers_text_embeddings_and_keeps_them(teacher_run, teacher_ckpt):
+    from types import SimpleNamespace
+
+    dm = teacher_run.datamodule
+    wide = {"text": {"width": 64}, "embed_dim": 64, "heads": {"gcn_hidden": 64}}  # teacher_tiny's text side
+    module = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_text="frozen",
+                      overrides=wide)
+    tower = module.model.text_tower()
+    assert set(tower) == {"text", "text_proj", "ngram_bag", "text_attention"}
+    frozen = {id(p) for m in tower.values() for p in m.parameters()}
+    assert all(not p.requires_grad for m in tower.values() for p in m.parameters())
+    assert any(p.requires_grad for p in module.model.visual.parameters())
+    module._trainer = SimpleNamespace(datamodule=dm)
+    module.setup("fit")
+    module.train()
+    assert all(not m.training for t in tower.values() for m in t.modules())  # no dropout in the frozen tower
+    assert module.model.visual.training
+    batch = _batch(teacher_run, "val")
+    with torch.no_grad():
+        ours, theirs = module.model.encode_text(batch), teacher_run.module.model.encode_text(batch)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    # the optimizer holds none of the frozen parameters
+    module._trainer = SimpleNamespace(datamodule=dm, estimated_stepping_batches=10)
+    opt = module.configure_optimizers()["optimizer"]
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert held and not held & frozen
+    # "init": the same weights, trainable
+    module = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_text="init",
+                      overrides=wide)
+    module._trainer = SimpleNamespace(datamodule=dm)
+    module.setup("fit")
+    assert all(p.requires_grad for m in module.model.text_tower().values() for p in m.parameters())
+    with torch.no_grad():
+        assert torch.allclose(module.model.eval().encode_text(batch), theirs, atol=1e-6)
+
+
+def test_teacher_text_errors_name_the_option(teacher_run, teacher_ckpt):
+    from types import SimpleNamespace
+
+    with pytest.raises(ValueError, match="teacher_text='frozen' copies .*--model.teacher_ckpt"):
+        _student(teacher_run, {**PLAIN, **{k: 0.0 for k in DISTILL}}, teacher_text="frozen")
+    with pytest.raises(ValueError, match="must be 'learn', 'init' or 'frozen'"):
+        _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_text="copy")
+    module = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_text="init")
+    module._trainer = SimpleNamespace(datamodule=teacher_run.datamodule)
+    with pytest.raises(ConfigError, match="teacher_text: only .* text-tower tensors"):
+        module.setup("fit")  # student_tiny's text tower is 32 wide, the teacher's 64

@@ -7,7 +7,7 @@ from timm.models.vision_transformer import VisionTransformer
 from mmemb.models.fusion import (ChannelAttentionFusion, CrossAttentionBlock, FusionConfig, MultiScaleFusion,
                                  masked_mean)
 from mmemb.models.temporal import TemporalAttentionPool
-from mmemb.models.vit_features import vit_multiscale_tokens
+from mmemb.models.vit_features import block_prefix_tokens, vit_multiscale_tokens
 
 torch.set_num_threads(1)
 
@@ -257,3 +257,37 @@ def test_vit_gradient_checkpointing_same_outputs_and_grads():
     assert p0.keys() == p1.keys() and len(p0) > 0
     for n in p0:
         torch.testing.assert_close(p0[n], p1[n], msg=n)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_prefix_only_last_block_gives_the_cls_outputs_and_gradients_of_the_full_block(fused):
+    vit = _vit()
+    for block in vit.blocks:
+        block.attn.fused_attn = fused  # both of timm's attention paths
+    x = torch.randn(3, 3, 16, 16)
+    results = []
+    for prefix_only in (False, True):
+        vit.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        feats = vit_multiscale_tokens(vit, xi, [0, 2], prefix_only_last=prefix_only)
+        cls = feats[-1][:, 0]  # (B, W)
+        (feats[0].square().mean() + cls.square().mean()).backward()
+        results.append((feats, cls.detach(), xi.grad, {n: p.grad.clone() for n, p in vit.named_parameters()
+                                                       if p.grad is not None}))
+    (full, c0, g0, p0), (pre, c1, g1, p1) = results
+    assert full[-1].shape == (3, 5, 16) and pre[-1].shape == (3, 1, 16)  # the [CLS] token only
+    torch.testing.assert_close(pre[0], full[0])
+    torch.testing.assert_close(c1, c0)
+    torch.testing.assert_close(g1, g0)
+    assert p0.keys() == p1.keys() and len(p0) > 0
+    for n in p0:
+        torch.testing.assert_close(p1[n], p0[n], msg=n)
+    with torch.no_grad():  # the function alone, at several prefix lengths
+        tokens = torch.randn(2, 5, 16)
+        for p in (1, 2, 5):
+            torch.testing.assert_close(block_prefix_tokens(vit.blocks[1].eval(), tokens, p),
+                                       vit.blocks[1](tokens)[:, :p])
+    no_cls = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=0,
+                               class_token=False, global_pool="avg")
+    with pytest.raises(ValueError, match="prefix_only_last needs a ViT with prefix tokens"):
+        vit_multiscale_tokens(no_cls, x, [0], prefix_only_last=True)

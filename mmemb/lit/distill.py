@@ -63,7 +63,8 @@ DEFAULT_DISTILL_WEIGHTS = {"distill_embed": 1.0, "distill_relation": 1.0, "disti
 EMBEDDINGS = ("video", "text", "multimodal")  # the aligned embeddings
 HEADS = ("hashtag", "query")  # the distilled label heads
 # hyper-parameters of DistillModule that EmbeddingModule does not take (kept out of the student checkpoint's)
-DISTILL_HPARAMS = ("teacher_ckpt", "teacher_store", "teacher_init", "relation_temperature", "label_temperature")
+DISTILL_HPARAMS = ("teacher_ckpt", "teacher_store", "teacher_init", "teacher_text", "relation_temperature",
+                   "label_temperature")
 STORE_HINT = "mmemb eval extract --run TEACHER_RUN --split train --logits --out DIR"
 
 
@@ -140,6 +141,12 @@ class DistillModule(EmbeddingModule):
             ``student_small`` from ``teacher_small``: the text tower, the n-gram bag, the hashtag head and
             its tag GCN, the text projection; the visual tower stays as initialised), as
             ``init_from`` does. Needs ``teacher_ckpt``; not with ``init_from``.
+        teacher_text: the student's text tower (:meth:`~mmemb.models.model.EmbeddingModel.text_tower`:
+            transformer, projection, n-gram bag and their channel attention) when the teacher's has the
+            same shapes: ``"learn"`` trains it from its initialisation; ``"init"`` starts it from the
+            teacher's weights when training starts; ``"frozen"`` copies the teacher's and keeps them
+            (no gradient, evaluation mode), so the student's text embeddings are the teacher's and only the
+            rest (visual tower, heads) learns to match them. Needs ``teacher_ckpt``.
         relation_temperature: temperature of the in-batch similarity distributions (``distill_relation``).
         label_temperature: temperature of the label logits (``distill_label``).
         **kwargs: the other :class:`EmbeddingModule` arguments.
@@ -151,6 +158,7 @@ class DistillModule(EmbeddingModule):
         teacher_ckpt: str | None = None,
         teacher_store: str | None = None,
         teacher_init: bool = False,
+        teacher_text: Literal["learn", "init", "frozen"] = "learn",
         loss_weights: dict[str, float] | None = None,
         relation_temperature: float = 0.1,
         label_temperature: float = 1.0,
@@ -174,6 +182,11 @@ class DistillModule(EmbeddingModule):
             raise ValueError("model.teacher_init copies the teacher checkpoint's weights into the student: give "
                              "--model.teacher_ckpt CKPT, or --model.init_from CKPT with a teacher store, or set "
                              "--model.teacher_init false")
+        if teacher_text not in ("learn", "init", "frozen"):
+            raise ValueError(f"model.teacher_text must be 'learn', 'init' or 'frozen', got {teacher_text!r}")
+        if teacher_text != "learn" and teacher_ckpt is None:
+            raise ValueError(f"model.teacher_text={teacher_text!r} copies the teacher checkpoint's text tower into "
+                             f"the student: give --model.teacher_ckpt CKPT, or set --model.teacher_text learn")
         if teacher_init and kwargs.get("init_from"):
             raise ValueError("give one of model.teacher_init (the teacher's weights) and model.init_from, not both")
         self._teacher: _Frozen | None = None
@@ -183,6 +196,11 @@ class DistillModule(EmbeddingModule):
 
             teacher_ckpt = str(resolve_checkpoint(teacher_ckpt))  # a run folder: its newest best checkpoint
         self._teacher_init_path = teacher_ckpt if teacher_init else None
+        self._teacher_text_path = teacher_ckpt if teacher_text != "learn" else None
+        self._frozen_text = teacher_text == "frozen"
+        if self._frozen_text:
+            for module in self.model.text_tower().values():
+                module.requires_grad_(False)  # out of the optimizer (configure_optimizers skips them)
         self._store: TeacherStore | None = None
         teacher_dims: dict[str, int] = {}
         if active and teacher_ckpt is not None:
@@ -309,12 +327,32 @@ class DistillModule(EmbeddingModule):
             return
         if stage == "fit" and self._teacher_init_path is not None:
             self.init_from_checkpoint(self._teacher_init_path, dm.vocabs)  # a resumed run's checkpoint overwrites it
+        if stage == "fit" and self._teacher_text_path is not None:
+            self._copy_teacher_text(self._teacher_text_path, dm.vocabs)
         if self._teacher is None and self._store is None:
             return
         self._check_vocabularies(dm.vocabs)
         if stage == "fit" and self._store is not None:
             self._check_offline_data(dm)
             self._store.check_ids([str(r.id) for r in dm.splits["train"]], "training videos")
+
+    def _copy_teacher_text(self, path: str, vocabs) -> None:
+        """Copy the teacher's text tower (``teacher_text``); every tensor of the student's must fit."""
+        tower = self.model.text_tower()
+        copied, _ = self.init_from_checkpoint(path, vocabs, only=tuple(tower))
+        expected = sum(len(m.state_dict()) for m in tower.values())
+        if copied != expected:
+            raise ConfigError(f"model.teacher_text: only {copied} of the student's {expected} text-tower tensors "
+                              f"({', '.join(tower)}) have a tensor of the same name and shape in the teacher {path}; "
+                              f"give the student the teacher's text settings, or set --model.teacher_text learn")
+
+    def train(self, mode: bool = True) -> "DistillModule":
+        """As ``nn.Module.train``; a frozen text tower (``teacher_text="frozen"``) stays in evaluation mode."""
+        super().train(mode)
+        if getattr(self, "_frozen_text", False):  # (set after nn.Module's own set-up)
+            for module in self.model.text_tower().values():
+                module.eval()
+        return self
 
     def _check_offline_data(self, dm) -> None:
         """Offline targets cannot follow augmented views: the augmentations must be off."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -336,10 +337,11 @@ class EmbeddingModule(pl.LightningModule):
             length = text_max_length or cfg.text.max_length
             self.keyword_idf = torch.from_numpy(text_token_idf(train_records, tok, length)).to(self.keyword_idf.device)
 
-    def init_from_checkpoint(self, path: str, vocabs=None) -> tuple[int, int]:
+    def init_from_checkpoint(self, path: str, vocabs=None, only: Sequence[str] | None = None) -> tuple[int, int]:
         """Copy the model weights of the checkpoint at ``path`` whose names and shapes match this model's
         (see ``init_from``); returns (tensors copied, tensors of this model left as they were). With
-        ``vocabs`` (the data's), the checkpoint run's saved vocabularies must have the same fingerprint."""
+        ``vocabs`` (the data's), the checkpoint run's saved vocabularies must have the same fingerprint.
+        ``only``: copy only the weights of these child modules of the model (e.g. ``("text", "text_proj")``)."""
         from ..data.vocab import Vocabularies, vocab_fingerprint
 
         if not Path(path).is_file():
@@ -354,6 +356,8 @@ class EmbeddingModule(pl.LightningModule):
         own = self.model.state_dict()
         found = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         match = {k: v for k, v in found.items() if k in own and own[k].shape == v.shape}
+        if only is not None:
+            match = {k: v for k, v in match.items() if k.split(".", 1)[0] in only}
         if not match:
             raise ValueError(f"init_from: no weight of {path} fits this model (preset {self.hparams.preset!r})")
         self.model.load_state_dict(match, strict=False)

@@ -264,8 +264,10 @@ class EmbeddingModel(nn.Module):
         fuse = self.fusion is not None
         last = vision.depth - 1
         depths = sorted(set(vision.fusion_blocks) | {last}) if fuse else [last]
+        # without fusion only the [CLS] token of the last block is read: its other tokens are not computed
         outs = vit_multiscale_tokens(self.visual.vit, x, depths, norm="all",
-                                     grad_checkpointing=vision.grad_checkpointing)  # [(B*T, N, Wv)]
+                                     grad_checkpointing=vision.grad_checkpointing,
+                                     prefix_only_last=not fuse)  # [(B*T, N, Wv)]; without fusion [(B*T, 1, Wv)]
         by_depth = dict(zip(depths, outs))
         video_mask = batch.get("video_mask")
         video_mask = torch.ones(b, dtype=torch.bool, device=frames.device) if video_mask is None else video_mask.bool()
@@ -289,6 +291,15 @@ class EmbeddingModel(nn.Module):
             if vision.fusion_tokens == "all":
                 token_mask = frame_mask.repeat_interleave(outs[0].shape[1], dim=1)  # (B, T*N)
         return channel, tokens, token_mask
+
+    def text_tower(self) -> dict[str, nn.Module]:
+        """The modules of the ``text`` embedding (:meth:`encode_text`) by attribute name: the transformer
+        ``text``, ``text_proj`` and, with the n-gram bag, ``ngram_bag`` and ``text_attention`` (the label
+        heads read the transformer too, for the label names)."""
+        tower: dict[str, nn.Module] = {"text": self.text, "text_proj": self.text_proj}
+        if self.ngram_bag is not None:
+            tower.update(ngram_bag=self.ngram_bag, text_attention=self.text_attention)
+        return tower
 
     def _text_tokens(self, batch: Mapping[str, Any],
                      ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,8 @@ __all__ = ["FrameEncoder", "MatmulPatchEmbed", "load_vit_weights", "normalize_fr
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_SCALE = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)  # (x / 255 - mean) / std = x * scale + shift
+_SHIFT = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 
 
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -24,9 +26,9 @@ def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     unchanged (taken as already normalised)."""
     if frames.dtype != torch.uint8:
         return frames
-    mean = frames.new_tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)  # (3, 1, 1)
-    std = frames.new_tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-    return (frames.float() / 255.0 - mean) / std
+    scale = frames.new_tensor(_SCALE, dtype=torch.float32).view(3, 1, 1)  # (3, 1, 1)
+    shift = frames.new_tensor(_SHIFT, dtype=torch.float32).view(3, 1, 1)
+    return frames.float().mul_(scale).add_(shift)  # (x / 255 - mean) / std: one new tensor, not three
 
 log = logging.getLogger(__name__)
 
