@@ -511,7 +511,8 @@ def test_embed_a_folder_of_clips_and_scan_it(exported, small_demo, tmp_path, cap
     assert main(["embed", "--model", str(out_dir), "--videos", str(clips / "sub" / "*.mp4"), "--out", str(glob_out),
                  "--quiet"]) == 0
     assert _parquet(glob_out)["id"] == ["b.mp4", "broken.mp4"]
-    assert _parquet(glob_out)["video"][0] == rows["video"][1]
+    # another batch (other clips beside it): equal up to float rounding, which on some CPUs depends on the batch
+    assert torch.allclose(torch.tensor(_parquet(glob_out)["video"][0]), torch.tensor(rows["video"][1]), atol=1e-6)
     scanned = tmp_path / "scan.jsonl"
     assert main(["data", "scan", str(clips), str(scanned)]) == 0
     lines = [json.loads(line) for line in scanned.read_text().splitlines()]
@@ -542,7 +543,9 @@ def test_embed_texts_from_a_file_and_the_command_line(exported, tmp_path):
     one = tmp_path / "one.parquet"
     assert main(["embed", "--model", str(out_dir), "--text", "funny cat", "--text", "dog", "--out", str(one),
                  "--quiet"]) == 0
-    assert _parquet(one)["id"] == ["funny cat", "dog"] and _parquet(one)["text"][0] == rows["text"][0]
+    assert _parquet(one)["id"] == ["funny cat", "dog"]
+    # another batch (padded to another length): equal up to float rounding, which on some CPUs depends on the shapes
+    assert torch.allclose(torch.tensor(_parquet(one)["text"][0]), torch.tensor(rows["text"][0]), atol=1e-6)
 
 
 def test_embed_runs_with_the_threads_it_is_given_and_restores_torchs(exported, tmp_path, monkeypatch):
