@@ -360,3 +360,13 @@ def test_kuairec_wide_features_leaves_unseen_buckets_out_of_the_norm_and_writes_
     n = 6 + len(bench.BASELINE_CS)
     maps = [float(c) for line in rows[:n] for c in line.split("|")[3:5]]
     assert len(rows) == 2 * n and all(0 < m <= 1 for m in maps), rows
+
+
+def test_bench_text_ffn_exports_each_ratio_and_times_every_graph(capsys):
+    bench = _bench("bench_text_ffn")
+    assert bench.main(["--preset", "student_tiny", "--ratios", "4", "1", "--lengths", "3", "--rounds", "1",
+                       "--repeats", "3", "--no-int8"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| r")]
+    assert [r.split("|")[1].strip() for r in rows] == ["r4 float", "r1 float"]
+    assert rows[0].endswith("| 1.00 |")  # the first ratio is the reference
+    assert all(float(r.split("|")[3]) > 0 for r in rows)

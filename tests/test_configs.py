@@ -104,14 +104,14 @@ def test_distill_config_fast_dev_run(small_demo, tmp_path, monkeypatch):
     cli = _run([CONFIGS / "distill.yaml"], small_demo, root, *CPU, "--model.teacher_ckpt", str(teacher),
                "--data.vocab_dir", str(teacher / "vocab"))
     assert cli.trainer.global_step == 1
-    assert isinstance(cli.model, DistillModule) and cli.model.hparams.preset == "student_small"
+    assert isinstance(cli.model, DistillModule) and cli.model.hparams.preset == "student_small_ffn2"
     assert cli.model.teacher is not None and cli.model.teacher.hparams.preset == "teacher_small"
     metrics = cli.trainer.callback_metrics
     assert {"train/loss", "train/distill_embed", "train/distill_relation", "train/distill_label",
             "val/t2v_r1_category"} <= set(metrics)
     assert cli.model.config.text.vocab_size == cli.datamodule.vocab_size == cli.model.teacher.config.text.vocab_size
     cfg = yaml.safe_load((CONFIGS / "distill.yaml").read_text(encoding="utf-8"))["model"]
-    assert cfg["class_path"] == "mmemb.lit.distill.DistillModule" and cfg["init_args"]["preset"] == "student_small"
+    assert cfg["class_path"] == "mmemb.lit.distill.DistillModule" and cfg["init_args"]["preset"] == "student_small_ffn2"
 
 
 @pytest.mark.parametrize("name", ABLATIONS)

@@ -318,6 +318,10 @@ def test_teacher_text_errors_name_the_option(teacher_run, teacher_ckpt):
 
     with pytest.raises(ValueError, match="teacher_text='frozen' copies .*--model.teacher_ckpt"):
         _student(teacher_run, {**PLAIN, **{k: 0.0 for k in DISTILL}}, teacher_text="frozen")
+    with pytest.raises(ValueError, match="teacher_text='init' copies .*--model.teacher_ckpt CKPT .a teacher store "
+                                         "holds the teacher's outputs, not its weights"):
+        _student(teacher_run, {**PLAIN, **{k: 0.0 for k in DISTILL}}, teacher_text="init",
+                 teacher_store=str(teacher_ckpt))
     with pytest.raises(ValueError, match="must be 'learn', 'init' or 'frozen'"):
         _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_text="copy")
     module = _student(teacher_run, {**PLAIN, **DISTILL}, teacher_ckpt=str(teacher_ckpt), teacher_text="init")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,7 +160,7 @@ def test_logit_scale_init_and_clamp():
 
 
 def test_registry_presets_and_errors():
-    assert list_models() == ["student_small", "student_tiny", "teacher_base", "teacher_small", "teacher_small_minilm",
+    assert list_models() == ["student_small", "student_small_ffn2", "student_tiny", "teacher_base", "teacher_small", "teacher_small_minilm",
                              "teacher_text_small", "teacher_text_wide", "teacher_tiny", "two_tower_base", "two_tower_small", "two_tower_tiny"]
     with pytest.raises(KeyError) as err:
         create_model("huge")
@@ -198,6 +199,7 @@ def test_parts_are_dataclasses_or_dicts_and_fusion_fields_are_derived():
     (dict(vision={"fusion_depths": [0, 5]}), "fusion_depths"),
     (dict(text={"heads": 5}), "TextEncoderConfig.width"),
     (dict(text={"ngram_buckets": -1}), "ngram_buckets"),
+    (dict(text={"ffn_ratio": 0}), "TextEncoderConfig.ffn_ratio"),
     (dict(heads={"label_init_prob": 1.0}), "label_init_prob"),
     (dict(init_temperature=0.001), "init_temperature"),
     (dict(embed_dim=0), "embed_dim"),
@@ -207,6 +209,26 @@ def test_parts_are_dataclasses_or_dicts_and_fusion_fields_are_derived():
 def test_config_checks(bad, match):
     with pytest.raises(ValueError, match=match):
         get_model_config("two_tower_tiny", **bad)
+
+
+def test_text_ffn_ratio_sets_the_feed_forward_width():
+    default = create_model("two_tower_tiny", text={"vocab_size": VOCAB})
+    narrow = create_model("two_tower_tiny", text={"vocab_size": VOCAB, "ffn_ratio": 2})
+    width = narrow.cfg.text.width
+    assert default.text.bert.config.intermediate_size == 4 * width  # BERT's, the default
+    assert narrow.text.bert.config.intermediate_size == 2 * width
+    assert narrow.text.bert.encoder.layer[0].intermediate.dense.weight.shape == (2 * width, width)
+    ids = torch.randint(5, VOCAB, (2, 6))
+    assert narrow.text(ids, torch.ones_like(ids)).shape == (2, width)
+    # an export's config.json carries it; one written before the field existed reads as BERT's 4
+    from dataclasses import asdict
+
+    from mmemb.export.loader import model_config_from_dict
+
+    values = asdict(narrow.cfg)
+    assert model_config_from_dict(values, Path("config.json")).text.ffn_ratio == 2
+    del values["text"]["ffn_ratio"]
+    assert model_config_from_dict(values, Path("config.json")).text.ffn_ratio == 4
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

@@ -185,8 +185,10 @@ class DistillModule(EmbeddingModule):
         if teacher_text not in ("learn", "init", "frozen"):
             raise ValueError(f"model.teacher_text must be 'learn', 'init' or 'frozen', got {teacher_text!r}")
         if teacher_text != "learn" and teacher_ckpt is None:
+            store = (" (a teacher store holds the teacher's outputs, not its weights: distil online instead of "
+                     "--model.teacher_store)" if teacher_store is not None else "")
             raise ValueError(f"model.teacher_text={teacher_text!r} copies the teacher checkpoint's text tower into "
-                             f"the student: give --model.teacher_ckpt CKPT, or set --model.teacher_text learn")
+                             f"the student: give --model.teacher_ckpt CKPT{store}, or set --model.teacher_text learn")
         if teacher_init and kwargs.get("init_from"):
             raise ValueError("give one of model.teacher_init (the teacher's weights) and model.init_from, not both")
         self._teacher: _Frozen | None = None

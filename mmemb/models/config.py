@@ -108,6 +108,9 @@ class TextEncoderConfig:
     max_length: int = 128  # position embeddings; must be >= the data's text max_length
     num_fields: int = 5  # token_type vocabulary: 0 [CLS]/pad, 1 caption, 2 cover, 3 asr, 4 comments
     dropout: float = 0.0  # hidden and attention dropout of the encoder
+    # feed-forward width of each layer as a multiple of width (BERT's intermediate size = ffn_ratio * width); 4 is
+    # BERT's and MiniLM's. Most of a short query's time in the exported text graph is these products
+    ffn_ratio: int = 4
     # "minilm": start the tower from all-MiniLM-L6-v2 (mmemb.models.text_init) once the data's tokenizer is
     # known; needs width 384, depth 6, heads 12 and data.text.base_vocab: minilm
     init: Literal["random", "minilm"] = "random"
@@ -116,7 +119,7 @@ class TextEncoderConfig:
     ngram_buckets: int = 0
 
     def __post_init__(self) -> None:
-        _check_positive(self, "vocab_size", "width", "depth", "heads", "max_length", "num_fields")
+        _check_positive(self, "vocab_size", "width", "depth", "heads", "max_length", "num_fields", "ffn_ratio")
         if self.width % self.heads:
             raise ValueError(f"TextEncoderConfig.width {self.width} is not divisible by heads {self.heads}")
         _check_rate(self, "dropout")

@@ -18,7 +18,7 @@ def bert_config(cfg: TextEncoderConfig) -> BertConfig:
         hidden_size=cfg.width,
         num_hidden_layers=cfg.depth,
         num_attention_heads=cfg.heads,
-        intermediate_size=4 * cfg.width,
+        intermediate_size=cfg.ffn_ratio * cfg.width,
         max_position_embeddings=cfg.max_length,
         type_vocab_size=cfg.num_fields,  # token_type_ids = text_field_ids: a learned embedding per field
         hidden_dropout_prob=cfg.dropout,

@@ -173,7 +173,7 @@ def check_minilm_shape(encoder: TextEncoder, minilm: BertModel) -> None:
         raise ValueError(
             f"the text tower does not match MiniLM: {fields}. MiniLM is width {theirs.hidden_size}, depth "
             f"{theirs.num_hidden_layers}, heads {theirs.num_attention_heads}, intermediate size "
-            f"{theirs.intermediate_size} (the tower's intermediate size is 4 * text.width)")
+            f"{theirs.intermediate_size} (the tower's intermediate size is text.ffn_ratio * text.width)")
 
 
 def _token_names(id_to_token: TokenNames, rows: int) -> list[Optional[str]]:
@@ -265,7 +265,7 @@ def init_text_from_minilm(
 
     Args:
         encoder: the text tower; it must be MiniLM's shape (``text.width=384``, ``text.depth=6``,
-            ``text.heads=12``, hence intermediate size 1536) with ``text.max_length <= 512``.
+            ``text.heads=12``, ``text.ffn_ratio=4``: intermediate size 1536) with ``text.max_length <= 512``.
         id_to_token: our token of every id: a callable (e.g. ``TextTokenizer.id_to_token``; ``None`` for
             an id without token) or a sequence of ``vocab_size`` tokens.
         path: folder of MiniLM's ``config.json``, weights and ``vocab.txt``; default: the
