@@ -174,6 +174,17 @@ def token_lengths(folder: Path, queries: Sequence[str]) -> str:
                                             (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)))
 
 
+def random_query_feed(rng, length: int, names: Sequence[str], ngram_high: int = 1000) -> dict:
+    """The text graph's inputs ``names`` for one row of ``length`` random token ids and ``length - 2`` (at least 1)
+    random n-gram ids below ``ngram_high``, every field 1 (caption)."""
+    import numpy as np
+
+    feed = {"text_ids": rng.integers(5, 1000, (1, length)), "text_attention": np.ones((1, length), np.int64),
+            "text_field_ids": np.ones((1, length), np.int64),
+            "text_ngrams": rng.integers(1, ngram_high, (1, max(length - 2, 1)))}
+    return {n: feed[n].astype(np.int64) for n in names}
+
+
 def graph_by_length(graph: Path, lengths: Sequence[int], repeats: int = 1000, warmup: int = 200) -> list[dict]:
     """Rows ``{tokens, ngrams, p50_ms, p99_ms}``: ONNX Runtime's ``session.run`` of the text graph file ``graph``
     alone (one thread) on one row of ``tokens`` random token ids and ``tokens - 2`` n-grams, per length:
@@ -188,9 +199,7 @@ def graph_by_length(graph: Path, lengths: Sequence[int], repeats: int = 1000, wa
     rows = []
     for length in lengths:
         grams = max(length - 2, 1)
-        feed = {"text_ids": rng.integers(5, 1000, (1, length)), "text_attention": np.ones((1, length), np.int64),
-                "text_field_ids": np.ones((1, length), np.int64), "text_ngrams": rng.integers(1, 1000, (1, grams))}
-        feed = {n: feed[n].astype(np.int64) for n in names}
+        feed = random_query_feed(rng, length, names)
         for _ in range(warmup):
             session.run(None, feed)
         ts = []

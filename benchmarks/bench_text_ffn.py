@@ -23,6 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query_latency import random_query_feed  # noqa: E402  (a sibling script)
+
 NGRAM_BUCKETS = 32768  # configs/quickstart.yaml's
 SIZES = dict(T=4, S=64, M=64, F=101, L=64, G=256)  # the trace's sizes: the quickstart's text lengths
 
@@ -51,21 +54,17 @@ def export_graphs(preset: str, ratios: Sequence[int], folder: Path, int8: bool =
 def time_graphs(graphs: dict[str, Path], lengths: Sequence[int], rounds: int, repeats: int,
                 seed: int = 0) -> dict[tuple[str, int], list[float]]:
     """Seconds per ``session.run`` of every graph at every length, taking turns (see the module docstring)."""
-    import onnxruntime as ort
+    from mmemb.export.parity import onnx_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for k, p in graphs.items()}
+    sessions = {k: onnx_session(p, 1) for k, p in graphs.items()}
     rng = np.random.default_rng(seed)
     times: dict[tuple[str, int], list[float]] = {(k, n): [] for k in sessions for n in lengths}
     for _ in range(rounds):
         for n in lengths:
-            feeds = {"text_ids": rng.integers(5, 1000, (1, n)), "text_attention": np.ones((1, n), np.int64),
-                     "text_field_ids": np.ones((1, n), np.int64),
-                     "text_ngrams": rng.integers(1, NGRAM_BUCKETS, (1, max(n - 2, 1)))}
+            feeds = random_query_feed(rng, n, ["text_ids", "text_attention", "text_field_ids", "text_ngrams"],
+                                      ngram_high=NGRAM_BUCKETS)
             for name, session in sessions.items():
-                wanted = {i.name for i in session.get_inputs()}
-                x = {k: v.astype(np.int64) for k, v in feeds.items() if k in wanted}
+                x = {i.name: feeds[i.name] for i in session.get_inputs()}
                 for _ in range(20):
                     session.run(None, x)
                 for _ in range(repeats):

@@ -212,6 +212,4 @@ def student_small_ffn2() -> ModelConfig:
     size 256 instead of BERT's 512), the student of ``configs/distill.yaml`` since 2026-12-03: as good on
     validation (README "Distillation") with about 15% less time per search query in the exported text graph
     (BENCHMARKS.md)."""
-    cfg = student_small()
-    cfg.text.ffn_ratio = 2
-    return cfg
+    return apply_overrides(student_small(), {"text": {"ffn_ratio": 2}})
