@@ -123,6 +123,50 @@ def test_distill_table_judges_each_target_on_the_means():
     assert "| distilled student | 0.400 ± 0.000 |" in text and "2 seeds (mean ± std)" in text
 
 
+
+def test_distill_screen_reads_the_last_validation_row_and_judges_by_spread(tmp_path, capsys, monkeypatch):
+    bench = _bench("distill_screen")
+    keys = [key for _, key in bench.METRICS]
+    for name, level in (("base", 0.5), ("vis1", 0.3)):  # finished runs (fit.done + metrics.json): nothing trains
+        for seed in (0, 1):
+            root = tmp_path / "runs" / name / f"seed{seed}"
+            ckpts = root / "version_0" / "checkpoints"
+            ckpts.mkdir(parents=True)
+            (root / "fit.done").write_text("ok\n")
+            (ckpts / "metrics.json").write_text(json.dumps({"metrics": {k: level - 0.1 for k in keys}}))
+            header = "epoch,train/loss," + ",".join(f"val/{k}" for k in keys)
+            early = "0,," + ",".join(["0.9"] * len(keys))  # an earlier epoch: not the one read
+            last = f"1,,{','.join([str(level + 0.01 * seed)] * len(keys))}"
+            (root / "version_0" / "metrics.csv").write_text("\n".join([header, "0,1.0," + "," * (len(keys) - 1),
+                                                                        early, last]) + "\n")
+    (tmp_path / "teachers" / "seed0").mkdir(parents=True)
+    (tmp_path / "teachers" / "seed1").mkdir(parents=True)
+    assert bench.last_validation(tmp_path / "runs" / "vis1" / "seed1")["hashtag_map"] == 0.31
+    with pytest.raises(FileNotFoundError, match="no version_"):
+        bench.last_validation(tmp_path / "nowhere")
+    args = ["--variants", "vis1", "--seeds", "2", "--runs", str(tmp_path / "runs"), "--teachers",
+            str(tmp_path / "teachers"), "--dry-run"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| base: `configs/distill.yaml` as it is | 0.505 ± 0.007 |" in out
+    assert "0.305 ± 0.007 (-0.200*)" in out  # beyond the spread of both
+    assert "| 0.200 / 0.200 / 0.200 / 0.200 / 0.200 |" in out  # test means, for the record
+    with pytest.raises(SystemExit):
+        bench.main(["--seeds", "3", "--teachers", str(tmp_path / "teachers"), "--dry-run"])  # no teacher of seed 2
+
+    import distill_table  # importable once distill_screen put benchmarks/ on the path
+
+    import mmemb.eval.loading
+
+    def fake_cost(ckpts, **_):
+        return {name: {"params": 1e6, "flops_clip": 2e6, "ms_clip": 8.0 if name == "teacher" else 2.0, "ms_text": 1.0}
+                for name in ckpts}
+
+    monkeypatch.setattr(distill_table, "measure_cost", fake_cost)
+    monkeypatch.setattr(mmemb.eval.loading, "resolve_checkpoint", lambda root: root)
+    bench.print_cost(tmp_path / "teachers" / "seed0", {"vis1": tmp_path / "runs" / "vis1" / "seed0"})
+    assert "| vis1 | 1.00 | 2.0 | 2.00 | 4.0x | 1.00 |" in capsys.readouterr().out
+
 def _kuairec_rows(head_map: float, text_acc: float, tfidf_map: float = 0.25, labels: str = "run") -> list[dict]:
     data = {"data_n_train": 8542.0, "data_n_val_held_out": 1061.0, "data_n_test": 1125.0, "data_n_labels": 238.0,
             "labels": labels}
