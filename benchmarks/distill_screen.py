@@ -26,14 +26,13 @@ thread), with each one's clip speed-up over the teacher; printed only (BENCHMARK
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from readme_tables import REPO, ensure_trained_and_evaluated, mean_std  # noqa: E402
+from readme_tables import REPO, ensure_trained_and_evaluated, mean_std, validation_best_last  # noqa: E402
 
 from mmemb.eval.ablate import exceeds_spread  # noqa: E402
 from mmemb.eval.report import write_readme_block  # noqa: E402
@@ -54,15 +53,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 def last_validation(root: Path) -> dict[str, float]:
     """The last validation row of the newest version's ``metrics.csv`` under ``root`` (metric -> value)."""
-    versions = sorted(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not versions:
+    if not any(root.glob("version_*")):
         raise FileNotFoundError(f"{root}: no version_* folder (the run was not trained)")
-    path = versions[-1] / "metrics.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("val/hashtag_map")]
-    if not rows:
-        raise ValueError(f"{path}: no validation row (val/hashtag_map)")
-    return {key: float(rows[-1][f"val/{key}"]) for _, key in METRICS}
+    last = validation_best_last(root, key="val/hashtag_map")["last"]
+    return {key: last[f"val/{key}"] for _, key in METRICS}
 
 
 def table(val: dict[str, list[dict]], test: dict[str, list[dict]]) -> str:
